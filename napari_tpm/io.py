@@ -1,0 +1,494 @@
+"""Reading and writing 3D volumes with their geometry, with one-line errors a user can act on.
+
+Everything goes through SimpleITK so that NIfTI, NRRD, MetaImage and DICOM series share one
+geometry model. Arrays are (z, y, x) as `SimpleITK.GetArrayFromImage` returns them, spacing is
+(z, y, x) in millimetres (the project convention), while origin (x, y, z) and the 9-element
+direction matrix are kept exactly as SimpleITK reports them, so writing a result "like" an input
+reproduces the input's world placement bit for bit.
+
+Every failure a user can cause (wrong path, corrupt or unsupported file, 2D or 4D data, NaNs,
+mismatched grids) raises `VolumeError`, a `ValueError` whose message is a single line naming the
+file and the problem, because these messages end up in a napari notification or a CLI error.
+"""
+
+from __future__ import annotations
+
+import gzip
+import math
+import struct
+import warnings
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+__all__ = [
+    "SUPPORTED_EXTENSIONS",
+    "Volume",
+    "VolumeError",
+    "check_finite",
+    "check_size",
+    "read_volume",
+    "require_same_grid",
+    "same_grid",
+    "write_volume",
+]
+
+#: File name endings `read_volume` and `write_volume` accept (a folder means a DICOM series).
+SUPPORTED_EXTENSIONS: tuple[str, ...] = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
+
+_IDENTITY_DIRECTION: tuple[float, ...] = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
+
+
+class VolumeError(ValueError):
+    """A volume cannot be used; the message is one line naming the file and the problem."""
+
+
+@dataclass
+class Volume:
+    """A 3D array with the geometry needed to place it in the world and to write results back.
+
+    Attributes:
+        array: voxel values, shape (z, y, x).
+        spacing: voxel size (z, y, x) in mm (reversed with respect to SimpleITK's GetSpacing).
+        origin: world position (x, y, z) of voxel (0, 0, 0), as SimpleITK's GetOrigin.
+        direction: row-major 3x3 direction cosines, as SimpleITK's GetDirection.
+    """
+
+    array: np.ndarray
+    spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    origin: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    direction: tuple[float, ...] = field(default=_IDENTITY_DIRECTION)
+
+    def __post_init__(self) -> None:
+        self.spacing = tuple(float(s) for s in self.spacing)
+        self.origin = tuple(float(o) for o in self.origin)
+        self.direction = tuple(float(d) for d in self.direction)
+        if len(self.spacing) != 3 or len(self.origin) != 3 or len(self.direction) != 9:
+            raise VolumeError(
+                "a Volume needs 3 spacing values, 3 origin values and 9 direction values, got "
+                f"{len(self.spacing)}, {len(self.origin)} and {len(self.direction)}"
+            )
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.array.shape)
+
+    @classmethod
+    def from_sitk(cls, image: sitk.Image) -> Volume:
+        """Wrap a 3D scalar SimpleITK image (the pixel buffer is copied into numpy)."""
+        if image.GetDimension() != 3:
+            raise VolumeError(f"expected a 3D image, got a {image.GetDimension()}D image")
+        return cls(
+            array=sitk.GetArrayFromImage(image),
+            spacing=tuple(reversed(image.GetSpacing())),
+            origin=image.GetOrigin(),
+            direction=image.GetDirection(),
+        )
+
+    def to_sitk(self, array: np.ndarray | None = None) -> sitk.Image:
+        """A SimpleITK image with this geometry holding `array` (default: this volume's array)."""
+        data = self.array if array is None else array
+        if data.ndim != 3:
+            raise VolumeError(f"expected a 3D (z, y, x) array, got shape {data.shape}")
+        if array is not None and tuple(array.shape) != self.shape:
+            raise VolumeError(
+                f"array shape {tuple(array.shape)} does not match the volume shape {self.shape}"
+            )
+        if data.dtype == bool:
+            data = data.view(np.uint8)  # SimpleITK has no boolean pixel type
+        elif data.dtype == np.float16:
+            data = data.astype(np.float32)
+        image = sitk.GetImageFromArray(np.ascontiguousarray(data), isVector=False)
+        image.SetSpacing(tuple(reversed(self.spacing)))
+        image.SetOrigin(self.origin)
+        image.SetDirection(self.direction)
+        return image
+
+
+# --------------------------------------------------------------------------------------------
+# validation helpers
+
+
+def check_finite(array: np.ndarray, what: str = "image") -> None:
+    """Raise VolumeError when `array` holds NaN or infinite values (integers always pass).
+
+    NaNs poison every mean, z-score and distance downstream without an error of their own, so
+    they are refused at the door rather than discovered as an all-empty segmentation.
+    """
+    if not np.issubdtype(array.dtype, np.floating) and not np.issubdtype(
+        array.dtype, np.complexfloating
+    ):
+        return
+    finite = np.isfinite(array)
+    if not finite.all():
+        bad = int(finite.size - np.count_nonzero(finite))
+        n_nan = int(np.count_nonzero(np.isnan(array)))
+        raise VolumeError(_nonfinite_message(what, n_nan, bad - n_nan))
+
+
+def _nonfinite_message(what: str, n_nan: int, n_inf: int) -> str:
+    return (
+        f"{what} contains {n_nan + n_inf} non-finite voxel(s) ({n_nan} NaN, {n_inf} infinite); "
+        "replace them before segmenting"
+    )
+
+
+def check_size(shape: Sequence[int], max_voxels: int) -> int:
+    """Return the voxel count of `shape`; raise VolumeError when it exceeds `max_voxels`.
+
+    Lets a front end refuse a volume that would not fit in memory before any buffer is made.
+    """
+    n = math.prod(int(s) for s in shape)
+    if n > max_voxels:
+        raise VolumeError(
+            f"volume of shape {tuple(int(s) for s in shape)} has {n:,} voxels, more than the "
+            f"limit of {int(max_voxels):,}; crop or downsample it first"
+        )
+    return n
+
+
+def same_grid(a: Volume, b: Volume, tol: float = 1e-3) -> bool:
+    """True when `a` and `b` sample the same world grid.
+
+    `tol` is relative so one number fits every scale: spacings may differ by `tol` times their
+    size, origins by `tol` voxels (file formats store positions as float32, and NIfTI's
+    qform/sform conversions leave rounding far above machine precision), direction cosines by
+    `tol` absolutely.
+    """
+    return not _grid_differences(a, b, tol)
+
+
+def require_same_grid(image: Volume, labels: Volume, what: str = "labels") -> None:
+    """Raise VolumeError naming what differs when `labels` is not on `image`'s grid."""
+    diffs = _grid_differences(image, labels, 1e-3)
+    if diffs:
+        raise VolumeError(
+            f"{what} grid (shape/spacing/origin/direction) does not match the image: "
+            + "; ".join(diffs)
+        )
+
+
+def _grid_differences(a: Volume, b: Volume, tol: float) -> list[str]:
+    diffs = []
+    if a.shape != b.shape:
+        diffs.append(f"shape {a.shape} vs {b.shape}")
+        return diffs
+    sa, sb = np.asarray(a.spacing), np.asarray(b.spacing)
+    if np.any(np.abs(sa - sb) > tol * np.maximum(np.abs(sa), np.abs(sb))):
+        diffs.append(f"spacing {_fmt(a.spacing)} vs {_fmt(b.spacing)}")
+    voxel = float(np.min(np.minimum(np.abs(sa), np.abs(sb))))
+    if np.any(np.abs(np.subtract(a.origin, b.origin)) > tol * max(voxel, 1e-12)):
+        diffs.append(f"origin {_fmt(a.origin)} vs {_fmt(b.origin)}")
+    if np.any(np.abs(np.subtract(a.direction, b.direction)) > tol):
+        diffs.append(f"direction {_fmt(a.direction)} vs {_fmt(b.direction)}")
+    return diffs
+
+
+def _fmt(values: Sequence[float]) -> str:
+    return "(" + ", ".join(f"{v:.6g}" for v in values) + ")"
+
+
+# --------------------------------------------------------------------------------------------
+# reading
+
+
+def _extension(path: Path) -> str:
+    name = path.name.lower()
+    for ext in SUPPORTED_EXTENSIONS:
+        if name.endswith(ext):
+            return ext
+    return "".join(path.suffixes[-2:]).lower() if path.suffixes else ""
+
+
+def _itk_detail(error: Exception) -> str:
+    """The most telling line of a multi-line ITK exception, for a one-line message."""
+    lines = [ln.strip() for ln in str(error).splitlines() if ln.strip()]
+    for line in reversed(lines):
+        cleaned = line.removeprefix("[nrrd]").strip()
+        if cleaned and not cleaned.endswith(":"):
+            return cleaned[:200]
+    return type(error).__name__
+
+
+def read_volume(path: str | Path) -> Volume:
+    """Read a 3D scalar volume from NIfTI, NRRD, MetaImage or a folder holding a DICOM series.
+
+    A 4D file with a single frame is read as 3D. NIfTI files are checked against their header
+    before ITK reads them (ITK accepts truncated NIfTI and turns NaN into 0); for float NIfTI
+    volumes this costs one extra pass of decompression.
+
+    Raises:
+        VolumeError: missing path, unsupported extension, unreadable or truncated file, a folder
+            without DICOM, 2D, 4D or multi-component images, or NaN/infinite voxels.
+    """
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise VolumeError(f"{path}: no such file or folder")
+    if path.is_dir():
+        image = _read_dicom_folder(path)
+    else:
+        ext = _extension(path)
+        if ext not in SUPPORTED_EXTENSIONS:
+            hint = " (for DICOM, pass the folder holding the series)" if ext == ".dcm" else ""
+            raise VolumeError(
+                f"{path.name}: unsupported file type {ext or '(no extension)'!r}; "
+                f"use one of {', '.join(SUPPORTED_EXTENSIONS)} or a DICOM folder{hint}"
+            )
+        if ext in (".nii", ".nii.gz"):
+            _check_nifti(path)
+        try:
+            image = sitk.ReadImage(str(path))
+        except RuntimeError as err:
+            raise VolumeError(
+                f"{path.name}: cannot read the file, it is unreadable or corrupt "
+                f"({_itk_detail(err)})"
+            ) from None
+    image = _as_3d_scalar(image, path.name)
+    volume = Volume.from_sitk(image)
+    check_finite(volume.array, what=path.name)
+    return volume
+
+
+def _as_3d_scalar(image: sitk.Image, name: str) -> sitk.Image:
+    """Refuse what the segmenter cannot use; squeeze a trailing singleton 4th axis."""
+    if image.GetNumberOfComponentsPerPixel() > 1:
+        raise VolumeError(
+            f"{name}: multi-component pixels ({image.GetNumberOfComponentsPerPixel()} values per "
+            "voxel: RGB, vector or 4D data stored as components); a single-channel 3D image is "
+            "needed"
+        )
+    dim = image.GetDimension()
+    size = image.GetSize()
+    if dim == 4 and size[3] == 1:
+        image = sitk.Extract(image, (*size[:3], 0), (0, 0, 0, 0))
+        dim, size = 3, image.GetSize()
+    if dim == 2 or (dim == 3 and min(size) == 1):
+        raise VolumeError(
+            f"{name}: this is a 2D image (size {size} in x, y, z); a 3D volume with several "
+            "slices is needed"
+        )
+    if dim != 3:
+        raise VolumeError(
+            f"{name}: this is a {dim}D image (size {size}); only 3D volumes are supported, "
+            "extract one 3D volume (e.g. one time point) first"
+        )
+    if image.GetPixelID() in (sitk.sitkComplexFloat32, sitk.sitkComplexFloat64):
+        raise VolumeError(f"{name}: complex-valued pixels are not supported")
+    return image
+
+
+def _read_dicom_folder(folder: Path) -> sitk.Image:
+    if not any(p.is_file() for p in folder.iterdir()):
+        raise VolumeError(
+            f"{folder}: the folder is empty (no files directly inside); expected one DICOM series"
+        )
+    series_ids = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
+    if not series_ids:
+        raise VolumeError(f"{folder}: no DICOM series found in this folder")
+    files_by_series = {
+        sid: sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), sid) for sid in series_ids
+    }
+    chosen = max(series_ids, key=lambda sid: len(files_by_series[sid]))
+    files = files_by_series[chosen]
+    if len(series_ids) > 1:
+        counts = ", ".join(f"{sid or '?'} ({len(f)} files)" for sid, f in files_by_series.items())
+        warnings.warn(
+            f"{folder}: {len(series_ids)} DICOM series found ({counts}); reading {chosen or '?'}, "
+            "the one with the most files",
+            stacklevel=3,
+        )
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(files)
+    try:
+        return reader.Execute()
+    except RuntimeError as err:
+        raise VolumeError(
+            f"{folder}: cannot read the DICOM series, a file is unreadable or corrupt "
+            f"({_itk_detail(err)})"
+        ) from None
+
+
+def _check_nifti(path: Path) -> None:
+    """Raise VolumeError for a truncated NIfTI file, or one whose float voxels hold NaN/inf.
+
+    ITK reads a truncated NIfTI (plain or gzipped) without complaint and pads with zeros, which
+    would silently turn a damaged download into a half-empty scan; and the NIfTI library it uses
+    replaces NaN and infinite floats with 0, hiding them from `check_finite`. The header gives
+    the exact byte count and voxel type. Float volumes are streamed once to count non-finite
+    values (and bytes); for other types a gzip file's trailer size field is checked first, and
+    only on a mismatch (truncation, or a rare multi-member file) is the stream decompressed.
+    """
+    gz = path.name.lower().endswith(".gz")
+    try:
+        with gzip.open(path, "rb") if gz else path.open("rb") as fh:
+            header = fh.read(540)
+    except (OSError, EOFError, zlib.error) as err:
+        raise VolumeError(
+            f"{path.name}: cannot read the file, it is unreadable or corrupt ({err})"
+        ) from None
+    layout = _nifti_layout(header)
+    if layout is None:
+        return  # not a NIfTI header we understand: let ITK give its own verdict
+    n_nan = n_inf = 0
+    if layout.float_dtype is not None:
+        actual, n_nan, n_inf = _scan_payload(path, gz, layout)
+    elif gz:
+        with path.open("rb") as fh:
+            fh.seek(-4, 2)
+            isize = struct.unpack("<I", fh.read(4))[0]
+        if isize == layout.total_bytes % 2**32:
+            return
+        actual = _scan_payload(path, gz, layout)[0]
+    else:
+        actual = path.stat().st_size
+    if actual is None or actual < layout.total_bytes:
+        got = "a broken compressed stream" if actual is None else f"{actual:,} bytes"
+        raise VolumeError(
+            f"{path.name}: the file is truncated or corrupt (header promises "
+            f"{layout.total_bytes:,} bytes, found {got})"
+        )
+    if n_nan or n_inf:
+        raise VolumeError(_nonfinite_message(path.name, n_nan, n_inf))
+
+
+@dataclass(frozen=True)
+class _NiftiLayout:
+    total_bytes: int  # header + extensions + voxel data
+    vox_offset: int
+    float_dtype: np.dtype | None  # float32/float64 voxels, whose NaNs ITK would hide
+
+
+def _nifti_layout(header: bytes) -> _NiftiLayout | None:
+    """Byte layout from a NIfTI-1 or NIfTI-2 header, or None if it is not one."""
+    for endian in "<>":
+        if len(header) >= 348 and struct.unpack(endian + "i", header[:4])[0] == 348:
+            dims = struct.unpack(endian + "8h", header[40:56])
+            datatype, bitpix = struct.unpack(endian + "2h", header[70:74])
+            vox_offset = int(struct.unpack(endian + "f", header[108:112])[0])
+            break
+        if len(header) >= 540 and struct.unpack(endian + "i", header[:4])[0] == 540:
+            datatype, bitpix = struct.unpack(endian + "2h", header[12:16])
+            dims = struct.unpack(endian + "8q", header[16:80])
+            vox_offset = struct.unpack(endian + "q", header[168:176])[0]
+            break
+    else:
+        return None
+    ndim = dims[0]
+    if not 1 <= ndim <= 7 or bitpix <= 0:
+        return None
+    n_voxels = math.prod(max(int(d), 1) for d in dims[1 : ndim + 1])
+    floats = {16: "f4", 64: "f8"}  # NIfTI datatype codes for float32 and float64
+    dtype = np.dtype(endian + floats[datatype]) if datatype in floats else None
+    return _NiftiLayout(int(vox_offset) + n_voxels * bitpix // 8, int(vox_offset), dtype)
+
+
+def _scan_payload(path: Path, gz: bool, layout: _NiftiLayout) -> tuple[int | None, int, int]:
+    """(bytes in the file, NaN count, inf count); bytes is None when the stream is broken."""
+    total = n_nan = n_inf = 0
+    dtype = layout.float_dtype
+    pending = b""
+    try:
+        with gzip.open(path, "rb") if gz else path.open("rb") as fh:
+            while chunk := fh.read(1 << 22):
+                start = total
+                total += len(chunk)
+                if dtype is None:
+                    continue
+                lo = max(layout.vox_offset - start, 0)
+                hi = min(layout.total_bytes - start, len(chunk))
+                if hi <= lo:
+                    continue
+                data = pending + chunk[lo:hi]
+                usable = len(data) - len(data) % dtype.itemsize
+                values = np.frombuffer(data[:usable], dtype=dtype)
+                pending = data[usable:]
+                n_nan += int(np.count_nonzero(np.isnan(values)))
+                n_inf += int(np.count_nonzero(np.isinf(values)))
+    except (OSError, EOFError, zlib.error):
+        return None, n_nan, n_inf
+    return total, n_nan, n_inf
+
+
+# --------------------------------------------------------------------------------------------
+# writing
+
+
+def _label_dtype(array: np.ndarray) -> np.dtype:
+    """Smallest integer type holding the (rounded) label values; viewers treat these as labels."""
+    if array.size == 0:
+        return np.dtype(np.uint8)
+    lo, hi = float(np.min(array)), float(np.max(array))
+    for dtype in (np.uint8, np.uint16, np.int16, np.int32):
+        info = np.iinfo(dtype)
+        if info.min <= lo and hi <= info.max:
+            return np.dtype(dtype)
+    return np.dtype(np.int64)
+
+
+def write_volume(
+    path: str | Path,
+    array: np.ndarray,
+    like: Volume | None = None,
+    *,
+    spacing: Sequence[float] | None = None,
+    origin: Sequence[float] | None = None,
+    direction: Sequence[float] | None = None,
+    is_label: bool | None = None,
+    compress: bool = True,
+) -> Path:
+    """Write a (z, y, x) array to NIfTI, NRRD or MetaImage, on the grid of `like`.
+
+    Geometry comes from `like` (typically the volume the array was computed from); `spacing`
+    (z, y, x), `origin` (x, y, z) and `direction` override it, and without either the grid is
+    the unit identity grid. Label arrays (`is_label=True`, or any bool/integer array when left
+    None) are stored as the smallest integer type that holds them, because viewers and other
+    tools decide "label or image" from the stored type, and float labels waste space.
+
+    Returns:
+        The path written.
+    """
+    path = Path(path).expanduser()
+    ext = _extension(path)
+    if ext not in SUPPORTED_EXTENSIONS:
+        raise VolumeError(
+            f"{path.name}: unsupported file type {ext or '(no extension)'!r} for writing; "
+            f"use one of {', '.join(SUPPORTED_EXTENSIONS)}"
+        )
+    if not path.parent.is_dir():
+        raise VolumeError(f"{path}: the folder {path.parent} does not exist")
+    array = np.asarray(array)
+    if array.ndim != 3:
+        raise VolumeError(f"{path.name}: expected a 3D (z, y, x) array, got shape {array.shape}")
+    if like is not None and tuple(array.shape) != like.shape:
+        raise VolumeError(
+            f"{path.name}: array shape {tuple(array.shape)} does not match the reference volume "
+            f"shape {like.shape}"
+        )
+    if is_label is None:
+        is_label = array.dtype == bool or np.issubdtype(array.dtype, np.integer)
+    if is_label:
+        check_finite(array, what=path.name)
+        if np.issubdtype(array.dtype, np.floating):
+            array = np.rint(array)
+        array = array.astype(_label_dtype(array), copy=False)
+    elif array.dtype == np.float16:
+        array = array.astype(np.float32)
+    geometry = Volume(
+        array=array,
+        spacing=spacing if spacing is not None else (like.spacing if like else (1.0, 1.0, 1.0)),
+        origin=origin if origin is not None else (like.origin if like else (0.0, 0.0, 0.0)),
+        direction=direction
+        if direction is not None
+        else (like.direction if like else _IDENTITY_DIRECTION),
+    )
+    if min(geometry.spacing) <= 0:
+        raise VolumeError(f"{path.name}: spacing must be positive, got {geometry.spacing}")
+    try:
+        sitk.WriteImage(geometry.to_sitk(), str(path), useCompression=compress)
+    except RuntimeError as err:
+        raise VolumeError(f"{path.name}: cannot write the file ({_itk_detail(err)})") from None
+    return path
