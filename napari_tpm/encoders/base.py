@@ -1,0 +1,117 @@
+"""The encoder contract shared by the trained ResNets and the training-free filter bank.
+
+Every encoder maps a batch of intensity-normalised slices ``[B, 1, H, W]`` to feature maps
+``[B, C, ceil(H / stride), ceil(W / stride)]`` that are unit vectors along ``C``. Everything
+downstream (prototypes, squared distances ``D2 = 2 (1 - cos)``) relies on that, so the
+normalisation lives here, once, rather than in each architecture.
+
+An encoder is rebuilt from ``config()`` alone (plain builtins, JSON-safe). That is what a
+checkpoint stores next to the weights, so loading never needs to unpickle Python objects.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+#: Every name ``build_encoder`` understands, in order from the paper's encoder to the cheapest.
+ENCODER_NAMES: tuple[str, ...] = (
+    "resnet101",
+    "resnet50",
+    "resnet34",
+    "resnet18",
+    "resnet18-l3",
+    "filterbank",
+)
+
+_EPS = 1e-6
+
+
+class Encoder(nn.Module):
+    """Base class: subclasses implement ``features`` (raw maps) and ``config``.
+
+    Runtime options that do not change the architecture (bf16 autocast, channels-last memory
+    format) are set with ``set_runtime`` and are deliberately *not* part of ``config()``: a
+    checkpoint written on a GPU in bf16 must load as the same model on a CPU in fp32.
+    """
+
+    name: str = ""
+    stride: int = 1
+    out_channels: int = 0
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.autocast_dtype: torch.dtype | None = None
+        self.channels_last: bool = False
+
+    # -- to implement -------------------------------------------------------------------------
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Raw feature maps ``[B, C, h, w]`` (not yet normalised)."""
+        raise NotImplementedError
+
+    def config(self) -> dict[str, Any]:
+        """Plain-builtin description from which ``build_encoder`` rebuilds this architecture."""
+        raise NotImplementedError
+
+    # -- shared behaviour ---------------------------------------------------------------------
+    def set_runtime(self, *, bf16: bool = False, channels_last: bool = False) -> Encoder:
+        """Choose reduced-precision autocast and/or channels-last memory format.
+
+        Both are speed options only: results stay within a small tolerance of fp32 (the tests
+        check this). Returns ``self`` so it chains like ``.to()``.
+        """
+        self.autocast_dtype = torch.bfloat16 if bf16 else None
+        self.channels_last = bool(channels_last)
+        fmt = torch.channels_last if channels_last else torch.contiguous_format
+        self.to(memory_format=fmt)
+        return self
+
+    def output_size(self, height: int, width: int) -> tuple[int, int]:
+        """Feature-map size for an input of ``height x width`` (ceil division by the stride)."""
+        return (-(-height // self.stride), -(-width // self.stride))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Encode ``x [B, 1, H, W]`` into unit-norm features ``[B, C, ceil(H/s), ceil(W/s)]``."""
+        if x.ndim != 4 or x.shape[1] != 1:
+            raise ValueError(f"{type(self).__name__} expects [B, 1, H, W], got {tuple(x.shape)}")
+        x = x.float()
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        ctx = (
+            torch.autocast(device_type=x.device.type, dtype=self.autocast_dtype)
+            if self.autocast_dtype is not None
+            else contextlib.nullcontext()
+        )
+        with ctx:
+            y = self.features(x)
+        y = F.normalize(y.float(), dim=1, eps=_EPS)
+        return y.contiguous()
+
+    def extra_repr(self) -> str:
+        return f"name={self.name!r}, stride={self.stride}, out_channels={self.out_channels}"
+
+
+def build_encoder(config: dict[str, Any] | str) -> Encoder:
+    """Rebuild an encoder from ``Encoder.config()`` (or from a bare name with default options).
+
+    Raises ``ValueError`` naming the known encoders when the name is unknown.
+    """
+    if isinstance(config, str):
+        config = {"name": config}
+    if not isinstance(config, dict) or "name" not in config:
+        raise ValueError(f"an encoder config must be a dict with a 'name', got {config!r}")
+    options = dict(config)
+    name = options.pop("name")
+    # Imported here, not at module top, because the implementations import this module.
+    from napari_tpm.encoders.filterbank import FilterBankEncoder
+    from napari_tpm.encoders.resnet import RESNET_SPECS, ResNetEncoder
+
+    if name == "filterbank":
+        return FilterBankEncoder(**options)
+    if name in RESNET_SPECS:
+        return ResNetEncoder(name, **options)
+    raise ValueError(f"unknown encoder {name!r}; known encoders: {', '.join(ENCODER_NAMES)}")
