@@ -1,0 +1,639 @@
+"""The segmentation session: one image, one painted slice, the whole volume.
+
+This is the small verb API that the CLI, the napari widget, the evaluation and the test-time
+adaptation all share. Each stage caches its output, keyed by what it depends on, so a change
+only recomputes what lies downstream of it:
+
+    image ------------------> features       (encoder; the only expensive step)
+    painted slice + K ------> prototypes     (masked average or EM on the support pixels)
+    features + prototypes --> scores         (per-class log-odds at prior 0.5, working grid,
+                                              and the best class + score on the native grid)
+    scores + prior ---------> labels         (one comparison per voxel: the live slider)
+
+Scores are log-odds ``s = log h_F - log h_B`` so that ``P(F|x) = sigmoid(s + logit(prior))``
+and the label at a prior is ``s > -logit(prior)``; see docs/architecture.md.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from napari_tpm.checkpoints import TPMModel, load_model
+from napari_tpm.postprocess import keep_connected
+from napari_tpm.preprocess import WorkingGrid, normalise_intensity
+from napari_tpm.progress import Progress
+from napari_tpm.tpm import (
+    fit_spherical_gmm,
+    icp_from_scores,
+    l2_normalize,
+    log_odds_multi,
+    log_odds_single,
+    squared_distance,
+    support_pixel_features,
+)
+
+#: in-plane size of the square grid the encoder sees (the paper's 256 x 256).
+WORKING_SIZE = 256
+#: bytes per voxel the session holds for a query volume (normalised copy, score, class, output).
+_BYTES_PER_VOXEL = 4 + 4 + 1 + 1 + 1
+
+
+class SupportError(ValueError):
+    """The painted support cannot be used (no paint, paint on several slices, wrong grid...)."""
+
+
+class VolumeTooLargeError(ValueError):
+    """The volume would need more memory than this machine has available."""
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """Turn "auto" into the best available device; refuse devices that are not there.
+
+    MPS is never chosen automatically: users report wrong results with it, so it is opt-in.
+    """
+    if isinstance(device, torch.device):
+        return device
+    name = str(device).lower()
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' was requested but no CUDA GPU is available")
+    if name == "mps" and not (
+        getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()
+    ):
+        raise ValueError("device 'mps' was requested but MPS is not available")
+    try:
+        return torch.device(name)
+    except RuntimeError as err:
+        raise ValueError(f"unknown device {device!r} (use auto, cpu or cuda)") from err
+
+
+def available_memory_bytes() -> int:
+    """Memory the process may still use: MemAvailable from /proc/meminfo, else free pages."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return 1 << 62
+
+
+def find_support_slice(labels: np.ndarray) -> tuple[int, int]:
+    """Return ``(axis, index)`` of the one slice that holds every painted voxel.
+
+    The slice axis is the one along which all painted voxels share one index. When several axes
+    qualify (a single line of paint), axis 0 is preferred, as axial painting is the norm.
+    """
+    if labels.ndim != 3:
+        raise SupportError(f"support labels must be a 3D volume, got {labels.ndim}D")
+    coords = np.nonzero(labels)
+    if coords[0].size == 0:
+        raise SupportError("the support labels are empty: paint the structure on one slice")
+    for axis in range(3):
+        lo, hi = int(coords[axis].min()), int(coords[axis].max())
+        if lo == hi:
+            return axis, lo
+    spans = ", ".join(
+        f"axis {a}: slices {int(c.min())}..{int(c.max())}" for a, c in enumerate(coords)
+    )
+    raise SupportError(f"the paint must lie on a single slice, but it spans several ({spans})")
+
+
+@dataclass
+class _Volume:
+    """A volume seen along one slice axis: normalised slices and the working grid."""
+
+    slices: np.ndarray  # (n, H, W) float32, slice axis moved to the front
+    grid: WorkingGrid
+    pad_value: float
+    features: torch.Tensor | None = None  # (n, C, h, w) float16, CPU
+    encoded: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
+
+
+@dataclass
+class _Support:
+    """What the prototypes are fitted from: per-class support pixel features and geometry."""
+
+    axis: int
+    index: int
+    n_slices: int  # slices along the axis in the support volume (for LinEst's location)
+    label_values: tuple[int, ...]
+    pixel_features: list[torch.Tensor]  # per class (N_k, C), unit-normalised
+    fraction: float  # painted fraction of the working grid (LinEst's "size")
+    same_volume: bool
+    mask_native: np.ndarray  # (H, W) labels of the support slice (native grid)
+    counts_working: list[int]  # painted pixels per class on the working grid
+    features: torch.Tensor  # (C, h, w) float32 features of the support slice
+
+
+class SegmentationSession:
+    """Segment one volume from one painted slice, with every stage cached.
+
+    Args:
+        model: a loaded :class:`TPMModel`, or a name/path understood by
+            :func:`napari_tpm.checkpoints.load_model` ("default", "filterbank", a zoo name, a file).
+        device: "auto" (CUDA when present, else CPU), "cpu", "cuda" or "mps".
+        batch_size: slices per encoder call; default 32 on GPU and 8 on CPU, which bounds the
+            peak memory of the encoder's activations.
+    """
+
+    def __init__(
+        self,
+        model: TPMModel | str = "default",
+        device: str | torch.device = "auto",
+        *,
+        batch_size: int | None = None,
+    ) -> None:
+        self.device = resolve_device(device)
+        self.model = load_model(model, device=self.device) if isinstance(model, str) else model
+        self.model.encoder.to(self.device).eval()
+        if batch_size is None:
+            batch_size = 32 if self.device.type == "cuda" else 8
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.batch_size = int(batch_size)
+        self.encoder_calls = 0
+        self.label_values: tuple[int, ...] = ()
+        self.n_prototypes = 1
+        self._image: np.ndarray | None = None
+        self._spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)
+        self._modality = "auto"
+        self._views: dict[int, _Volume] = {}
+        self._support: _Support | None = None
+        self._prototypes: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self._offset = 0.0
+        self._low: torch.Tensor | None = None  # (n, K, h, w) float32 per-class log-odds
+        self._score: np.ndarray | None = None  # native grid, slice axis first, float32
+        self._best: np.ndarray | None = None  # native grid, slice axis first, uint8 class index
+        self._done: np.ndarray = np.zeros(0, bool)
+
+    # ------------------------------------------------------------------ image
+    @property
+    def image_shape(self) -> tuple[int, ...] | None:
+        return None if self._image is None else tuple(self._image.shape)
+
+    def set_image(
+        self,
+        image: np.ndarray,
+        spacing: tuple[float, float, float] = (1.0, 1.0, 1.0),
+        *,
+        modality: str = "auto",
+        max_bytes: int | None = None,
+    ) -> None:
+        """Use ``image`` (z, y, x) as the query volume; a different image drops every cache.
+
+        Raises ValueError for images that are not 3D or hold NaN/inf, and
+        VolumeTooLargeError when the caches would not fit in ``max_bytes`` (default: the
+        memory available now).
+        """
+        array = np.asarray(image)
+        if array.ndim != 3:
+            raise ValueError(f"the image must be a 3D volume, got shape {array.shape}")
+        if min(array.shape) < 1:
+            raise ValueError(f"the image is empty (shape {array.shape})")
+        dt = array.dtype
+        if not np.issubdtype(dt, np.number) or np.issubdtype(dt, np.complexfloating):
+            raise ValueError(f"the image must hold real numbers, got dtype {array.dtype}")
+        spacing = tuple(float(s) for s in spacing)
+        if len(spacing) != 3 or not all(s > 0 and math.isfinite(s) for s in spacing):
+            raise ValueError(f"spacing must be three positive numbers, got {spacing}")
+        if (
+            self._image is not None
+            and self._image.shape == array.shape
+            and self._spacing == spacing
+            and self._modality == modality
+            and (self._image is array or np.array_equal(self._image, array))
+        ):
+            return
+        need = array.size * _BYTES_PER_VOXEL
+        limit = available_memory_bytes() if max_bytes is None else int(max_bytes)
+        if need > limit:
+            raise VolumeTooLargeError(
+                f"the volume {array.shape} needs about {need / 2**30:.1f} GiB but only "
+                f"{limit / 2**30:.1f} GiB of memory is available"
+            )
+        if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
+            raise ValueError("the image contains NaN or infinite voxels")
+        self._image = array
+        self._spacing = spacing
+        self._modality = modality
+        self._views.clear()
+        self._normalised: np.ndarray | None = None
+        self._reset_support()
+
+    def _require_image(self) -> np.ndarray:
+        if self._image is None:
+            raise ValueError("no image: call set_image() first")
+        return self._image
+
+    def _view(self, axis: int) -> _Volume:
+        """The query volume along ``axis``, normalised once and built on first use."""
+        if axis not in self._views:
+            image = self._require_image()
+            if self._normalised is None:
+                self._normalised = normalise_intensity(image, modality=self._modality)
+            self._views[axis] = _make_view(self._normalised, self._spacing, axis)
+        return self._views[axis]
+
+    # --------------------------------------------------------------- encoding
+    def _encode(self, view: _Volume, indices: np.ndarray) -> None:
+        """Encode the slices of ``view`` listed in ``indices`` that are not cached yet."""
+        todo = np.asarray([i for i in indices if not view.encoded[i]], dtype=int)
+        if todo.size == 0:
+            return
+        x = torch.from_numpy(np.ascontiguousarray(view.slices[todo]))[:, None]
+        x = view.grid.to_working(x, pad_value=view.pad_value).to(self.device)
+        with torch.inference_mode():
+            feats = self.model.encoder(x)
+        self.encoder_calls += int(todo.size)
+        feats = feats.to("cpu", torch.float16)
+        if view.features is None:
+            n, (c, h, w) = view.slices.shape[0], feats.shape[1:]
+            view.features = torch.zeros((n, c, h, w), dtype=torch.float16)
+        view.features[torch.from_numpy(todo)] = feats
+        view.encoded[todo] = True
+
+    def encode(self, axis: int = 0, *, start: int | None = None) -> Iterator[Progress]:
+        """Encode every slice along ``axis`` (generator). Features stay cached for the session."""
+        view = self._view(axis)
+        n = view.slices.shape[0]
+        for lo, hi in _outward_batches(n, n // 2 if start is None else start, self.batch_size):
+            self._encode(view, np.arange(lo, hi))
+            yield Progress(int(view.encoded.sum()), n, "encode", (lo, hi))
+
+    # ---------------------------------------------------------------- support
+    def _reset_support(self) -> None:
+        self._support = None
+        self._prototypes = []
+        self._low = None
+        self._score = None
+        self._best = None
+        self._done = np.zeros(0, bool)
+        self.label_values = ()
+
+    def segment(
+        self,
+        support_labels: np.ndarray,
+        *,
+        support_image: np.ndarray | None = None,
+        support_spacing: tuple[float, float, float] | None = None,
+        n_prototypes: int = 1,
+    ) -> Iterator[Progress]:
+        """Segment the query volume from one painted slice (generator yielding Progress).
+
+        Labels 1..N on the painted slice give N classes segmented jointly. The support slice is
+        encoded first, then the query slices in batches outward from the painted index (or from
+        the matching relative position when the support is another volume); every yielded
+        ``Progress.slices`` range is final, so a viewer can show it at once.
+        """
+        image = self._require_image()
+        k = _check_prototypes(n_prototypes)
+        paint = np.asarray(support_labels)
+        same_volume = support_image is None or support_image is image
+        ref_shape = image.shape if same_volume else np.asarray(support_image).shape
+        if paint.shape != tuple(ref_shape):
+            what = "image" if same_volume else "support image"
+            raise SupportError(
+                f"the support labels {paint.shape} are not on the {what}'s grid {tuple(ref_shape)}"
+            )
+        is_int = np.issubdtype(paint.dtype, np.integer) or np.issubdtype(paint.dtype, np.bool_)
+        if not is_int and not np.all(np.mod(paint, 1) == 0):
+            raise SupportError("the support labels must be whole numbers (a label map)")
+        if (paint < 0).any():
+            raise SupportError("the support labels must not be negative")
+        axis, index = find_support_slice(paint)
+        values = tuple(int(v) for v in np.unique(paint) if v != 0)
+        if len(values) > 255:
+            raise SupportError(f"at most 255 labels can be segmented at once, got {len(values)}")
+        plane = np.take(paint, index, axis=axis)
+
+        self._reset_support()
+        query = self._view(axis)
+        if same_volume:
+            sview, sidx = query, index
+        else:
+            sspacing = self._spacing if support_spacing is None else tuple(support_spacing)
+            snorm = normalise_intensity(np.asarray(support_image), modality=self._modality)
+            sview, sidx = _make_view(snorm, sspacing, axis, only=index), 0
+        self._encode(sview, np.asarray([sidx]))
+        feats = sview.features[sidx].float()
+        mask_w = sview.grid.to_working_mask(torch.from_numpy(plane.astype(np.int64)))
+        pix, counts = [], []
+        for v in values:
+            m = (mask_w == v).to(torch.float32)
+            if m.sum() < 1:  # a stroke thinner than one working pixel: keep what it touches
+                native = torch.from_numpy((plane == v).astype(np.float32))[None, None]
+                m = (sview.grid.to_working(native, pad_value=0.0)[0, 0] > 0).to(torch.float32)
+            counts.append(int(m.sum()))
+            pix.append(support_pixel_features(feats, m))
+        self._support = _Support(
+            axis=axis,
+            index=index,
+            n_slices=int(paint.shape[axis]),
+            label_values=values,
+            pixel_features=pix,
+            fraction=float((mask_w > 0).float().mean()),
+            same_volume=same_volume,
+            mask_native=plane,
+            counts_working=counts,
+            features=feats,
+        )
+        self.label_values = values
+        yield Progress(0, query.slices.shape[0], "support", None)
+        self._fit_prototypes(k)
+        self._calibrate(feats)
+        yield from self._score_all(query, start=self._start_index(query))
+
+    def _start_index(self, query: _Volume) -> int:
+        s = self._support
+        assert s is not None
+        n = query.slices.shape[0]
+        if s.same_volume:
+            return s.index
+        return round(s.index / max(s.n_slices - 1, 1) * (n - 1))
+
+    def _fit_prototypes(self, k: int) -> None:
+        """Prototypes per class: the masked average (k = 1) or an EM mixture (k > 1)."""
+        s = self._support
+        assert s is not None
+        self.n_prototypes = k
+        self._prototypes = []
+        for x in s.pixel_features:
+            if k == 1:
+                mean = l2_normalize(x.mean(0, keepdim=True), dim=1)
+                self._prototypes.append((mean, torch.ones(1)))
+            else:
+                gmm = fit_spherical_gmm(x, k, self.model.sigma_f, seed=0, n_init=3)
+                self._prototypes.append((gmm.means.float(), gmm.weights.float()))
+
+    def _low_scores(self, feats: torch.Tensor) -> torch.Tensor:
+        """Per-class log-odds at prior 0.5 for features (B, C, h, w) -> (B, K, h, w)."""
+        m = self.model
+        feats = feats.float()
+        if len(self._prototypes) == 1:
+            means, weights = self._prototypes[0]
+            d2 = squared_distance(feats, means)
+            if means.shape[0] == 1 and m.calibrated:
+                s = log_odds_single(d2[:, 0], m.t_d, m.alpha)
+            else:
+                s = log_odds_multi(d2, weights, m.sigma_f, m.sigma_b)
+            return s[:, None]
+        # several classes: one prototype (or mixture) per class, background = all wide Gaussians
+        per_class = []
+        for means, weights in self._prototypes:
+            d2 = squared_distance(feats, means)
+            per_class.append(_mixture_log_densities(d2, weights, m.sigma_f, m.sigma_b))
+        log_f = torch.stack([p[0] for p in per_class], 1)  # (B, K, h, w)
+        log_b = torch.logsumexp(torch.stack([p[1] for p in per_class], 1), 1, keepdim=True)
+        return log_f - log_b
+
+    def _calibrate(self, support_feats: torch.Tensor) -> None:
+        """Offset added to every score so that prior 0.5 reproduces the paint on its slice.
+
+        A trained checkpoint carries a learned threshold (T_D) and needs no offset. A model
+        without one (the training-free filter bank) has no meaningful distance scale, so its
+        decision boundary is placed where the support slice's predicted foreground count equals
+        the painted count: the ideal class prior of the support slice itself.
+        """
+        self._offset = 0.0
+        if self.model.calibrated:
+            return
+        low = self._low_scores(support_feats[None])[0]  # (K, h, w)
+        s = self._support
+        assert s is not None
+        size = WORKING_SIZE
+        up = F.interpolate(low[None], size=(size, size), mode="bilinear", align_corners=False)[0]
+        best = up.max(0).values
+        icp = icp_from_scores(best, sum(s.counts_working))
+        icp = float(np.clip(icp, 1e-4, 1 - 1e-4))
+        self._offset = math.log(icp / (1 - icp))
+
+    def _score_all(self, query: _Volume, *, start: int) -> Iterator[Progress]:
+        n = query.slices.shape[0]
+        native = (n, *query.slices.shape[1:])
+        self._score = np.full(native, -np.inf, dtype=np.float32)
+        self._best = np.zeros(native, dtype=np.uint8)
+        self._done = np.zeros(n, bool)
+        low = None
+        for lo, hi in _outward_batches(n, start, self.batch_size):
+            idx = np.arange(lo, hi)
+            self._encode(query, idx)
+            batch = self._low_scores(query.features[lo:hi]) + self._offset
+            if low is None:
+                low = torch.zeros((n, *batch.shape[1:]), dtype=torch.float32)
+            low[lo:hi] = batch
+            self._to_native(query, batch, lo, hi)
+            yield Progress(int(self._done.sum()), n, "segment", (lo, hi))
+        self._low = low
+
+    def _to_native(self, query: _Volume, low: torch.Tensor, lo: int, hi: int) -> None:
+        """Upsample per-class scores of slices lo..hi to the native grid; keep best class."""
+        up = query.grid.from_working(low)  # (b, K, H, W)
+        best = up.max(1)
+        self._score[lo:hi] = best.values.numpy()
+        self._best[lo:hi] = best.indices.to(torch.uint8).numpy()
+        self._done[lo:hi] = True
+
+    def set_prototypes(self, k: int) -> None:
+        """Refit ``k`` prototypes per class from the cached support features and rescore.
+
+        Uses only cached features: the encoder is not called.
+        """
+        k = _check_prototypes(k)
+        s = self._require_support()
+        query = self._view(s.axis)
+        if not query.encoded.all():
+            raise ValueError("the volume is not fully encoded yet: run segment() to the end first")
+        self._fit_prototypes(k)
+        self._calibrate(s.features)
+        for _ in self._score_all(query, start=0):
+            pass
+
+    def _require_support(self) -> _Support:
+        if self._support is None:
+            raise ValueError("nothing segmented yet: call segment() first")
+        return self._support
+
+    # ----------------------------------------------------------------- output
+    @property
+    def axis(self) -> int:
+        return self._require_support().axis
+
+    def auto_prior(self) -> float:
+        """The class prior the model suggests for this support.
+
+        Trained checkpoints carry AvgEst/LinEst statistics (tpm-method.md §7.2): LinEst from the
+        support's painted fraction and slice location when it was fitted for this number of
+        prototypes, else AvgEst, else 0.5 (the learned threshold, "CE-T"). A model without
+        statistics is calibrated on the support slice itself, where 0.5 is the natural choice.
+        """
+        s = self._require_support()
+        est = self.model.estimators or {}
+        key = "multiclass" if len(s.label_values) > 1 else ("mp" if self.n_prototypes > 1 else "sp")
+        entry = est.get(key) or {}
+        loc = s.index / max(s.n_slices - 1, 1)
+        if "linest" in entry:
+            from napari_tpm.tpm import LinEst
+
+            return float(LinEst.from_dict(entry["linest"]).predict(s.fraction, loc))
+        if "avgest" in entry:
+            from napari_tpm.tpm import AvgEst
+
+            return float(AvgEst.from_dict(entry["avgest"]).predict())
+        return 0.5
+
+    def _native_to_volume(self, array: np.ndarray) -> np.ndarray:
+        """Move the slice axis back to where it was in the user's volume (a view, no copy)."""
+        return np.moveaxis(array, 0, self.axis)
+
+    def labels(
+        self,
+        prior: float | None = None,
+        *,
+        out: np.ndarray | None = None,
+        z_range: tuple[int, int] | None = None,
+        connected: bool = False,
+    ) -> np.ndarray:
+        """Label volume at ``prior`` (None: :meth:`auto_prior`), with the paint's label values.
+
+        Only the cached scores are read, so this is fast enough for a live slider. ``out`` (an
+        integer array on the image's grid, e.g. a Labels layer's buffer) is overwritten in place.
+        ``z_range`` keeps slices lo..hi (inclusive) along the slice axis; ``connected`` keeps the
+        3D components that touch the painted region (the largest one when the support came from
+        another volume). Slices not computed yet are 0.
+        """
+        s = self._require_support()
+        if self._score is None:
+            raise ValueError("nothing segmented yet: iterate segment() first")
+        p = self.auto_prior() if prior is None else _check_prior(prior)
+        threshold = -math.log(p / (1 - p))
+        shape = self._require_image().shape
+        if out is None:
+            dtype = np.uint8 if max(s.label_values) < 256 else np.uint16
+            out = np.zeros(shape, dtype=dtype)
+        elif out.shape != shape:
+            raise ValueError(f"out has shape {out.shape}, the image {shape}")
+        view = np.moveaxis(out, s.axis, 0)
+        fg = self._score > threshold
+        if len(s.label_values) == 1:
+            np.multiply(fg, s.label_values[0], out=view, casting="unsafe")
+        else:
+            lut = np.asarray(s.label_values, dtype=out.dtype)
+            np.multiply(lut[self._best], fg, out=view, casting="unsafe")
+        if z_range is not None:
+            lo, hi = sorted(int(z) for z in z_range)
+            view[: max(lo, 0)] = 0
+            view[hi + 1 :] = 0
+        if connected:
+            # seeds: the paint when it lies in this volume; none (largest component) otherwise
+            seeds = np.zeros(view.shape, dtype=view.dtype)
+            if s.same_volume:
+                seeds[s.index] = s.mask_native
+            view[...] = keep_connected(view, seeds)
+        return out
+
+    def probabilities(self, prior: float | None = None) -> np.ndarray:
+        """P(any foreground | x) on the image's grid (float32), at ``prior``."""
+        s = self._require_support()
+        if self._low is None:
+            raise ValueError("the segmentation has not finished: iterate segment() to the end")
+        p = self.auto_prior() if prior is None else _check_prior(prior)
+        query = self._view(s.axis)
+        out = np.empty(query.slices.shape, dtype=np.float32)
+        logit = math.log(p / (1 - p))
+        for lo, hi in _outward_batches(out.shape[0], 0, 16):
+            any_fg = torch.logsumexp(self._low[lo:hi], 1, keepdim=True)
+            out[lo:hi] = torch.sigmoid(query.grid.from_working(any_fg)[:, 0] + logit).numpy()
+        return self._native_to_volume(out)
+
+    def scores(self) -> np.ndarray:
+        """Best-class log-odds at prior 0.5 on the image's grid (a view of the cache)."""
+        self._require_support()
+        if self._score is None:
+            raise ValueError("nothing segmented yet")
+        return self._native_to_volume(self._score)
+
+
+# ---------------------------------------------------------------------- helpers
+def _make_view(
+    normalised: np.ndarray,
+    spacing: tuple[float, float, float],
+    axis: int,
+    only: int | None = None,
+) -> _Volume:
+    slices = np.moveaxis(normalised, axis, 0)
+    if only is not None:
+        slices = slices[only : only + 1]
+    inplane = tuple(s for a, s in enumerate(spacing) if a != axis)
+    grid = WorkingGrid.fit(slices.shape[1:], inplane, size=WORKING_SIZE)
+    return _Volume(
+        slices=slices,
+        grid=grid,
+        pad_value=float(normalised.min()),
+        encoded=np.zeros(slices.shape[0], bool),
+    )
+
+
+def _mixture_log_densities(
+    d2: torch.Tensor, weights: torch.Tensor, sigma_f: float, sigma_b: float, d: int = 1
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """log h_F and log h_B of a tied mixture (B, K, h, w) -> two (B, h, w) maps."""
+    logw = torch.log(weights.clamp_min(1e-12)).view(1, -1, 1, 1)
+    log_f = torch.logsumexp(logw - d2 / (2 * sigma_f**2), 1) - d * math.log(sigma_f)
+    log_b = torch.logsumexp(logw - d2 / (2 * sigma_b**2), 1) - d * math.log(sigma_b)
+    return log_f, log_b
+
+
+def _outward_batches(n: int, start: int, size: int) -> Iterator[tuple[int, int]]:
+    """Contiguous batches of ``range(n)`` visiting ``start`` first, then alternately up and down.
+
+    Streaming outward from the painted slice shows the user the region they care about first.
+    """
+    start = min(max(int(start), 0), max(n - 1, 0))
+    up, down = start, start
+    first = True
+    while up < n or down > 0:
+        if first or (up < n and (up - start) <= (start - down)) or down <= 0:
+            hi = min(up + size, n)
+            if hi > up:
+                yield up, hi
+            up = hi
+            first = False
+        else:
+            lo = max(down - size, 0)
+            yield lo, down
+            down = lo
+
+
+def _check_prototypes(k: int) -> int:
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"the number of prototypes must be a whole number >= 1, got {k!r}")
+    return int(k)
+
+
+def _check_prior(prior: float) -> float:
+    p = float(prior)
+    if not (0.0 < p < 1.0) or math.isnan(p):
+        raise ValueError(f"the class prior must lie strictly between 0 and 1, got {prior!r}")
+    return p
+
+
+__all__ = [
+    "SegmentationSession",
+    "SupportError",
+    "VolumeTooLargeError",
+    "find_support_slice",
+    "resolve_device",
+]

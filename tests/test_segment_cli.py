@@ -1,0 +1,229 @@
+"""`python -m napari_tpm.segment`: end to end, geometry, and every bad-input case."""
+
+from __future__ import annotations
+
+import gzip
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from napari_tpm.io import Volume, read_volume, write_volume
+from napari_tpm.phantom import make_phantom
+from napari_tpm.segment import main
+
+SHAPE = (20, 80, 80)
+DIRECTION = (0.0, -1.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0)  # rotated 90 degrees in-plane
+ORIGIN = (12.5, -40.0, 300.0)
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    return float(2 * (a & b).sum() / max(a.sum() + b.sum(), 1))
+
+
+@pytest.fixture(scope="module")
+def case(tmp_path_factory):
+    """A phantom on disk with a non-trivial geometry and the liver painted on one slice."""
+    folder = tmp_path_factory.mktemp("cli")
+    ph = make_phantom(shape=SHAPE, seed=5)
+    like = Volume(np.asarray(ph.image), tuple(ph.spacing), ORIGIN, DIRECTION)
+    zs = np.nonzero((ph.labels == 5).any(axis=(1, 2)))[0]
+    z = int(zs[len(zs) // 2])
+    paint = np.zeros(SHAPE, np.uint8)
+    paint[z][ph.labels[z] == 5] = 5
+    write_volume(folder / "ct.nii.gz", ph.image, like)
+    write_volume(folder / "paint.nii.gz", paint, like)
+    return folder, ph, paint
+
+
+def run_cli(*argv: str) -> int:
+    return main([str(a) for a in argv])
+
+
+def test_end_to_end_keeps_geometry_and_label_values(case, tmp_path):
+    folder, ph, _ = case
+    out = tmp_path / "out.nrrd"
+    prob = tmp_path / "prob.nii.gz"
+    code = run_cli(
+        folder / "ct.nii.gz",
+        "--support-labels", folder / "paint.nii.gz",
+        "--out", out,
+        "--checkpoint", "filterbank",
+        "--probabilities", prob,
+        "--connected",
+        "--quiet",
+    )  # fmt: skip
+    assert code == 0
+    result = read_volume(out)
+    image = read_volume(folder / "ct.nii.gz")
+    assert result.array.shape == SHAPE
+    np.testing.assert_allclose(result.spacing, image.spacing, rtol=1e-5)
+    np.testing.assert_allclose(result.origin, image.origin, atol=1e-4)
+    np.testing.assert_allclose(result.direction, image.direction, atol=1e-6)
+    assert set(np.unique(result.array)) <= {0, 5}
+    assert dice(result.array == 5, ph.labels == 5) > 0.7
+    p = read_volume(prob).array
+    assert p.dtype == np.float32 and p.min() >= 0 and p.max() <= 1
+
+
+def test_prototypes_prior_and_range_flags(case, tmp_path):
+    folder, _, _ = case
+    sizes = []
+    for prior in ("0.1", "0.9"):
+        out = tmp_path / f"out{prior}.nii.gz"
+        args = [folder / "ct.nii.gz", "--support-labels", folder / "paint.nii.gz"]
+        args += ["--out", out, "--checkpoint", "filterbank", "--prior", prior]
+        args += ["--prototypes", "3", "--range", "2", "15", "--quiet"]
+        assert run_cli(*args) == 0
+        arr = read_volume(out).array
+        assert not arr[:2].any() and not arr[16:].any()
+        sizes.append(int((arr > 0).sum()))
+    assert sizes[0] < sizes[1]
+
+
+def _corrupt(folder: Path) -> Path:
+    data = (folder / "ct.nii.gz").read_bytes()
+    bad = folder / "corrupt.nii.gz"
+    bad.write_bytes(data[: len(data) // 3])
+    return bad
+
+
+def _image_2d(folder: Path) -> Path:
+    path = folder / "flat.nii.gz"
+    sitk.WriteImage(sitk.GetImageFromArray(np.zeros((32, 32), np.int16)), str(path))
+    return path
+
+
+def _image_4d(folder: Path) -> Path:
+    path = folder / "movie.nii.gz"
+    sitk.WriteImage(sitk.GetImageFromArray(np.zeros((2, 3, 8, 8), np.int16)), str(path))
+    return path
+
+
+def _nan_image(folder: Path) -> Path:
+    arr = np.zeros(SHAPE, np.float32)
+    arr[1, 2, 3] = np.nan
+    path = folder / "nan.nii.gz"
+    write_volume(path, arr, read_volume(folder / "ct.nii.gz"))
+    return path
+
+
+def _paint(folder: Path, name: str, fill) -> Path:
+    arr = np.zeros(SHAPE, np.uint8)
+    fill(arr)
+    path = folder / name
+    write_volume(path, arr, read_volume(folder / "ct.nii.gz"))
+    return path
+
+
+def _no_paint(folder: Path) -> Path:
+    return _paint(folder, "empty.nii.gz", lambda a: None)
+
+
+def _two_slices(folder: Path) -> Path:
+    def fill(a):
+        a[4, 30:40, 30:40] = 1
+        a[9, 30:40, 30:40] = 1
+
+    return _paint(folder, "two.nii.gz", fill)
+
+
+def _other_grid(folder: Path) -> Path:
+    path = folder / "small.nii.gz"
+    arr = np.zeros((10, 40, 40), np.uint8)
+    arr[5, 10:20, 10:20] = 1
+    sitk.WriteImage(sitk.GetImageFromArray(arr), str(path))
+    return path
+
+
+def _not_gzip(folder: Path) -> Path:
+    path = folder / "fake.nii.gz"
+    path.write_bytes(gzip.compress(b"not a nifti file at all"))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("image", "paint", "extra", "needle"),
+    [
+        (lambda f: f / "missing.nii.gz", None, [], "missing.nii.gz"),
+        (_corrupt, None, [], "corrupt.nii.gz"),
+        (_not_gzip, None, [], "fake.nii.gz"),
+        (_image_2d, None, [], "2D"),
+        (_image_4d, None, [], "4D"),
+        (_nan_image, None, [], "NaN"),
+        (None, _no_paint, [], "empty"),
+        (None, _two_slices, [], "single slice"),
+        (None, _other_grid, [], "grid"),
+        (None, None, ["--prototypes", "0"], "at least 1"),
+        (None, None, ["--prior", "1.5"], "between 0 and 1"),
+        (None, None, ["--prior", "0"], "between 0 and 1"),
+        (None, None, ["--checkpoint", "no-such-model"], "no-such-model"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line(case, tmp_path, capsys, image, paint, extra, needle):
+    folder, _, _ = case
+    img = image(folder) if image else folder / "ct.nii.gz"
+    lab = paint(folder) if paint else folder / "paint.nii.gz"
+    out = tmp_path / "never.nii.gz"
+    assert run_cli(img, "--support-labels", lab, "--out", out, "--quiet", *extra) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert needle in err[0]
+    assert "Traceback" not in err[0]
+    assert not out.exists()
+    assert not list(tmp_path.iterdir())
+
+
+def test_too_large_volume_is_refused(case, tmp_path, capsys, monkeypatch):
+    folder, _, _ = case
+    monkeypatch.setattr("napari_tpm.session.available_memory_bytes", lambda: 1024)
+    out = tmp_path / "x.nii.gz"
+    args = [folder / "ct.nii.gz", "--support-labels", folder / "paint.nii.gz", "--out", out]
+    assert run_cli(*args, "--checkpoint", "filterbank", "--quiet") == 2
+    assert "memory" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_help_documents_every_flag():
+    proc = subprocess.run(
+        [sys.executable, "-m", "napari_tpm.segment", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    for flag in (
+        "--support-labels", "--out", "--support-image", "--prototypes", "--prior",
+        "--checkpoint", "--device", "--probabilities", "--connected", "--range", "--demo",
+        "examples:",
+    ):  # fmt: skip
+        assert flag in proc.stdout
+
+
+def test_demo_runs_and_reports_dice(tmp_path, capsys):
+    assert main(["--demo", str(tmp_path / "demo"), "--checkpoint", "filterbank"]) == 0
+    err = capsys.readouterr().err
+    assert "Dice liver" in err
+    assert (tmp_path / "demo" / "result.nii.gz").exists()
+
+
+@pytest.mark.realdata
+def test_real_ct_liver(shared_data, tmp_path):
+    """Liver on a real CT (TotalSegmentator silver labels, value 5) from its middle slice."""
+    ct = shared_data / "totalsegmentator" / "ts_ct_full_3mm_ct.nii.gz"
+    ts = shared_data / "totalsegmentator"
+    truth = read_volume(ts / "ts_ct_full_3mm_label_totalseg_fast.nii.gz")
+    liver = truth.array == 5
+    zs = np.nonzero(liver.any(axis=(1, 2)))[0]
+    z = int(zs[len(zs) // 2])
+    paint = np.zeros(liver.shape, np.uint8)
+    paint[z][liver[z]] = 5
+    write_volume(tmp_path / "paint.nii.gz", paint, truth)
+    out = tmp_path / "liver.nii.gz"
+    assert run_cli(ct, "--support-labels", tmp_path / "paint.nii.gz", "--out", out,
+                   "--connected", "--quiet") == 0  # fmt: skip
+    result = read_volume(out)
+    assert result.array.shape == liver.shape
+    assert dice(result.array == 5, liver) > 0.5

@@ -1,0 +1,204 @@
+"""The segmentation session: caching, streaming, priors, prototypes, multi-class, errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_tpm.phantom import make_phantom
+from napari_tpm.session import (
+    SegmentationSession,
+    SupportError,
+    VolumeTooLargeError,
+    _outward_batches,
+    find_support_slice,
+)
+
+SHAPE = (24, 96, 96)
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    return float(2 * (a & b).sum() / max(a.sum() + b.sum(), 1))
+
+
+@pytest.fixture(scope="module")
+def phantom():
+    return make_phantom(shape=SHAPE, seed=3)
+
+
+def paint_middle(labels: np.ndarray, value: int) -> tuple[np.ndarray, int]:
+    zs = np.nonzero((labels == value).any(axis=(1, 2)))[0]
+    z = int(zs[len(zs) // 2])
+    paint = np.zeros(labels.shape, np.uint8)
+    paint[z][labels[z] == value] = value
+    return paint, z
+
+
+@pytest.fixture(scope="module")
+def liver_session(phantom):
+    session = SegmentationSession("filterbank", device="cpu", batch_size=4)
+    session.set_image(phantom.image, phantom.spacing)
+    paint, _ = paint_middle(phantom.labels, 5)
+    progress = list(session.segment(paint))
+    return session, progress
+
+
+def test_segment_streams_every_slice_once(liver_session, phantom):
+    session, progress = liver_session
+    assert session.encoder_calls == SHAPE[0]
+    ranges = [p.slices for p in progress if p.slices is not None]
+    covered = np.zeros(SHAPE[0], int)
+    for lo, hi in ranges:
+        covered[lo:hi] += 1
+    assert (covered == 1).all()
+    assert progress[-1].done == progress[-1].total == SHAPE[0]
+
+
+def test_liver_dice_on_phantom(liver_session, phantom):
+    session, _ = liver_session
+    result = session.labels(0.5, connected=True)
+    assert set(np.unique(result)) <= {0, 5}
+    assert dice(result == 5, phantom.labels == 5) > 0.7
+
+
+def test_prior_and_prototypes_never_call_the_encoder(liver_session):
+    session, _ = liver_session
+    calls = session.encoder_calls
+    small = (session.labels(0.05) > 0).sum()
+    large = (session.labels(0.95) > 0).sum()
+    assert small < large
+    session.set_prototypes(3)
+    assert session.n_prototypes == 3
+    assert (session.labels(0.5) > 0).any()
+    session.set_prototypes(1)
+    assert session.encoder_calls == calls
+
+
+def test_new_paint_reuses_cached_features(liver_session, phantom):
+    session, _ = liver_session
+    calls = session.encoder_calls
+    paint, _ = paint_middle(phantom.labels, 1)
+    for _ in session.segment(paint):
+        pass
+    assert session.encoder_calls == calls
+    assert session.label_values == (1,)
+    # restore the liver for the other tests sharing the fixture
+    paint, _ = paint_middle(phantom.labels, 5)
+    for _ in session.segment(paint):
+        pass
+
+
+def test_probabilities_agree_with_labels(liver_session):
+    session, _ = liver_session
+    for prior in (0.2, 0.5, 0.8):
+        p = session.probabilities(prior)
+        assert p.dtype == np.float32 and p.min() >= 0 and p.max() <= 1
+        lab = session.labels(prior) > 0
+        agree = ((p > 0.5) == lab).mean()
+        assert agree > 0.999
+
+
+def test_labels_write_into_a_buffer_and_limit_range(liver_session, phantom):
+    session, _ = liver_session
+    buf = np.full(SHAPE, 9, np.int32)
+    out = session.labels(0.5, out=buf, z_range=(5, 10))
+    assert out is buf
+    assert not buf[:5].any() and not buf[11:].any()
+    assert set(np.unique(buf)) <= {0, 5}
+
+
+def test_multiclass_keeps_label_values(phantom):
+    organs = np.where(np.isin(phantom.labels, [1, 2, 3, 5]), phantom.labels, 0)
+    counts = [len(np.unique(organs[z])) for z in range(SHAPE[0])]
+    z = int(np.argmax(counts))
+    paint = np.zeros_like(organs)
+    paint[z] = organs[z]
+    session = SegmentationSession("filterbank", device="cpu")
+    session.set_image(phantom.image, phantom.spacing)
+    for _ in session.segment(paint):
+        pass
+    values = tuple(int(v) for v in np.unique(organs[z]) if v)
+    assert session.label_values == values
+    result = session.labels(0.5)
+    assert set(np.unique(result)) <= {0, *values}
+    assert dice(result == 5, phantom.labels == 5) > 0.6
+
+
+def test_support_from_another_volume(phantom):
+    other = make_phantom(shape=SHAPE, seed=11)
+    paint, _ = paint_middle(other.labels, 5)
+    session = SegmentationSession("filterbank", device="cpu")
+    session.set_image(phantom.image, phantom.spacing)
+    for _ in session.segment(paint, support_image=other.image, support_spacing=other.spacing):
+        pass
+    result = session.labels(0.5, connected=True)
+    assert dice(result == 5, phantom.labels == 5) > 0.5
+
+
+def test_paint_on_another_axis(phantom):
+    x = SHAPE[2] // 3
+    paint = np.zeros(SHAPE, np.uint8)
+    paint[:, :, x][phantom.labels[:, :, x] == 5] = 5
+    assert find_support_slice(paint) == (2, x)
+    session = SegmentationSession("filterbank", device="cpu")
+    session.set_image(phantom.image, phantom.spacing)
+    for _ in session.segment(paint):
+        pass
+    assert session.axis == 2
+    assert session.encoder_calls == SHAPE[2]
+    assert session.labels(0.5).shape == SHAPE
+
+
+@pytest.mark.parametrize(
+    ("make_paint", "message"),
+    [
+        (lambda: np.zeros(SHAPE, np.uint8), "empty"),
+        (lambda: _two_slices(), "single slice"),
+        (lambda: np.ones((4, 8, 8), np.uint8), "grid"),
+        (lambda: -np.ones(SHAPE, np.int16), "negative"),
+    ],
+)
+def test_bad_support(phantom, make_paint, message):
+    session = SegmentationSession("filterbank", device="cpu")
+    session.set_image(phantom.image, phantom.spacing)
+    with pytest.raises(SupportError, match=message):
+        list(session.segment(make_paint()))
+    assert session.encoder_calls == 0
+
+
+def _two_slices() -> np.ndarray:
+    paint = np.zeros(SHAPE, np.uint8)
+    paint[3, 40:50, 40:50] = 1
+    paint[7, 40:50, 40:50] = 1
+    return paint
+
+
+def test_bad_images_and_arguments(phantom):
+    session = SegmentationSession("filterbank", device="cpu")
+    with pytest.raises(ValueError, match="3D"):
+        session.set_image(np.zeros((8, 8)))
+    bad = phantom.image.astype(np.float32).copy()
+    bad[0, 0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        session.set_image(bad)
+    with pytest.raises(VolumeTooLargeError, match="GiB"):
+        session.set_image(phantom.image, max_bytes=1000)
+    session.set_image(phantom.image, phantom.spacing)
+    paint, _ = paint_middle(phantom.labels, 5)
+    with pytest.raises(ValueError, match="prototypes"):
+        list(session.segment(paint, n_prototypes=0))
+    for _ in session.segment(paint):
+        pass
+    for prior in (0.0, 1.0, -0.5, float("nan")):
+        with pytest.raises(ValueError, match="prior"):
+            session.labels(prior)
+    with pytest.raises(ValueError, match="device"):
+        SegmentationSession("filterbank", device="quantum")
+
+
+@pytest.mark.parametrize(("n", "start", "size"), [(10, 0, 3), (10, 9, 4), (7, 3, 2), (1, 0, 8)])
+def test_outward_batches_cover_range_once(n, start, size):
+    batches = list(_outward_batches(n, start, size))
+    seen = [i for lo, hi in batches for i in range(lo, hi)]
+    assert sorted(seen) == list(range(n))
+    assert batches[0][0] <= start < batches[0][1]
