@@ -1,0 +1,508 @@
+"""Command line for self-supervised training, dataset preparation and supervoxel caching.
+
+    python -m napari_tpm.train [train] DATA... --out RUN_DIR [options]
+    python -m napari_tpm.train prepare chaos|synapse SRC DST
+    python -m napari_tpm.train supervoxels DATA... [--min-size N]
+    torchrun --nproc_per_node N -m napari_tpm.train train DATA... --out RUN_DIR [options]
+
+Bad input exits with status 2 and one line on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+EXIT_BAD_INPUT = 2
+COMMANDS = ("train", "prepare", "supervoxels")
+
+EXAMPLES = """\
+examples:
+  # the paper's ABD-MRI setting: prepare CHAOS, train TPM (ResNet-101 from ImageNet) on fold 0
+  python -m napari_tpm.train prepare chaos CHAOS_Train_Sets/ data/chaos
+  python -m napari_tpm.train train data/chaos --holdout chaos:0 --init resnet101-63fe2227.pth \\
+      --out runs/chaos/fold0 --device cuda --amp --workers 8
+
+  # any folder of unlabelled CT/MR volumes, a light encoder, 4 GPUs
+  torchrun --nproc_per_node 4 -m napari_tpm.train train scans/ --encoder resnet18 --out runs/mine
+
+  # resume a killed run (same command line plus --resume)
+  python -m napari_tpm.train train data/chaos --holdout chaos:0 --out runs/chaos/fold0 --resume
+
+  # fine-tune a shipped model on your own scans, multi-foreground episodes
+  python -m napari_tpm.train train scans/ --from-checkpoint default --steps 2000 \\
+      --max-classes 5 --out runs/finetune
+
+  # a quick smoke run on synthetic phantoms, no data needed
+  python -m napari_tpm.train train --phantoms 4 --encoder resnet18-l3 --steps 50 --out runs/demo
+"""
+
+
+class BadInput(Exception):
+    """A user error: one line on stderr, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message}\n")
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _non_negative(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be at least 0, got {value}")
+    return value
+
+
+def _data_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("data", nargs="*", help="volume files, DICOM folders or folders of them")
+    p.add_argument("--size", type=_positive, default=256, help="working grid (default 256)")
+    p.add_argument("--modality", choices=("auto", "ct", "mr"), default="auto")
+    p.add_argument(
+        "--sv-min-size",
+        type=_positive,
+        default=None,
+        help="supervoxel minimum size in voxels (default: 5000 for MR, 2000 for CT, as the paper)",
+    )
+    p.add_argument("--cache-dir", default=None, help="supervoxel cache (default: beside the data)")
+    p.add_argument(
+        "--exclude",
+        action="append",
+        default=None,
+        metavar="GLOB",
+        help="skip files matching GLOB (default: names with label/seg/mask/...)",
+    )
+    p.add_argument("--include", action="append", default=[], metavar="GLOB")
+    p.add_argument(
+        "--holdout",
+        default=None,
+        metavar="DATASET:FOLD",
+        help="leave out a fold of a prepared paper dataset, e.g. chaos:0 or synapse:3",
+    )
+    p.add_argument(
+        "--phantoms",
+        type=_positive,
+        default=None,
+        metavar="N",
+        help="train on N synthetic phantoms instead of data (smoke tests, demos)",
+    )
+    p.add_argument("--phantom-shape", default="48,128,128", help="z,y,x of the phantoms")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from napari_tpm.encoders import ENCODER_NAMES
+
+    p = _Parser(
+        prog="python -m napari_tpm.train",
+        description="Self-supervised TPM training on supervoxel episodes (no labels needed).",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    t = sub.add_parser(
+        "train",
+        help="train a model",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _data_options(t)
+    t.add_argument("--out", required=True, help="run folder (checkpoints, log, model)")
+    t.add_argument("--export", default=None, help="exported model path (default RUN_DIR/model.pt)")
+    t.add_argument("--encoder", choices=ENCODER_NAMES, default="resnet101")
+    t.add_argument("--init", default="none", help="'none' or a torchvision ImageNet .pth file")
+    t.add_argument(
+        "--from-checkpoint",
+        default=None,
+        metavar="NAME_OR_PATH",
+        help="fine-tune this model (zoo name or file) instead of a fresh encoder",
+    )
+    t.add_argument(
+        "--mode",
+        choices=("tpm", "adnet"),
+        default="tpm",
+        help="adnet adds the threshold loss (weight 1)",
+    )
+    t.add_argument("--steps", type=_non_negative, default=50_000)
+    t.add_argument("--batch-size", type=_positive, default=1, help="episodes per step")
+    t.add_argument("--lr", type=float, default=1e-3)
+    t.add_argument(
+        "--max-classes",
+        type=_positive,
+        default=1,
+        help="foreground supervoxels per episode (5 for multi-class training)",
+    )
+    t.add_argument("--min-support-px", type=_positive, default=200)
+    t.add_argument("--no-augment", action="store_true")
+    t.add_argument("--trainable", choices=("all", "last"), default="all")
+    t.add_argument("--workers", type=_non_negative, default=0, help="DataLoader worker processes")
+    t.add_argument("--seed", type=int, default=2021)
+    t.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    t.add_argument("--amp", action="store_true", help="bfloat16 autocast (CUDA only)")
+    t.add_argument("--channels-last", action="store_true")
+    t.add_argument("--checkpoint-every", type=_positive, default=1000)
+    t.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.pt")
+    t.add_argument(
+        "--analysis-episodes",
+        type=_non_negative,
+        default=1000,
+        help="episodes for fitting AvgEst/LinEst after training (0: skip)",
+    )
+    t.add_argument(
+        "--prototypes",
+        type=_positive,
+        default=5,
+        help="prototypes of the multi-prototype estimators",
+    )
+    t.add_argument("--threads", type=_positive, default=None, help="torch CPU threads")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    pr = sub.add_parser("prepare", help="prepare CHAOS or Synapse like the paper")
+    pr.add_argument("dataset", choices=("chaos", "synapse"))
+    pr.add_argument("src")
+    pr.add_argument("dst")
+    pr.add_argument(
+        "--keep-all-labels",
+        action="store_true",
+        help="Synapse: keep all 13 BTCV organs, not only the four targets",
+    )
+
+    sv = sub.add_parser("supervoxels", help="compute and cache supervoxels")
+    _data_options(sv)
+    return p
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _drain(progress: Iterator, quiet: bool, desc: str, initial: int = 0):
+    """Run a Progress generator under a tqdm bar (it/s and ETA); returns the last Progress."""
+    last = None
+    if quiet:
+        for item in progress:
+            last = item
+        return last
+    from tqdm import tqdm
+
+    bar = None
+    try:
+        for last in progress:
+            if bar is None:
+                bar = tqdm(
+                    total=last.total,
+                    initial=max(0, last.done - 1),
+                    desc=desc,
+                    unit="it",
+                    dynamic_ncols=True,
+                    smoothing=0.05,
+                )
+            bar.update(last.done - bar.n)
+            info = last.info or {}
+            if "loss" in info:
+                bar.set_postfix(
+                    loss=f"{info['loss']:.3f}",
+                    lr=f"{info.get('lr', 0):.2e}",
+                    t_d=f"{info.get('t_d', 0):.3f}",
+                    refresh=False,
+                )
+    finally:
+        if bar is not None:
+            bar.close()
+    return last
+
+
+def _holdout_paths(spec_fold: str, roots: Sequence[str]) -> set[Path]:
+    from napari_tpm.evaluate.datasets import DATASETS, find_paper_cases
+
+    try:
+        name, fold_text = spec_fold.split(":")
+        spec, fold = DATASETS[name], int(fold_text)
+        indices = spec.folds[fold]
+    except (ValueError, KeyError, IndexError):
+        raise BadInput(
+            f"--holdout must be DATASET:FOLD with DATASET in {sorted(DATASETS)} and FOLD a "
+            f"fold number, got {spec_fold!r}"
+        ) from None
+    if len(roots) != 1:
+        raise BadInput("--holdout needs exactly one DATA folder (the prepared dataset)")
+    try:
+        cases = find_paper_cases(spec, roots[0])
+    except ValueError as err:
+        raise BadInput(str(err)) from None
+    return {Path(cases[i].image_path).resolve() for i in indices}
+
+
+def _load_volumes(args, dist) -> list:
+    from napari_tpm.train.ddp import barrier
+    from napari_tpm.train.volumes import (
+        DEFAULT_EXCLUDE,
+        find_volumes,
+        load_training_volume,
+        volume_from_array,
+    )
+
+    if args.phantoms:
+        from napari_tpm.phantom import make_phantom_dataset
+
+        try:
+            shape = tuple(int(v) for v in args.phantom_shape.split(","))
+        except ValueError:
+            raise BadInput(f"--phantom-shape must be z,y,x, got {args.phantom_shape!r}") from None
+        phantoms = make_phantom_dataset(args.phantoms, shape=shape, seed=0)
+        min_size = args.sv_min_size or max(50, int(0.002 * shape[0] * args.size**2))
+        return [
+            volume_from_array(
+                p.image,
+                p.spacing,
+                name=f"phantom{i}",
+                size=args.size,
+                modality=p.modality,
+                min_size=min_size,
+            )
+            for i, p in enumerate(phantoms)
+        ]
+    if not args.data:
+        raise BadInput("give DATA folders or files (or --phantoms N)")
+    try:
+        paths = find_volumes(
+            args.data, exclude=args.exclude or DEFAULT_EXCLUDE, include=args.include
+        )
+    except FileNotFoundError as err:
+        raise BadInput(str(err)) from None
+    if args.holdout:
+        held = _holdout_paths(args.holdout, args.data)
+        paths = [p for p in paths if p.resolve() not in held]
+    if not paths:
+        raise BadInput(f"no volumes found in {' '.join(args.data)}")
+    from napari_tpm.io import VolumeError
+
+    volumes = []
+    # Rank 0 computes and caches the supervoxels first; the other ranks then read the cache.
+    for turn in (0, 1):
+        if (turn == 0) == dist.is_main:
+            for p in paths:
+                try:
+                    volumes.append(
+                        load_training_volume(
+                            p,
+                            size=args.size,
+                            modality=args.modality,
+                            min_size=args.sv_min_size,
+                            cache_dir=args.cache_dir,
+                        )
+                    )
+                except VolumeError as err:
+                    print(f"skipping {p}: {err}", file=sys.stderr)
+        barrier(dist)
+    if not volumes:
+        raise BadInput("none of the volumes could be read")
+    return volumes
+
+
+def _git_commit() -> str | None:
+    here = Path(__file__).resolve().parents[2]
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=here,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def _versions() -> dict[str, str]:
+    import platform
+
+    import numpy
+    import torch
+
+    import napari_tpm
+
+    # str(): torch's version is a str subclass that weights_only loading refuses
+    return {
+        "napari_tpm": str(napari_tpm.__version__),
+        "torch": str(torch.__version__),
+        "numpy": str(numpy.__version__),
+        "python": str(platform.python_version()),
+    }
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def cmd_train(args) -> int:
+    import torch
+
+    from napari_tpm.train.analysis import fit_estimators
+    from napari_tpm.train.ddp import (
+        barrier,
+        init_distributed,
+        parameters_in_sync,
+        resolve_device,
+        shutdown,
+    )
+    from napari_tpm.train.runlog import plot_losses
+    from napari_tpm.train.trainer import TrainConfig, Trainer, new_model
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    config = TrainConfig(
+        encoder=args.encoder,
+        init=None if args.init == "none" else args.init,
+        from_checkpoint=args.from_checkpoint,
+        mode=args.mode,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        max_classes=args.max_classes,
+        min_support_px=args.min_support_px,
+        augment=not args.no_augment,
+        seed=args.seed,
+        device=args.device,
+        amp=args.amp,
+        channels_last=args.channels_last,
+        workers=args.workers,
+        trainable=args.trainable,
+        checkpoint_every=args.checkpoint_every,
+        analysis_episodes=args.analysis_episodes,
+        analysis_prototypes=args.prototypes,
+    )
+    if config.init and not Path(config.init).is_file():
+        raise BadInput(f"--init file not found: {config.init}")
+    try:
+        device = resolve_device(args.device, int(os.environ.get("LOCAL_RANK", "0")))
+    except ValueError as err:
+        raise BadInput(str(err)) from None
+    dist = init_distributed(device)
+    try:
+        run_dir = Path(args.out)
+        if dist.is_main:
+            run_dir.mkdir(parents=True, exist_ok=True)
+        if args.resume and not (run_dir / "last.pt").is_file() and dist.is_main:
+            print(f"no {run_dir / 'last.pt'} yet: starting a new run", file=sys.stderr)
+        volumes = _load_volumes(args, dist)
+        torch.manual_seed(config.seed + dist.rank)
+        try:
+            model = new_model(config)
+        except ValueError as err:
+            raise BadInput(str(err)) from None
+        trainer = Trainer(
+            model, volumes, config, run_dir=run_dir, dist=dist, export_path=args.export
+        )
+        if args.resume:
+            trainer.resume()
+        quiet = args.quiet or not dist.is_main
+        if dist.is_main:
+            print(
+                f"{len(volumes)} volumes, encoder {config.encoder}, device {trainer.device}, "
+                f"{dist.world_size} process(es), step {trainer.step}/{config.steps}",
+                file=sys.stderr,
+            )
+        _drain(trainer.run(), quiet, "train")
+        if not parameters_in_sync(trainer.net, dist, trainer.device):
+            raise RuntimeError("DDP ranks ended with different weights")
+        barrier(dist)
+        if dist.is_main:
+            if config.analysis_episodes:
+                model.estimators = fit_estimators(
+                    model,
+                    volumes,
+                    config.analysis_episodes,
+                    n_prototypes=config.analysis_prototypes,
+                    max_classes=config.max_classes,
+                    seed=config.seed,
+                    device=trainer.device,
+                    episode_config=config.episode_config(),
+                )
+            model.calibrated = True
+            training = model.card.setdefault("training", {})
+            training["versions"] = _versions()
+            training["git_commit"] = _git_commit()
+            training["calibrated_with_episodes"] = config.analysis_episodes
+            path = trainer.export()
+            log = run_dir / "losses.csv"
+            if log.is_file() and log.stat().st_size > 0:
+                with contextlib.suppress(ValueError):
+                    plot_losses(log, run_dir / "losses.png")
+            print(f"model written to {path}", file=sys.stderr)
+        barrier(dist)
+    finally:
+        shutdown(dist)
+    return 0
+
+
+def cmd_prepare(args) -> int:
+    from napari_tpm.train.prepare import prepare_chaos, prepare_synapse
+
+    if not Path(args.src).is_dir():
+        raise BadInput(f"{args.src}: not a folder")
+    try:
+        if args.dataset == "chaos":
+            progress = prepare_chaos(args.src, args.dst)
+        else:
+            progress = prepare_synapse(args.src, args.dst, keep_all_labels=args.keep_all_labels)
+        last = _drain(progress, False, f"prepare {args.dataset}")
+    except ValueError as err:
+        raise BadInput(str(err)) from None
+    print(f"{last.done if last else 0} volumes written to {args.dst}", file=sys.stderr)
+    return 0
+
+
+def cmd_supervoxels(args) -> int:
+    import numpy as np
+
+    from napari_tpm.train.ddp import DistInfo
+
+    start = time.perf_counter()
+    volumes = _load_volumes(args, DistInfo())
+    for v in volumes:
+        sizes = np.bincount(v.supervoxels.ravel())[1:]
+        sizes = sizes[sizes > 0]
+        print(
+            f"{v.name}: {v.image.shape}, {len(sizes)} supervoxels, median size "
+            f"{int(np.median(sizes)) if len(sizes) else 0}"
+        )
+    print(f"{len(volumes)} volumes in {time.perf_counter() - start:.1f} s", file=sys.stderr)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] not in COMMANDS and argv[0] not in ("-h", "--help"):
+        argv.insert(0, "train")  # `python -m napari_tpm.train DATA --out RUN` means train
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    commands = {"train": cmd_train, "prepare": cmd_prepare, "supervoxels": cmd_supervoxels}
+    try:
+        return commands[args.command](args)
+    except BadInput as err:
+        print(f"{parser.prog}: error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+if __name__ == "__main__":
+    sys.exit(main())

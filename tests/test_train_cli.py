@@ -1,0 +1,92 @@
+"""`python -m napari_tpm.train`: data discovery, a tiny run from files, resume, bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from napari_tpm.checkpoints import load_model
+from napari_tpm.io import write_volume
+from napari_tpm.phantom import make_phantom_dataset
+from napari_tpm.train.__main__ import main
+from napari_tpm.train.runlog import read_log
+from napari_tpm.train.volumes import find_volumes, load_training_volume
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """Tiny tensors gain nothing from 2 threads, and on a busy 2-core machine a second
+    OpenMP thread can stall a step for seconds; restored afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("scans")
+    for i, p in enumerate(make_phantom_dataset(2, shape=(10, 40, 40), seed=30)):
+        write_volume(root / f"image_{i}.nii.gz", p.image, spacing=p.spacing)
+        write_volume(root / f"label_{i}.nii.gz", p.labels, spacing=p.spacing)
+    return root
+
+
+def test_find_volumes_skips_label_maps_and_hidden_folders(data_dir, tmp_path):
+    (data_dir / ".napari-tpm-cache").mkdir(exist_ok=True)
+    found = [p.name for p in find_volumes(data_dir)]
+    assert found == ["image_0.nii.gz", "image_1.nii.gz"]
+    assert [p.name for p in find_volumes(data_dir, include=["label_1*"])] == [
+        "image_0.nii.gz",
+        "image_1.nii.gz",
+        "label_1.nii.gz",
+    ]
+
+
+def test_train_from_files_then_resume_to_more_steps(data_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    args = [
+        str(data_dir), "--size", "40", "--sv-min-size", "40", "--min-support-px", "20",
+        "--encoder", "resnet18-l3", "--device", "cpu", "--analysis-episodes", "0",
+        "--checkpoint-every", "2", "--quiet", "--threads", "1", "--out", str(out),
+    ]  # fmt: skip
+    assert main([*args, "--steps", "2"]) == 0
+    assert len(list((data_dir / ".napari-tpm-cache").glob("image_*.npz"))) == 2
+    first = load_model(out / "model.pt")
+    assert first.card["training"]["steps"] == 2
+    assert main(["train", *args, "--steps", "3", "--resume"]) == 0
+    assert "step 2/3" in capsys.readouterr().err
+    assert [int(r["step"]) for r in read_log(out / "losses.csv")] == [1, 2, 3]
+    assert load_model(out / "model.pt").card["training"]["steps"] == 3
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["train", "--out", "x"], "give DATA"),
+        (["train", "nowhere/", "--out", "x"], "no such file"),
+        (["train", ".", "--holdout", "chaos", "--out", "x"], "--holdout must be"),
+        (["train", "--phantoms", "1", "--init", "missing.pth", "--out", "x"], "--init file"),
+        (["train", "--phantoms", "1", "--encoder", "vgg", "--out", "x"], "invalid choice"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line(argv, message, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    try:
+        code = main(argv)
+    except SystemExit as exit_:  # argparse's own errors
+        code = exit_.code
+    assert code == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.realdata
+def test_a_dicom_series_becomes_a_training_volume(shared_data, tmp_path):
+    folder = shared_data / "totalsegmentator" / "dicom_ct_series"
+    vol = load_training_volume(folder, size=128, cache_dir=tmp_path, min_size=500)
+    assert vol.modality == "ct" and vol.image.shape == (20, 128, 128)
+    assert vol.spacing[0] == pytest.approx(2.0, abs=0.01)
+    sizes = np.bincount(vol.supervoxels.ravel())[1:]
+    assert sizes.size > 5 and (sizes[sizes > 0] >= 500).mean() > 0.9
