@@ -1,0 +1,108 @@
+"""What the widget's thread workers run: plain generators and functions, no Qt.
+
+Failures are *returned* (yielded) as :class:`Failure` values instead of raised, for two reasons:
+
+* napari's generator workers (superqt) treat a ``RuntimeError`` raised by the generator as "the
+  worker was deleted": they turn it into a warning and emit neither ``errored`` nor
+  ``finished``, so the widget would stay "running" for ever; ``torch.OutOfMemoryError`` is a
+  ``RuntimeError``;
+* with napari 0.9.2 under PySide6, a worker that emits ``errored`` while a viewer exists also
+  raises a ``TypeError`` in napari's own task-status callback (a lambda that does not accept
+  the exception argument).
+
+A value travels the ordinary ``yielded``/``returned`` path, which works everywhere.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from napari_tpm.progress import Progress
+    from napari_tpm.session import SegmentationSession
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A step failed; ``message`` is one line meant for the user."""
+
+    message: str
+
+
+@dataclass(frozen=True)
+class SessionReady:
+    """Yielded once by :func:`segmentation_steps` with the session it (re)used."""
+
+    session: SegmentationSession
+
+
+@dataclass(frozen=True)
+class SegmentRequest:
+    """A snapshot of everything one segmentation needs, taken on the GUI thread."""
+
+    image: np.ndarray
+    spacing: tuple[float, float, float]
+    support: np.ndarray
+    support_image: np.ndarray | None
+    support_spacing: tuple[float, float, float] | None
+    n_prototypes: int
+
+
+def user_message(exc: BaseException) -> str:
+    """A one-line explanation of ``exc`` that tells the user what to do about it."""
+    name = type(exc).__name__
+    text = str(exc) or name
+    if "OutOfMemory" in name or "out of memory" in text.lower():
+        return (
+            f"Out of memory while segmenting ({text.splitlines()[0]}). Try the CPU device, "
+            "close other programs, or crop the volume."
+        )
+    if isinstance(exc, ValueError):
+        return text
+    return f"{name}: {text}"
+
+
+def segmentation_steps(
+    get_session: Callable[[], SegmentationSession], request: SegmentRequest
+) -> Iterator[SessionReady | Progress | Failure]:
+    """Run one segmentation, yielding the session first, then every Progress (or a Failure).
+
+    ``get_session`` returns the widget's session or builds a new one (loading a model takes a
+    moment, so it happens here, off the GUI thread). The support paint and image are snapshots,
+    so the user can keep painting while this runs.
+    """
+    try:
+        session = get_session()
+        yield SessionReady(session)
+        session.set_image(request.image, request.spacing)
+        yield from session.segment(
+            request.support,
+            support_image=request.support_image,
+            support_spacing=request.support_spacing,
+            n_prototypes=request.n_prototypes,
+        )
+    except Exception as exc:  # GeneratorExit (from quit) is not an Exception: it passes through
+        yield Failure(user_message(exc))
+
+
+def refit_prototypes(session: SegmentationSession, k: int) -> int | Failure:
+    """Refit ``k`` prototypes from the cached support features (no encoder call)."""
+    try:
+        session.set_prototypes(k)
+    except Exception as exc:
+        return Failure(user_message(exc))
+    return k
+
+
+def describe(result: np.ndarray, spacing: tuple[float, ...]) -> str:
+    """Short text for the status line: foreground voxels and their volume in millilitres.
+
+    ``count_nonzero`` keeps this cheap enough to run on every slider move.
+    """
+    n = int(np.count_nonzero(result))
+    ml = n * float(np.prod(spacing)) / 1000.0
+    return f"{n:,} voxels ({ml:,.1f} mL)" if n else "empty result (try a higher class prior)"

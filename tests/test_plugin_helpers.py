@@ -1,0 +1,127 @@
+"""The widget's Qt-free helpers: undoable Apply, grids, and the worker's error handling.
+
+These run without a viewer (napari layers work headless), so they are fast and run everywhere.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_tpm._widget._layers import apply_preview, grid_kwargs, label_dtype
+from napari_tpm._widget._worker import (
+    Failure,
+    SegmentRequest,
+    SessionReady,
+    describe,
+    refit_prototypes,
+    segmentation_steps,
+    user_message,
+)
+from napari_tpm.progress import Progress
+
+layers = pytest.importorskip("napari.layers")
+
+
+def _request() -> SegmentRequest:
+    return SegmentRequest(
+        image=np.zeros((4, 8, 8), np.float32),
+        spacing=(2.0, 1.0, 1.0),
+        support=np.zeros((4, 8, 8), np.uint8),
+        support_image=None,
+        support_spacing=None,
+        n_prototypes=1,
+    )
+
+
+def test_apply_preview_writes_only_changes_and_undoes_in_one_step():
+    target = layers.Labels(np.zeros((3, 6, 6), np.uint8))
+    target.data[0, 0, :] = 9  # an earlier structure, partly under the preview
+    original = target.data.copy()
+    preview = np.zeros((3, 6, 6), np.uint8)
+    preview[:2, :3, :3] = 5
+    changed = apply_preview(target, preview)
+    expected = np.where(preview != 0, preview, original)
+    assert changed == int(np.count_nonzero(expected != original))
+    np.testing.assert_array_equal(target.data, expected)
+    assert apply_preview(target, preview) == 0  # nothing left to change
+    target.undo()  # one step back restores everything the apply changed
+    np.testing.assert_array_equal(target.data, original)
+
+
+def test_apply_preview_refuses_another_grid():
+    target = layers.Labels(np.zeros((2, 2, 2), np.uint8), name="small")
+    with pytest.raises(ValueError, match="small"):
+        apply_preview(target, np.ones((3, 3, 3), np.uint8))
+
+
+def test_grid_kwargs_copy_geometry_without_sharing_it():
+    image = layers.Image(
+        np.zeros((2, 3, 4)),
+        scale=(3.0, 0.5, 0.5),
+        translate=(10.0, 20.0, 30.0),
+        metadata={"tpm_geometry": {"origin": [1, 2, 3]}},
+    )
+    kwargs = grid_kwargs(image)
+    assert kwargs["scale"] == (3.0, 0.5, 0.5)
+    assert kwargs["translate"] == (10.0, 20.0, 30.0)
+    kwargs["metadata"]["tpm_geometry"]["origin"].append(4)
+    assert image.metadata["tpm_geometry"]["origin"] == [1, 2, 3]
+
+
+@pytest.mark.parametrize(
+    ("top", "dtype"), [(0, np.uint8), (255, np.uint8), (256, np.uint16), (70_000, np.uint32)]
+)
+def test_label_dtype_holds_the_largest_value(top, dtype):
+    assert label_dtype((top,)) == np.dtype(dtype)
+
+
+class _Session:
+    """A stand-in session whose segment() fails the way a GPU does."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+        self.n_prototypes = 1
+
+    def set_image(self, image, spacing):
+        pass
+
+    def segment(self, *args, **kwargs):
+        yield Progress(0, 4, "support")
+        raise self.error
+
+    def set_prototypes(self, k):
+        raise self.error
+
+
+def test_runtime_errors_come_back_as_values_not_exceptions():
+    """superqt swallows a RuntimeError raised by a generator worker; ours must not raise one."""
+    session = _Session(RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB"))
+    steps = list(segmentation_steps(lambda: session, _request()))
+    assert isinstance(steps[0], SessionReady) and steps[0].session is session
+    assert isinstance(steps[1], Progress)
+    assert isinstance(steps[-1], Failure)
+    assert "Out of memory" in steps[-1].message
+    failed = refit_prototypes(session, 3)
+    assert isinstance(failed, Failure) and "Out of memory" in failed.message
+
+
+def test_value_errors_keep_their_message():
+    session = _Session(ValueError("the paint must lie on a single slice"))
+    *_, last = segmentation_steps(lambda: session, _request())
+    assert last == Failure("the paint must lie on a single slice")
+    assert user_message(KeyError("x")).startswith("KeyError")
+
+
+def test_session_construction_errors_are_reported():
+    def broken():
+        raise ValueError("unknown model 'nope'")
+
+    assert list(segmentation_steps(broken, _request())) == [Failure("unknown model 'nope'")]
+
+
+def test_describe_counts_voxels_and_millilitres():
+    labels = np.zeros((2, 10, 10), np.uint8)
+    labels[0, :5, :2] = 5
+    assert describe(labels, (2.0, 10.0, 10.0)) == "10 voxels (2.0 mL)"
+    assert "empty" in describe(np.zeros((1, 1, 1), np.uint8), (1, 1, 1))
