@@ -33,6 +33,10 @@ examples:
   python -m napari_tpm.segment dicom_folder/ --support-image atlas.nii.gz \\
       --support-labels atlas_paint.nii.gz --out result.nrrd --probabilities prob.nii.gz
 
+  # tune a trained encoder on this very scan first (label-free), and keep the tuned model
+  python -m napari_tpm.segment ct.nii.gz --support-labels paint.nii.gz --out liver.nii.gz \\
+      --checkpoint resnet18l3-cpu800 --adapt-steps 60 --save-adapted adapted.pt
+
   # try it without any data: a synthetic abdomen, painted and segmented, Dice printed
   python -m napari_tpm.segment --demo
 """
@@ -156,6 +160,19 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="B",
         help="slices per encoder call (default 8 on CPU, 32 on GPU); lower it to save memory",
     )
+    p.add_argument(
+        "--adapt-steps",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="first tune the encoder on IMAGE itself for N label-free self-supervised steps "
+        "(supervoxel episodes; needs a trained checkpoint, not 'filterbank'), e.g. 60",
+    )
+    p.add_argument(
+        "--save-adapted",
+        metavar="PATH",
+        help="save the adapted model (with its JSON card) to PATH, e.g. adapted.pt",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar or summary")
     p.add_argument(
         "--demo",
@@ -224,6 +241,13 @@ def run(args: argparse.Namespace) -> dict:
         raise BadInput("IMAGE, --support-labels and --out are required (or use --demo)")
     out = _check_out_path(args.out, "--out")
     prob_out = _check_out_path(args.probabilities, "--probabilities")
+    if args.save_adapted is not None:
+        if args.adapt_steps is None:
+            raise BadInput("--save-adapted needs --adapt-steps N")
+        if not Path(args.save_adapted).parent.exists():
+            raise BadInput(
+                f"--save-adapted: the folder {Path(args.save_adapted).parent} does not exist"
+            )
     try:
         image = read_volume(args.image)
         support_image = read_volume(args.support_image) if args.support_image else image
@@ -240,6 +264,13 @@ def run(args: argparse.Namespace) -> dict:
             args.checkpoint, device=args.device, batch_size=args.batch_size
         )
         session.set_image(image.array, image.spacing, modality=args.modality)
+        if args.adapt_steps is not None:
+            from napari_tpm.adapt import check_adaptable, run_adaptation_for_cli
+
+            check_adaptable(session.model)
+            run_adaptation_for_cli(
+                session, image.array, image.spacing, args.adapt_steps, args.save_adapted, args.quiet
+            )
         _drain(
             session.segment(
                 paint.array.astype(np.int64),

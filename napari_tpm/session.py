@@ -184,6 +184,30 @@ class SegmentationSession:
     def image_shape(self) -> tuple[int, ...] | None:
         return None if self._image is None else tuple(self._image.shape)
 
+    @property
+    def image(self) -> np.ndarray | None:
+        """The query volume (z, y, x) as given to :meth:`set_image`, or None."""
+        return self._image
+
+    @property
+    def spacing(self) -> tuple[float, float, float]:
+        return self._spacing
+
+    @property
+    def modality(self) -> str:
+        return self._modality
+
+    def set_model(self, model: TPMModel | str) -> None:
+        """Use another model (e.g. one adapted to this volume); every feature cache is dropped.
+
+        The image stays set, so the next :meth:`segment` re-encodes it with the new encoder.
+        """
+        model = load_model(model, device=self.device) if isinstance(model, str) else model
+        model.encoder.to(self.device).eval()
+        self.model = model
+        self._views.clear()
+        self._reset_support()
+
     def set_image(
         self,
         image: np.ndarray,

@@ -227,3 +227,34 @@ def test_real_ct_liver(shared_data, tmp_path):
     result = read_volume(out)
     assert result.array.shape == liver.shape
     assert dice(result.array == 5, liver) > 0.5
+
+
+def test_adapt_steps_tunes_and_saves_the_model(case, tmp_path):
+    from napari_tpm.checkpoints import load_model
+
+    folder, _, _ = case
+    out, saved = tmp_path / "out.nii.gz", tmp_path / "adapted.pt"
+    before = sorted(folder.iterdir())
+    code = run_cli(
+        folder / "ct.nii.gz", "--support-labels", folder / "paint.nii.gz", "--out", out,
+        "--checkpoint", "resnet18l3-cpu800", "--adapt-steps", "2", "--save-adapted", saved,
+        "--quiet",
+    )  # fmt: skip
+    assert code == 0
+    assert out.exists()
+    model = load_model(saved)
+    assert model.name.endswith("+adapted")
+    assert model.card["adaptation"]["steps"] == 2
+    assert sorted(folder.iterdir()) == before  # nothing written next to the user's data
+
+
+def test_adapt_refuses_the_training_free_model(case, tmp_path, capsys):
+    folder, _, _ = case
+    out = tmp_path / "out.nii.gz"
+    code = run_cli(
+        folder / "ct.nii.gz", "--support-labels", folder / "paint.nii.gz", "--out", out,
+        "--checkpoint", "filterbank", "--adapt-steps", "2", "--quiet",
+    )  # fmt: skip
+    assert code == 2
+    assert "trainable" in capsys.readouterr().err
+    assert not out.exists()
