@@ -310,6 +310,10 @@ def _atomic_write(path: Path, write: Any) -> None:
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        # mkstemp creates 0600 files; a checkpoint is meant to be shared like any saved file
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -324,8 +328,10 @@ def _plain(value: Any, what: str) -> Any:
     """
     if isinstance(value, np.generic):  # before float: np.float64 subclasses float
         return value.item()
-    if value is None or isinstance(value, (bool, str)):
+    if value is None or isinstance(value, bool):
         return value
+    if isinstance(value, str):  # str subclasses (torch.__version__) would not unpickle safely
+        return str(value)
     if isinstance(value, (int, float)):
         return int(value) if isinstance(value, int) else float(value)
     if isinstance(value, np.ndarray):
