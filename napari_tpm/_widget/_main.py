@@ -9,6 +9,9 @@ The widget is a thin shell over :class:`napari_tpm.session.SegmentationSession`:
   session's cached scores (``session.labels``); the prototypes spin box refits from cached
   features. None of them calls the encoder.
 * "Apply" copies the preview into a Labels layer as one undoable edit (Ctrl+Z reverts it).
+* "Adapt to this volume" fine-tunes a copy of the model on the image itself (no labels needed)
+  in a worker; the session switches to the adapted model only when it finishes, and keeps it
+  until another model or device is chosen. The user then presses Segment volume again.
 
 One session per widget and no module-level state, so two viewers never share anything. Torch
 and the session are imported lazily: opening napari must not pay for them.
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -44,10 +48,13 @@ from napari_tpm._widget._layers import (
     same_grid,
 )
 from napari_tpm._widget._worker import (
+    Adapted,
     Failure,
     SegmentRequest,
     SessionReady,
+    adaptation_steps,
     describe,
+    encoder_name,
     refit_prototypes,
     segmentation_steps,
 )
@@ -70,6 +77,9 @@ SAME_IMAGE = "<same as image>"
 NEW_LAYER = "<new layer>"
 FILTERBANK = "filterbank"
 AUTO_UPDATE_DELAY_MS = 1000
+ADAPTED_SUFFIX = "+adapted"
+MAX_ADAPT_STEPS = 5000
+ADAPTED_NOTICE = "TPM: Adapted model active: press Segment volume."
 CPU_NOTICE = (
     "Running on CPU: the first segmentation of a large volume can take minutes. "
     "Later adjustments reuse the cached features and are fast."
@@ -134,6 +144,9 @@ class TPMWidget(Container):
         self._watched: Labels | None = None
         self._spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)
         self._segmented_data: Any = None  # the image array the session's scores belong to
+        #: extra keyword arguments for ``adapt_session`` (``lr``, ``trainable``, tiny-volume
+        #: settings); empty means the library's defaults for the session's device
+        self.adapt_options: dict[str, Any] = {}
 
         self._build()
         self._connect()
@@ -169,12 +182,25 @@ class TPMWidget(Container):
         self.cpu_notice = Label(value=CPU_NOTICE)
         self.cpu_notice.native.setWordWrap(True)
         self.cpu_notice.native.setStyleSheet("color: #e8a33d;")
+        self.model_label = Label(value="")
 
         self.segment_button = PushButton(text="Segment volume")
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         run_row = Container(
             widgets=[self.segment_button, self.cancel_button], layout="horizontal", labels=False
         )
+
+        from napari_tpm.adapt import default_steps
+
+        self._default_steps = default_steps(devices[0])
+        self.adapt_steps_spinbox = SpinBox(
+            label="Adapt steps", min=1, max=MAX_ADAPT_STEPS, value=self._default_steps
+        )
+        self.adapt_steps_spinbox.tooltip = (
+            "Optimisation steps of test-time adaptation: more adapt further and take longer"
+        )
+        self.adapt_button = PushButton(text="Adapt to this volume")
+        self.adapt_estimate_label = Label(value="")
 
         self.prior_slider = FloatSlider(min=0.001, max=0.999, step=0.001, value=0.5, readout=False)
         self.prior_slider.tooltip = (
@@ -222,8 +248,12 @@ class TPMWidget(Container):
                 self.support_image_combo,
                 self.model_combo,
                 self.device_combo,
+                self.model_label,
                 self.cpu_notice,
                 run_row,
+                self.adapt_steps_spinbox,
+                self.adapt_button,
+                self.adapt_estimate_label,
                 prior_row,
                 self.auto_prior_checkbox,
                 self.prototypes_spinbox,
@@ -242,6 +272,10 @@ class TPMWidget(Container):
             (self.prior_slider, "tpm_prior_slider"),
             (self.prototypes_spinbox, "tpm_prototypes_spinbox"),
             (self.apply_button, "tpm_apply_button"),
+            (self.adapt_button, "tpm_adapt_button"),
+            (self.adapt_steps_spinbox, "tpm_adapt_steps_spinbox"),
+            (self.adapt_estimate_label, "tpm_adapt_estimate_label"),
+            (self.model_label, "tpm_model_label"),
         ):
             widget.native.setObjectName(name)
 
@@ -257,6 +291,8 @@ class TPMWidget(Container):
         self.device_combo.changed.connect(self._on_device_changed)
         self.segment_button.clicked.connect(self.segment)
         self.cancel_button.clicked.connect(self.cancel)
+        self.adapt_button.clicked.connect(self.adapt)
+        self.adapt_steps_spinbox.changed.connect(self._update_adapt_info)
         self.prior_slider.changed.connect(self._on_prior_changed)
         self.prior_spinbox.changed.connect(self._on_prior_typed)
         self.auto_prior_checkbox.changed.connect(self._on_auto_prior_changed)
@@ -346,6 +382,8 @@ class TPMWidget(Container):
     def _on_model_changed(self, value: str) -> None:
         if value != LOAD_CHECKPOINT:
             self._model_value = value
+            self._drop_adapted_session()
+            self._update_adapt_info()
             return
         from qtpy.QtWidgets import QFileDialog
 
@@ -358,9 +396,78 @@ class TPMWidget(Container):
         with self.model_combo.changed.blocked():
             self.model_combo.value = path or self._model_value
         self._model_value = self.model_combo.value
+        self._drop_adapted_session()
+        self._update_adapt_info()
 
     def _on_device_changed(self, device: str) -> None:
         self.cpu_notice.native.setVisible(device == "cpu")
+        from napari_tpm.adapt import default_steps
+
+        default = default_steps(device)
+        if self.adapt_steps_spinbox.value == self._default_steps:  # not edited by the user
+            with self.adapt_steps_spinbox.changed.blocked():
+                self.adapt_steps_spinbox.value = default
+        self._default_steps = default
+        self._drop_adapted_session()
+        self._update_adapt_info()
+
+    def _current_key(self) -> tuple[str, str]:
+        return str(self.model_combo.value), str(self.device_combo.value)
+
+    def _drop_adapted_session(self) -> None:
+        """Another model or device was chosen: forget an adapted model, said out loud.
+
+        Without this, choosing the original model again would silently bring the adapted one
+        back (the session is keyed by model choice and device). An ordinary session is kept:
+        it is dropped by the next Segment press, as before.
+        """
+        session = self._session
+        if self.running or session is None or self._current_key() == self._session_key:
+            return
+        if not str(getattr(session.model, "name", "")).endswith(ADAPTED_SUFFIX):
+            return
+        self._session, self._session_key, self._complete = None, None, False
+        show_info("TPM: the adapted model was discarded; the chosen model is used from now on.")
+
+    def _active_model(self) -> Any:
+        """The session's model when the session belongs to the current choice, else None."""
+        if self._session is not None and self._session_key == self._current_key():
+            return self._session.model
+        return None
+
+    def _update_adapt_info(self, *_args: Any) -> None:
+        """Refresh the active-model label, the time estimate and the Adapt button's state."""
+        if self._closed:
+            return
+        from napari_tpm.adapt import estimate_seconds
+
+        choice, device = self._current_key()
+        model = self._active_model()
+        if model is not None:
+            name = str(getattr(model, "name", "") or choice)
+            encoder = str(getattr(model.encoder, "name", ""))
+        else:
+            name = Path(choice).name if choice in self._extra_checkpoints else choice
+            encoder = encoder_name(choice)
+        adapted = " (adapted)" if name.endswith(ADAPTED_SUFFIX) else ""
+        self.model_label.value = f"Model: {name}{adapted}"
+        trainable = encoder != FILTERBANK and choice != LOAD_CHECKPOINT
+        self.adapt_button.enabled = trainable and not self.running
+        if not trainable:
+            self.adapt_button.tooltip = (
+                "The training-free filter bank has no trainable encoder to adapt: choose a "
+                "trained model"
+            )
+            self.adapt_estimate_label.value = "Adaptation: not available for this model"
+            return
+        self.adapt_button.tooltip = (
+            "Fine-tune the model on this image (no labels needed), then press Segment volume"
+        )
+        stand_in = SimpleNamespace(encoder=SimpleNamespace(name=encoder))
+        seconds = estimate_seconds(
+            stand_in, int(self.adapt_steps_spinbox.value), device, measure=False
+        )
+        self.adapt_estimate_label.value = f"Adaptation: about {_duration(seconds)} on {device}"
 
     def _on_prior_typed(self, value: float) -> None:
         self.prior_slider.value = value
@@ -506,10 +613,8 @@ class TPMWidget(Container):
         return layer
 
     # ----------------------------------------------------------------- segment
-    def _validate(self) -> SegmentRequest | None:
-        """Check the inputs on the GUI thread; notify and return None when they cannot work."""
-        from napari_tpm.session import SupportError, find_support_slice
-
+    def _check_image(self) -> Image | None:
+        """The chosen image when it is a single-channel 3D volume; else notify and None."""
         image: Image | None = self.image_combo.value
         if image is None:
             show_error("TPM: open a 3D image first (File > Open, or File > Open Sample).")
@@ -519,6 +624,15 @@ class TPMWidget(Container):
                 f"TPM: '{image.name}' is not a single-channel 3D volume "
                 f"(shape {np.shape(image.data)}); TPM segments 3D scans."
             )
+            return None
+        return image
+
+    def _validate(self) -> SegmentRequest | None:
+        """Check the inputs on the GUI thread; notify and return None when they cannot work."""
+        from napari_tpm.session import SupportError, find_support_slice
+
+        image = self._check_image()
+        if image is None:
             return None
         support = self.support_layer
         if support is None:
@@ -571,7 +685,7 @@ class TPMWidget(Container):
         self._spacing = request.spacing
         self._segmented_data = image.data
 
-        key = (str(self.model_combo.value), str(self.device_combo.value))
+        key = self._current_key()
         if key != self._session_key:
             self._session, self._session_key = None, key
         self._complete = False
@@ -604,6 +718,7 @@ class TPMWidget(Container):
     def _begin(self, worker: Any, text: str) -> None:
         self._worker = worker
         self.segment_button.enabled = False
+        self.adapt_button.enabled = False
         self.apply_button.enabled = False
         self.cancel_button.enabled = True
         self._status(text)
@@ -635,6 +750,7 @@ class TPMWidget(Container):
             return
         if isinstance(item, SessionReady):
             self._session = item.session
+            self._update_adapt_info()
             return
         pbar = self._pbar  # a local: updating the bar may process events, even `finished`
         if pbar is not None:
@@ -688,6 +804,7 @@ class TPMWidget(Container):
         self.segment_button.enabled = True
         self.apply_button.enabled = True
         self.cancel_button.enabled = False
+        self._update_adapt_info()
         session = self._session
         if self._complete and session is not None:
             if self.prototypes_spinbox.value != session.n_prototypes:  # changed meanwhile
@@ -700,6 +817,76 @@ class TPMWidget(Container):
         if self._rerun_pending:
             self._rerun_pending = False
             self.segment()
+
+    # ------------------------------------------------------------------ adapt
+    def adapt(self) -> Any:
+        """Adapt the chosen model to the chosen image in a worker (returns the worker).
+
+        Nothing changes until the last step: then the session holds the adapted model and its
+        cached features are gone, so the next Segment press re-encodes with it.
+        """
+        if self.running or self._closed:
+            return None
+        image = self._check_image()
+        if image is None:
+            return None
+        if not self.adapt_button.enabled:
+            show_error(f"TPM: {self.adapt_button.tooltip}.")
+            return None
+        key = self._current_key()
+        if key != self._session_key:
+            self._session, self._session_key = None, key
+        steps = int(self.adapt_steps_spinbox.value)
+        self._complete = False  # adaptation drops the session's scores
+        self._failed = False
+        from napari.qt.threading import create_worker
+
+        worker = create_worker(
+            adaptation_steps,
+            self._get_session,
+            np.asarray(image.data),
+            tuple(float(s) for s in image.scale),
+            steps,
+            dict(self.adapt_options),
+            _ignore_errors=True,
+        )
+        worker.yielded.connect(self._on_adapt_yielded)
+        worker.errored.connect(self._on_error)
+        worker.aborted.connect(self._on_adapt_aborted)
+        worker.finished.connect(self._on_finished)
+        self._begin(worker, f"Adapting the model to '{image.name}'...")
+        from napari.utils import progress
+
+        self._pbar = progress(total=steps, desc="TPM adapt")
+        self._started_at = time.perf_counter()
+        worker.start()
+        return worker
+
+    def _on_adapt_yielded(self, item: SessionReady | Progress | Adapted | Failure) -> None:
+        if self._closed:
+            return
+        if isinstance(item, Failure):
+            self._fail(item.message)
+        elif isinstance(item, SessionReady):
+            self._session = item.session
+        elif isinstance(item, Adapted):
+            seconds = time.perf_counter() - self._started_at
+            show_info(ADAPTED_NOTICE)
+            self._status(f"Adapted in {seconds:.1f} s: model '{item.name}'. Press Segment volume.")
+        else:
+            pbar = self._pbar
+            if pbar is not None:
+                pbar.set_description(f"TPM adapt: {item.stage}")
+                pbar.total = item.total
+                pbar.update(max(item.done - pbar.n, 0))
+            loss = item.info.get("loss") if item.info else None
+            tail = f" (loss {loss:.3f})" if isinstance(loss, float) else ""
+            self._status(f"Adapting: {item.stage} {item.done}/{item.total}{tail}")
+
+    def _on_adapt_aborted(self) -> None:
+        if not self._closed:
+            self._status("Adaptation cancelled; the model is unchanged.")
+            show_info("TPM: adaptation cancelled; the model is unchanged.")
 
     def cancel(self) -> None:
         """Ask the worker to stop after the current batch of slices."""
@@ -777,6 +964,15 @@ class TPMWidget(Container):
         changed = apply_preview(target, preview.data)
         self._status(f"Applied {changed:,} voxels to '{target.name}' (Ctrl+Z to undo).")
         return changed
+
+
+def _duration(seconds: float) -> str:
+    """Seconds as a person reads them: "45 s", "3 min", "1.5 h"."""
+    if seconds < 90:
+        return f"{max(seconds, 1):.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def _layer_or_none(value: Any) -> Any:

@@ -15,9 +15,11 @@ A value travels the ordinary ``yielded``/``returned`` path, which works everywhe
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -38,6 +40,13 @@ class SessionReady:
     """Yielded once by :func:`segmentation_steps` with the session it (re)used."""
 
     session: SegmentationSession
+
+
+@dataclass(frozen=True)
+class Adapted:
+    """Yielded last by :func:`adaptation_steps`: the session now uses the model ``name``."""
+
+    name: str
 
 
 @dataclass(frozen=True)
@@ -87,6 +96,51 @@ def segmentation_steps(
         )
     except Exception as exc:  # GeneratorExit (from quit) is not an Exception: it passes through
         yield Failure(user_message(exc))
+
+
+def adaptation_steps(
+    get_session: Callable[[], SegmentationSession],
+    image: np.ndarray,
+    spacing: tuple[float, float, float],
+    steps: int,
+    options: dict[str, Any] | None = None,
+) -> Iterator[SessionReady | Progress | Adapted | Failure]:
+    """Adapt the session's model to ``image``: the session first, then Progress, then Adapted.
+
+    ``adapt_session`` swaps the model only after its last step, so a cancel (the worker closes
+    this generator, raising GeneratorExit at a ``yield``) leaves the session's model as it was.
+    ``options`` go to ``adapt_session`` (``lr``, ``trainable``, tiny-volume settings in tests).
+    """
+    try:
+        from napari_tpm.adapt import adapt_session, check_adaptable
+
+        session = get_session()
+        yield SessionReady(session)
+        check_adaptable(session.model)  # before set_image: a filter bank fails at once
+        session.set_image(image, spacing)
+        yield from adapt_session(session, int(steps), **(options or {}))
+        yield Adapted(str(getattr(session.model, "name", "") or "model"))
+    except Exception as exc:  # GeneratorExit (from quit) is not an Exception: it passes through
+        yield Failure(user_message(exc))
+
+
+def encoder_name(choice: str) -> str:
+    """The encoder a model choice uses, read from its JSON card without loading weights.
+
+    The time estimate needs only this name; "" when it cannot be told (the estimate then takes
+    the slowest encoder, an upper bound).
+    """
+    from napari_tpm.checkpoints import FILTERBANK, model_dir
+
+    if choice == FILTERBANK:
+        return FILTERBANK
+    path = Path(choice)
+    card = path.with_suffix(".json") if path.suffix else model_dir() / f"{choice}.json"
+    try:
+        encoder = json.loads(card.read_text(encoding="utf-8")).get("encoder") or {}
+    except (OSError, ValueError, AttributeError):
+        return ""
+    return str(encoder.get("name", "")) if isinstance(encoder, dict) else ""
 
 
 def refit_prototypes(session: SegmentationSession, k: int) -> int | Failure:

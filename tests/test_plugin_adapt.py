@@ -1,0 +1,158 @@
+"""The widget's "Adapt to this volume" action in a real (Xvfb) napari viewer.
+
+A tiny untrained ResNet model stands in for a zoo model: the widget's model list is replaced by
+``["tiny", "filterbank"]`` and the session's ``load_model`` returns the tiny model for "tiny",
+so no checkpoint is read. Adaptation runs 3 steps on a 12 x 64 x 64 phantom with the tiny-volume
+settings of tests/test_adapt.py.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+pytestmark = pytest.mark.gui
+
+SHAPE = (12, 64, 64)
+TIMEOUT_MS = 60_000
+#: a 64 x 64 grid needs smaller supervoxels and supports than the 256 x 256 default
+TINY = {"size": 64, "min_size": 60, "config": {"min_support_px": 25}, "analysis_episodes": 2}
+
+
+@pytest.fixture(autouse=True)
+def _none_refcount_guard():
+    """Skip instead of aborting the run on PySide6 6.12's None-refcount bug (Python < 3.12)."""
+    import sys
+
+    if sys.version_info < (3, 12) and sys.getrefcount(None) < 40_000:
+        pytest.skip("Python's reference count of None is nearly exhausted (PySide6 6.12 bug)")
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def phantom():
+    from napari_tpm.phantom import make_phantom
+
+    return make_phantom(shape=SHAPE, seed=3)
+
+
+@pytest.fixture
+def messages(monkeypatch):
+    """Errors and infos the widget shows, in order, as ("error"|"info", text)."""
+    from napari_tpm._widget import _main
+
+    seen: list[tuple[str, str]] = []
+    monkeypatch.setattr(_main, "show_error", lambda m: seen.append(("error", m)))
+    monkeypatch.setattr(_main, "show_info", lambda m: seen.append(("info", m)))
+    return seen
+
+
+@pytest.fixture
+def widget(make_napari_viewer, phantom, monkeypatch, messages):
+    """A viewer with the phantom and the widget offering the tiny model (chosen) on the CPU."""
+    import napari_tpm.session as session_module
+    from napari_tpm._widget import _main
+    from napari_tpm.checkpoints import TPMModel, load_model
+    from napari_tpm.encoders import build_encoder
+
+    def tiny_or_zoo(name, device="cpu"):
+        if name == "tiny":
+            model = TPMModel(build_encoder("resnet18-l3"), calibrated=True, name="tiny")
+            return model
+        return load_model(name, device=device)
+
+    monkeypatch.setattr(_main, "_available_models", lambda: ["tiny", "filterbank"])
+    monkeypatch.setattr(session_module, "load_model", tiny_or_zoo)
+    viewer = make_napari_viewer()
+    viewer.add_image(phantom.image, name="phantom", scale=phantom.spacing)
+    _, w = viewer.window.add_plugin_dock_widget("napari-tpm", "TPM Segmentation")
+    w.model_combo.value = "tiny"
+    w.device_combo.value = "cpu"
+    w.adapt_options = dict(TINY)
+    return w
+
+
+def test_adapt_swaps_in_the_adapted_model_and_keeps_it(qtbot, widget, phantom, messages):
+    from qtpy.QtWidgets import QWidget
+
+    from napari_tpm.adapt import default_steps
+
+    for name in ("tpm_adapt_button", "tpm_adapt_steps_spinbox"):
+        assert widget.native.findChild(QWidget, name) is not None, name
+    assert widget.adapt_steps_spinbox.max == 5000 and widget.adapt_steps_spinbox.min == 1
+    assert widget.adapt_steps_spinbox.value == default_steps("cpu")
+    assert widget.model_label.value == "Model: tiny"
+    assert widget.adapt_button.enabled
+    short = widget.adapt_estimate_label.value
+    widget.adapt_steps_spinbox.value = 3000
+    assert widget.adapt_estimate_label.value != short  # the estimate follows the steps
+    widget.adapt_steps_spinbox.value = 3
+
+    worker = widget.adapt()
+    assert worker is not None and widget.running
+    assert not widget.adapt_button.enabled and widget.cancel_button.enabled
+    qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT_MS)
+    assert [m for m in messages if m[0] == "error"] == []
+    assert ("info", "TPM: Adapted model active: press Segment volume.") in messages
+    session = widget.session
+    assert session.model.name == "tiny+adapted"
+    assert session.model.card["adaptation"]["steps"] == 3
+    assert "(adapted)" in widget.model_label.value
+    assert widget.adapt_button.enabled and widget.segment_button.enabled
+    assert not widget.cancel_button.enabled
+
+    # Segment reuses the adapted session (no reload of the original "tiny")
+    support = widget.new_support_layer()
+    z = SHAPE[0] // 2
+    support.data[z][phantom.labels[z] == 5] = 5
+    widget.segment()
+    qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT_MS)
+    assert widget.session is session and session.model.name == "tiny+adapted"
+    assert widget.result_layer is not None
+
+    # picking another model drops the adapted one; picking "tiny" again is the original
+    widget.model_combo.value = "filterbank"
+    widget.model_combo.value = "tiny"
+    assert widget.model_label.value == "Model: tiny"
+    assert widget.session is None
+
+
+def test_adapt_button_disabled_for_the_filterbank(widget, messages):
+    widget.model_combo.value = "filterbank"
+    assert not widget.adapt_button.enabled
+    assert "no trainable encoder" in widget.adapt_button.tooltip
+    assert widget.model_label.value == "Model: filterbank"
+    assert widget.adapt() is None and not widget.running
+    assert len(messages) == 1 and messages[0][0] == "error", messages
+    widget.model_combo.value = "tiny"
+    assert widget.adapt_button.enabled
+
+
+def test_cancel_leaves_the_original_model(qtbot, widget, messages):
+    widget.adapt_steps_spinbox.value = 2000  # far more than can run before the cancel
+    seen: list[object] = []
+    worker = widget.adapt()
+    worker.yielded.connect(seen.append)
+    qtbot.waitUntil(
+        lambda: any(getattr(p, "stage", "") == "adapt" for p in seen), timeout=TIMEOUT_MS
+    )
+    widget.cancel_button.native.click()
+    qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT_MS)
+    steps = [p.done for p in seen if getattr(p, "stage", "") == "adapt"]
+    assert steps and max(steps) < 2000
+    assert [m for m in messages if m[0] == "error"] == []
+    assert widget.session.model.name == "tiny"
+    assert widget.model_label.value == "Model: tiny"
+    assert widget.adapt_button.enabled and not widget.cancel_button.enabled
