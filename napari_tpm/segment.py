@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-EXIT_BAD_INPUT = 2
+from napari_tpm._cli import EXIT_BAD_INPUT, BadInput, OneLineParser, positive_int
 
 EXAMPLES = """\
 examples:
@@ -42,15 +42,6 @@ examples:
 """
 
 
-class BadInput(Exception):
-    """A user error: reported as one line on stderr with exit status 2."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, no usage dump, exit 2
-        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message}\n")
-
-
 def _prior(text: str) -> float | None:
     if text.strip().lower() == "auto":
         return None
@@ -63,18 +54,8 @@ def _prior(text: str) -> float | None:
     return value
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(
+    p = OneLineParser(
         prog="python -m napari_tpm.segment",
         description=(
             "Segment structures through a whole 3D volume from one painted slice with the Tied "
@@ -105,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--prototypes",
-        type=_positive_int,
+        type=positive_int,
         default=1,
         metavar="K",
         help="prototypes per class, fitted by EM on the painted pixels (default 1; e.g. 5)",
@@ -155,14 +136,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--batch-size",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         metavar="B",
         help="slices per encoder call (default 8 on CPU, 32 on GPU); lower it to save memory",
     )
     p.add_argument(
         "--adapt-steps",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         metavar="N",
         help="first tune the encoder on IMAGE itself for N label-free self-supervised steps "

@@ -14,7 +14,7 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-EXIT_BAD_INPUT = 2
+from napari_tpm._cli import EXIT_BAD_INPUT, BadInput, OneLineParser, positive_int
 
 EXAMPLES = """\
 examples:
@@ -34,25 +34,6 @@ examples:
 """
 
 
-class BadInput(Exception):
-    """A user error: one line on stderr, exit status 2."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:
-        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message}\n")
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--protocol",
@@ -64,7 +45,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--prototypes",
-        type=_positive,
+        type=positive_int,
         nargs="+",
         default=[1, 5],
         help="prototype counts per class to evaluate (default: 1 5)",
@@ -76,7 +57,7 @@ def _common(p: argparse.ArgumentParser) -> None:
         help="output folder (results.md, tables.csv, per_volume.json, PNG figure)",
     )
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default auto)")
-    p.add_argument("--batch-size", type=_positive, default=None, help="slices per encoder call")
+    p.add_argument("--batch-size", type=positive_int, default=None, help="slices per encoder call")
     p.add_argument(
         "--modality",
         choices=("auto", "ct", "mr"),
@@ -84,19 +65,19 @@ def _common(p: argparse.ArgumentParser) -> None:
         help="intensity normalisation (default: guessed per volume)",
     )
     p.add_argument("--seed", type=int, default=0, help="tie-breaking of the multi-class slice")
-    p.add_argument("--threads", type=_positive, default=None, help="torch CPU threads")
+    p.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(
+    p = OneLineParser(
         prog="python -m napari_tpm.evaluate",
         description="Evaluate the Tied Prototype Model: the paper's protocol (Tables 1 and 2) "
         "on CHAOS / Synapse, or any labelled volumes of your own.",
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    sub = p.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
 
     g = sub.add_parser(
         "generic",

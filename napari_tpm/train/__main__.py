@@ -19,7 +19,8 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-EXIT_BAD_INPUT = 2
+from napari_tpm._cli import EXIT_BAD_INPUT, BadInput, OneLineParser, non_negative_int, positive_int
+
 COMMANDS = ("train", "prepare", "supervoxels")
 
 EXAMPLES = """\
@@ -44,42 +45,13 @@ examples:
 """
 
 
-class BadInput(Exception):
-    """A user error: one line on stderr, exit status 2."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:
-        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message}\n")
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def _non_negative(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be at least 0, got {value}")
-    return value
-
-
 def _data_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("data", nargs="*", help="volume files, DICOM folders or folders of them")
-    p.add_argument("--size", type=_positive, default=256, help="working grid (default 256)")
+    p.add_argument("--size", type=positive_int, default=256, help="working grid (default 256)")
     p.add_argument("--modality", choices=("auto", "ct", "mr"), default="auto")
     p.add_argument(
         "--sv-min-size",
-        type=_positive,
+        type=positive_int,
         default=None,
         help="supervoxel minimum size in voxels (default: 5000 for MR, 2000 for CT, as the paper)",
     )
@@ -100,7 +72,7 @@ def _data_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--phantoms",
-        type=_positive,
+        type=positive_int,
         default=None,
         metavar="N",
         help="train on N synthetic phantoms instead of data (smoke tests, demos)",
@@ -111,13 +83,13 @@ def _data_options(p: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     from napari_tpm.encoders import ENCODER_NAMES
 
-    p = _Parser(
+    p = OneLineParser(
         prog="python -m napari_tpm.train",
         description="Self-supervised TPM training on supervoxel episodes (no labels needed).",
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    sub = p.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
 
     t = sub.add_parser(
         "train",
@@ -142,38 +114,40 @@ def build_parser() -> argparse.ArgumentParser:
         default="tpm",
         help="adnet adds the threshold loss (weight 1)",
     )
-    t.add_argument("--steps", type=_non_negative, default=50_000)
-    t.add_argument("--batch-size", type=_positive, default=1, help="episodes per step")
+    t.add_argument("--steps", type=non_negative_int, default=50_000)
+    t.add_argument("--batch-size", type=positive_int, default=1, help="episodes per step")
     t.add_argument("--lr", type=float, default=1e-3)
     t.add_argument(
         "--max-classes",
-        type=_positive,
+        type=positive_int,
         default=1,
         help="foreground supervoxels per episode (5 for multi-class training)",
     )
-    t.add_argument("--min-support-px", type=_positive, default=200)
+    t.add_argument("--min-support-px", type=positive_int, default=200)
     t.add_argument("--no-augment", action="store_true")
     t.add_argument("--trainable", choices=("all", "last"), default="all")
-    t.add_argument("--workers", type=_non_negative, default=0, help="DataLoader worker processes")
+    t.add_argument(
+        "--workers", type=non_negative_int, default=0, help="DataLoader worker processes"
+    )
     t.add_argument("--seed", type=int, default=2021)
     t.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     t.add_argument("--amp", action="store_true", help="bfloat16 autocast (CUDA only)")
     t.add_argument("--channels-last", action="store_true")
-    t.add_argument("--checkpoint-every", type=_positive, default=1000)
+    t.add_argument("--checkpoint-every", type=positive_int, default=1000)
     t.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.pt")
     t.add_argument(
         "--analysis-episodes",
-        type=_non_negative,
+        type=non_negative_int,
         default=1000,
         help="episodes for fitting AvgEst/LinEst after training (0: skip)",
     )
     t.add_argument(
         "--prototypes",
-        type=_positive,
+        type=positive_int,
         default=5,
         help="prototypes of the multi-prototype estimators",
     )
-    t.add_argument("--threads", type=_positive, default=None, help="torch CPU threads")
+    t.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
 
     pr = sub.add_parser("prepare", help="prepare CHAOS or Synapse like the paper")
