@@ -11,6 +11,17 @@ import pytest
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for modules of tiny tensors: extra threads only add contention there."""
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """Folder of the small real CT/MR volumes; the test is skipped when it is not there."""

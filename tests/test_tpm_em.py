@@ -24,13 +24,7 @@ from napari_tpm.tpm import (
 FAST = settings(max_examples=25, deadline=None)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: extra threads only add contention on a shared 2-core machine."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _clusters(seed: int, k: int, c: int = 32, spread: float = 0.05, dtype=torch.float64):

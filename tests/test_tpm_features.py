@@ -8,14 +8,7 @@ import torch
 
 from napari_tpm.tpm import l2_normalize, masked_average, squared_distance, support_pixel_features
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: extra threads only add contention on a shared 2-core machine."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _bilinear_sample(feat: np.ndarray, y: int, x: int, out_hw: tuple[int, int]) -> np.ndarray:

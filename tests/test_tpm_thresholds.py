@@ -29,12 +29,7 @@ from napari_tpm.tpm import (
 FAST = settings(max_examples=50, deadline=None)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _distances(seed: int, shape=(9, 11), dtype=torch.float64) -> torch.Tensor:
