@@ -90,3 +90,32 @@ def test_a_dicom_series_becomes_a_training_volume(shared_data, tmp_path):
     assert vol.spacing[0] == pytest.approx(2.0, abs=0.01)
     sizes = np.bincount(vol.supervoxels.ravel())[1:]
     assert sizes.size > 5 and (sizes[sizes > 0] >= 500).mean() > 0.9
+
+
+def test_setting_2_excludes_slices_showing_test_classes(data_dir, tmp_path, capsys):
+    from napari_tpm.io import read_volume
+    from napari_tpm.train.volumes import exclude_label_slices, label_path_for
+
+    image = data_dir / "image_0.nii.gz"
+    assert label_path_for(image) == data_dir / "label_0.nii.gz"
+    vol = load_training_volume(image, size=40, min_size=40, cache_dir=tmp_path / "c")
+    labels = read_volume(data_dir / "label_0.nii.gz").array
+    kidneys = np.isin(labels, [2, 3]).any(axis=(1, 2))
+    assert kidneys.any() and not kidneys.all()
+    vol, n = exclude_label_slices(vol, labels, [2, 3])
+    assert n == int(kidneys.sum())
+    assert not vol.supervoxels[kidneys].any()
+    assert vol.supervoxels[~kidneys].any()
+    # the CLI runs with it, and refuses data without label maps
+    args = [
+        str(image), "--size", "40", "--sv-min-size", "40", "--min-support-px", "20",
+        "--encoder", "resnet18-l3", "--device", "cpu", "--analysis-episodes", "0",
+        "--quiet", "--threads", "1", "--steps", "1", "--cache-dir", str(tmp_path / "c"),
+    ]  # fmt: skip
+    assert main([*args, "--out", str(tmp_path / "r"), "--exclude-label-values", "2,3"]) == 0
+    lone = tmp_path / "scan.nii.gz"
+    lone.write_bytes(image.read_bytes())
+    args[0] = str(lone)
+    code = main([*args, "--out", str(tmp_path / "r2"), "--exclude-label-values", "2,3"])
+    assert code == 2
+    assert "no label map" in capsys.readouterr().err

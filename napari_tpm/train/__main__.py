@@ -71,6 +71,13 @@ def _data_options(p: argparse.ArgumentParser) -> None:
         help="leave out a fold of a prepared paper dataset, e.g. chaos:0 or synapse:3",
     )
     p.add_argument(
+        "--exclude-label-values",
+        default=None,
+        metavar="V,V",
+        help="setting 2: drop every training slice whose label map (label_<id> beside "
+        "image_<id>) shows one of these values, e.g. 2,3 to hold out the kidneys",
+    )
+    p.add_argument(
         "--phantoms",
         type=positive_int,
         default=None,
@@ -289,6 +296,30 @@ def _load_volumes(args, dist) -> list:
         barrier(dist)
     if not volumes:
         raise BadInput("none of the volumes could be read")
+    if args.exclude_label_values:
+        volumes = _exclude_label_values(volumes, args.exclude_label_values)
+    return volumes
+
+
+def _exclude_label_values(volumes: list, text: str) -> list:
+    """Apply --exclude-label-values (setting 2) using the label map beside each image."""
+    from napari_tpm.io import VolumeError, read_volume
+    from napari_tpm.train.volumes import exclude_label_slices, label_path_for
+
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise BadInput(
+            f"--exclude-label-values must be whole numbers like 2,3, got {text!r}"
+        ) from None
+    for vol in volumes:
+        label = label_path_for(vol.source) if vol.source else None
+        if label is None:
+            raise BadInput(f"--exclude-label-values: no label map found beside {vol.source}")
+        try:
+            exclude_label_slices(vol, read_volume(label).array, values)
+        except (VolumeError, ValueError) as err:
+            raise BadInput(f"--exclude-label-values: {err}") from None
     return volumes
 
 

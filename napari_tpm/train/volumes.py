@@ -268,6 +268,42 @@ def load_training_volume(
     return TrainingVolume(name, image, spacing, sv, str(path), used)
 
 
+def label_path_for(image_path: str | os.PathLike) -> Path | None:
+    """The label map beside a training image: ``image_<id>.*`` -> ``label_<id>.*`` (prepared
+    paper data), else the same name with "image"/"ct"/"mr" replaced by "label"; None if absent."""
+    path = Path(image_path)
+    name = path.name
+    candidates = []
+    for old in ("image", "_ct", "_mr"):
+        if old in name:
+            new = "label" if old == "image" else "_label"
+            candidates.append(path.with_name(name.replace(old, new, 1)))
+    return next((c for c in candidates if c.exists() and c != path), None)
+
+
+def exclude_label_slices(
+    volume: TrainingVolume, labels: np.ndarray, values: Sequence[int]
+) -> tuple[TrainingVolume, int]:
+    """Setting 2 of the few-shot protocol: slices showing any of ``values`` get no supervoxels.
+
+    Training stays label-free; the labels only decide which axial slices may be sampled, so
+    that test classes are never seen in training (tpm-method.md section 10.4). Returns the
+    volume (with a new supervoxel array) and the number of slices excluded.
+    """
+    if volume.supervoxels is None:
+        raise ValueError(f"{volume.name}: compute supervoxels before excluding slices")
+    if labels.shape[0] != volume.n_slices:
+        raise ValueError(
+            f"{volume.name}: the label map has {labels.shape[0]} slices, "
+            f"the image {volume.n_slices}"
+        )
+    hit = np.isin(labels, list(values)).reshape(labels.shape[0], -1).any(axis=1)
+    sv = volume.supervoxels.copy()
+    sv[hit] = 0
+    volume.supervoxels = sv
+    return volume, int(hit.sum())
+
+
 def load_training_volumes(
     inputs: str | os.PathLike | Iterable[str | os.PathLike],
     *,
