@@ -14,7 +14,7 @@ import pytest
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
-pytestmark = pytest.mark.gui
+pytestmark = [pytest.mark.gui, pytest.mark.usefixtures("one_torch_thread")]
 
 SHAPE = (12, 64, 64)
 TIMEOUT_MS = 60_000
@@ -29,16 +29,6 @@ def _none_refcount_guard():
 
     if sys.version_info < (3, 12) and sys.getrefcount(None) < 40_000:
         pytest.skip("Python's reference count of None is nearly exhausted (PySide6 6.12 bug)")
-
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from napari_tpm.checkpoints import load_model
 from napari_tpm.io import write_volume
@@ -13,15 +12,7 @@ from napari_tpm.train.__main__ import main
 from napari_tpm.train.runlog import read_log
 from napari_tpm.train.volumes import find_volumes, load_training_volume
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny tensors gain nothing from 2 threads, and on a busy 2-core machine a second
-    OpenMP thread can stall a step for seconds; restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -17,15 +17,7 @@ from napari_tpm.train.augment import (
 from napari_tpm.train.episodes import EpisodeConfig, EpisodeDataset
 from napari_tpm.train.volumes import volume_from_array
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny tensors gain nothing from 2 threads, and on a busy 2-core machine a second
-    OpenMP thread can stall a step for seconds; restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -14,15 +14,7 @@ from napari_tpm.train.runlog import plot_losses, read_log
 from napari_tpm.train.trainer import TrainConfig, Trainer, new_model, train_steps
 from napari_tpm.train.volumes import volume_from_array
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny tensors gain nothing from 2 threads, and on a busy 2-core machine a second
-    OpenMP thread can stall a step for seconds; restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 SMALL = {"encoder": "resnet18-l3", "min_support_px": 25, "device": "cpu", "seed": 0}

@@ -14,15 +14,7 @@ from napari_tpm.train.losses import (
     episode_probabilities,
 )
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny tensors gain nothing from 2 threads, and on a busy 2-core machine a second
-    OpenMP thread can stall a step for seconds; restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_class_prototypes_match_masked_average_per_class():
