@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from napari_tpm.checkpoints import TPMModel, load_model
-from napari_tpm.postprocess import keep_connected
+from napari_tpm.postprocess import keep_connected, limit_range
 from napari_tpm.preprocess import WorkingGrid, normalise_intensity
 from napari_tpm.progress import Progress
 from napari_tpm.tpm import (
@@ -35,6 +35,7 @@ from napari_tpm.tpm import (
     l2_normalize,
     log_odds_multi,
     log_odds_single,
+    mixture_log_densities,
     squared_distance,
     support_pixel_features,
 )
@@ -418,7 +419,7 @@ class SegmentationSession:
         per_class = []
         for means, weights in self._prototypes:
             d2 = squared_distance(feats, means)
-            per_class.append(_mixture_log_densities(d2, weights, m.sigma_f, m.sigma_b))
+            per_class.append(mixture_log_densities(d2, weights, m.sigma_f, m.sigma_b))
         log_f = torch.stack([p[0] for p in per_class], 1)  # (B, K, h, w)
         log_b = torch.logsumexp(torch.stack([p[1] for p in per_class], 1), 1, keepdim=True)
         return log_f - log_b
@@ -558,8 +559,7 @@ class SegmentationSession:
             np.multiply(lut[self._best], fg, out=view, casting="unsafe")
         if z_range is not None:
             lo, hi = sorted(int(z) for z in z_range)
-            view[: max(lo, 0)] = 0
-            view[hi + 1 :] = 0
+            limit_range(view, lo, hi, axis=0, inplace=True)
         if connected:
             # seeds: the paint when it lies in this volume; none (largest component) otherwise
             seeds = np.zeros(view.shape, dtype=view.dtype)
@@ -608,16 +608,6 @@ def _make_view(
         pad_value=float(normalised.min()),
         encoded=np.zeros(slices.shape[0], bool),
     )
-
-
-def _mixture_log_densities(
-    d2: torch.Tensor, weights: torch.Tensor, sigma_f: float, sigma_b: float, d: int = 1
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """log h_F and log h_B of a tied mixture (B, K, h, w) -> two (B, h, w) maps."""
-    logw = torch.log(weights.clamp_min(1e-12)).view(1, -1, 1, 1)
-    log_f = torch.logsumexp(logw - d2 / (2 * sigma_f**2), 1) - d * math.log(sigma_f)
-    log_b = torch.logsumexp(logw - d2 / (2 * sigma_b**2), 1) - d * math.log(sigma_b)
-    return log_f, log_b
 
 
 def _outward_batches(n: int, start: int, size: int) -> Iterator[tuple[int, int]]:

@@ -6,7 +6,13 @@ Feature maps are ``[B, C, h, w]``, distances are squared chord distances on the 
 at prior ``pi`` is ``s(x) > -logit(pi)``.
 """
 
-from .em import GMMResult, fit_spherical_gmm, log_odds_multi, posterior_multi
+from .em import (
+    GMMResult,
+    fit_spherical_gmm,
+    log_odds_multi,
+    mixture_log_densities,
+    posterior_multi,
+)
 from .estimators import PRIOR_CLIP, AvgEst, LinEst, clip_prior, estimator_from_dict
 from .features import l2_normalize, masked_average, squared_distance, support_pixel_features
 from .multiclass import (
@@ -78,6 +84,7 @@ __all__ = [
     "log_odds_single",
     "logit",
     "masked_average",
+    "mixture_log_densities",
     "multiclass_log_scores",
     "multiclass_posterior",
     "multiclass_scores",

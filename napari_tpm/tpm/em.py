@@ -167,13 +167,29 @@ def log_odds_multi(
     Returns:
         ``[B, h, w]`` log-odds at prior 0.5.
     """
+    log_hf, log_hb = mixture_log_densities(d2, weights, sigma_f, sigma_b, d)
+    return log_hf - log_hb
+
+
+def mixture_log_densities(
+    d2: torch.Tensor,
+    weights: torch.Tensor,
+    sigma_f: Scalar,
+    sigma_b: Scalar,
+    d: Scalar = D,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(log h_F, log h_B)``, each ``[B, h, w]``, of the tied mixtures over ``[B, K, h, w]``.
+
+    The two densities separately, for callers that combine several classes' mixtures (the
+    multi-class background is the sum of every class's wide mixture).
+    """
     w = torch.as_tensor(weights, dtype=d2.dtype, device=d2.device)
     if w.dim() != 1 or w.shape[0] != d2.shape[1]:
         raise ValueError(f"weights must be [K] with K={d2.shape[1]}, got {tuple(w.shape)}")
     log_w = torch.log(w)[None, :, None, None]
     log_hf = torch.logsumexp(log_w - d2 / (2.0 * sigma_f**2), dim=1) - d * _log(sigma_f)
     log_hb = torch.logsumexp(log_w - d2 / (2.0 * sigma_b**2), dim=1) - d * _log(sigma_b)
-    return log_hf - log_hb
+    return log_hf, log_hb
 
 
 def posterior_multi(
