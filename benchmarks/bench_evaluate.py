@@ -15,7 +15,7 @@ Sets (label values differ per set, see ../shared/data/README.md):
 * the two AMOS CT slabs (manual labels): liver 6, kidneys 2/3, spleen 1;
 * synthetic phantoms (napari_tpm.phantom): liver 5, kidneys 2/3, spleen 1.
 
-Models: "filterbank", and "default" when models/default.txt names a shipped checkpoint.
+Models: "filterbank", and the registry default (napari_tpm.zoo) when it is not the filter bank.
 
 Run:  python benchmarks/bench_evaluate.py [--out benchmarks/RESULTS-evaluate.md]
       [--phantoms 4] [--models filterbank default] [--figures DIR]
@@ -105,9 +105,9 @@ def main() -> int:
     p.add_argument("--sets", nargs="+", default=None, help="subset of set keys")
     args = p.parse_args()
     torch.set_num_threads(2)
-    models = args.models or (
-        ["filterbank", "default"] if (ROOT / "models" / "default.txt").is_file() else ["filterbank"]
-    )
+    from napari_tpm.zoo import default_model
+
+    models = args.models or list(dict.fromkeys(["filterbank", default_model()]))
     sets = (real_sets() if DATA.is_dir() else []) + [phantom_set(args.phantoms)]
     if args.sets:
         sets = [s for s in sets if s.key in args.sets]

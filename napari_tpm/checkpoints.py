@@ -11,7 +11,8 @@ cosine scale ``alpha``, the learned distance threshold ``t_d`` and the EMA sprea
 beside every checkpoint so a person (or the widget) can read what a file is without torch.
 
 Zoo: ``Path(napari_tpm.__file__).parent / "models"`` holds ``<name>.pt`` (+ ``<name>.json``,
-``<name>.md``); ``models/default.txt`` names the default. ``"filterbank"`` needs no file.
+``<name>.md``); which one is the default (per modality) is decided by :mod:`napari_tpm.zoo`, the
+single registry every front end asks. ``"filterbank"`` needs no file.
 """
 
 from __future__ import annotations
@@ -27,12 +28,11 @@ from typing import Any
 import numpy as np
 import torch
 
-import napari_tpm
+from napari_tpm import zoo as registry
 from napari_tpm.encoders import Encoder, build_encoder
+from napari_tpm.zoo import DEFAULT, FILTERBANK, list_models
 
 FORMAT = "napari-tpm/1"
-FILTERBANK = "filterbank"
-DEFAULT = "default"
 ALPHA = 20.0
 
 #: Distance threshold of the filter bank: sqrt of the median self-calibrated D2 threshold over
@@ -109,29 +109,8 @@ class TPMModel:
 
 # ------------------------------------------------------------------------------ the zoo
 def model_dir() -> Path:
-    """The package's model folder (a link to the repository's ``models/`` in a checkout)."""
-    return Path(napari_tpm.__file__).resolve().parent / "models"
-
-
-def list_models() -> list[str]:
-    """Zoo names (the default first, when one is named), then ``"filterbank"``."""
-    folder = model_dir()
-    names = sorted(p.stem for p in folder.glob("*.pt")) if folder.is_dir() else []
-    default = _default_name()
-    if default in names:
-        names.remove(default)
-        names.insert(0, default)
-    return [*names, FILTERBANK]
-
-
-def _default_name() -> str:
-    """The zoo default from ``models/default.txt``, else the filter bank."""
-    path = model_dir() / "default.txt"
-    if path.is_file():
-        text = path.read_text(encoding="utf-8").strip()
-        if text:
-            return text.split()[0]
-    return FILTERBANK
+    """The package's model folder (see :func:`napari_tpm.zoo.model_dir`)."""
+    return registry.model_dir()
 
 
 def filterbank_model(device: str | torch.device = "cpu") -> TPMModel:
@@ -157,7 +136,7 @@ def _resolve(name_or_path: str | os.PathLike) -> tuple[str, Path | None]:
     """(name, file) for a zoo name, "default", "filterbank" (no file) or a file path."""
     text = os.fspath(name_or_path)
     if text == DEFAULT:
-        text = _default_name()
+        text = registry.default_model()
     if text == FILTERBANK:
         return FILTERBANK, None
     path = Path(text).expanduser()

@@ -242,9 +242,12 @@ def run(args: argparse.Namespace) -> dict:
 
     t0 = time.perf_counter()
     try:
-        session = SegmentationSession(
-            args.checkpoint, device=args.device, batch_size=args.batch_size
-        )
+        from napari_tpm.zoo import DEFAULT, default_for_image
+
+        checkpoint = args.checkpoint
+        if checkpoint == DEFAULT:  # the registry's default for this image's modality
+            checkpoint = default_for_image(image.array, args.modality)
+        session = SegmentationSession(checkpoint, device=args.device, batch_size=args.batch_size)
         session.set_image(image.array, image.spacing, modality=args.modality)
         if args.adapt_steps is not None:
             from napari_tpm.adapt import check_adaptable, run_adaptation_for_cli

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import napari_tpm.checkpoints as ckpt
+import napari_tpm.zoo as zoo_registry
 from napari_tpm.checkpoints import (
     CheckpointError,
     TPMModel,
@@ -27,7 +28,7 @@ def zoo(tmp_path, monkeypatch):
     """An empty model folder standing in for the package's ``models/``."""
     folder = tmp_path / "zoo"
     folder.mkdir()
-    monkeypatch.setattr(ckpt, "model_dir", lambda: folder)
+    monkeypatch.setattr(zoo_registry, "model_dir", lambda: folder)
     return folder
 
 
@@ -184,14 +185,14 @@ def test_filterbank_needs_no_files(zoo) -> None:
 def test_zoo_names_and_default(zoo) -> None:
     save_model(_model(), zoo / "tiny.pt")
     save_model(_model(2), zoo / "another.pt")
-    assert list_models() == ["another", "tiny", "filterbank"]
+    assert list_models() == ["filterbank", "another", "tiny"]  # the default first
     assert load_model("tiny").name == "tiny"
-    assert load_model("default").name == "filterbank"  # no default.txt
-    (zoo / "default.txt").write_text("tiny\n")
+    assert load_model("default").name == "filterbank"  # no default.json
+    (zoo / "default.json").write_text('{"ct": "tiny", "mr": "tiny"}\n')
     assert list_models()[0] == "tiny"
     m = load_model("default")
     assert m.name == "tiny" and m.calibrated
-    (zoo / "default.txt").write_text("gone\n")
+    (zoo / "default.json").write_text('{"ct": "gone", "mr": "gone"}\n')
     with pytest.raises(CheckpointError, match="unknown model 'gone'"):
         load_model("default")
 

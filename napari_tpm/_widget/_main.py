@@ -90,7 +90,7 @@ def _available_models() -> list[str]:
     """Zoo models, then the training-free filter bank (always there, needs no checkpoint)."""
     names: list[str] = []
     try:
-        from napari_tpm.checkpoints import list_models
+        from napari_tpm.zoo import list_models
 
         for item in list_models():
             name = item if isinstance(item, str) else getattr(item, "name", str(item))

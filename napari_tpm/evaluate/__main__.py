@@ -205,10 +205,12 @@ def _run(args: argparse.Namespace) -> int:
             image_pattern=args.image_pattern,
             label_pattern=args.label_pattern,
         )
+        from napari_tpm.zoo import resolve
+
         progress = runner.run_generic(
             cases,
             classes,
-            args.checkpoint,
+            resolve(args.checkpoint, args.modality),  # "default": the registry's, as the CLI
             results,
             options=options,
             support=args.support,
