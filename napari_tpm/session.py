@@ -29,6 +29,12 @@ from napari_tpm.checkpoints import TPMModel, load_model
 from napari_tpm.postprocess import keep_connected, limit_range
 from napari_tpm.preprocess import WorkingGrid, normalise_intensity
 from napari_tpm.progress import Progress
+from napari_tpm.support import (
+    BACKGROUND_LABEL,
+    SupportError,
+    find_support_slice,
+    parse_support,
+)
 from napari_tpm.tpm import (
     fit_spherical_gmm,
     icp_from_scores,
@@ -44,10 +50,6 @@ from napari_tpm.tpm import (
 WORKING_SIZE = 256
 #: bytes per voxel the session holds for a query volume (normalised copy, score, class, output).
 _BYTES_PER_VOXEL = 4 + 4 + 1 + 1 + 1
-
-
-class SupportError(ValueError):
-    """The painted support cannot be used (no paint, paint on several slices, wrong grid...)."""
 
 
 class VolumeTooLargeError(ValueError):
@@ -91,27 +93,6 @@ def available_memory_bytes() -> int:
         return 1 << 62
 
 
-def find_support_slice(labels: np.ndarray) -> tuple[int, int]:
-    """Return ``(axis, index)`` of the one slice that holds every painted voxel.
-
-    The slice axis is the one along which all painted voxels share one index. When several axes
-    qualify (a single line of paint), axis 0 is preferred, as axial painting is the norm.
-    """
-    if labels.ndim != 3:
-        raise SupportError(f"support labels must be a 3D volume, got {labels.ndim}D")
-    coords = np.nonzero(labels)
-    if coords[0].size == 0:
-        raise SupportError("the support labels are empty: paint the structure on one slice")
-    for axis in range(3):
-        lo, hi = int(coords[axis].min()), int(coords[axis].max())
-        if lo == hi:
-            return axis, lo
-    spans = ", ".join(
-        f"axis {a}: slices {int(c.min())}..{int(c.max())}" for a, c in enumerate(coords)
-    )
-    raise SupportError(f"the paint must lie on a single slice, but it spans several ({spans})")
-
-
 @dataclass
 class _Volume:
     """A volume seen along one slice axis: normalised slices and the working grid."""
@@ -128,15 +109,18 @@ class _Support:
     """What the prototypes are fitted from: per-class support pixel features and geometry."""
 
     axis: int
-    index: int
+    indices: tuple[int, ...]  # painted slices along the axis (ascending)
+    index: int  # the painted slice nearest the middle of the painted ones
     n_slices: int  # slices along the axis in the support volume (for LinEst's location)
     label_values: tuple[int, ...]
     pixel_features: list[torch.Tensor]  # per class (N_k, C), unit-normalised
-    fraction: float  # painted fraction of the working grid (LinEst's "size")
+    negative_features: torch.Tensor | None  # (N, C) features under background strokes
+    fraction: float  # painted fraction of the working grid on the middle slice (LinEst's size)
     same_volume: bool
-    mask_native: np.ndarray  # (H, W) labels of the support slice (native grid)
-    counts_working: list[int]  # painted pixels per class on the working grid
-    features: torch.Tensor  # (C, h, w) float32 features of the support slice
+    masks_native: dict[int, np.ndarray]  # painted slice index -> (H, W) paint (native grid)
+    counts_working: list[int]  # painted pixels per class on the working grid, all slices
+    features: torch.Tensor  # (S, C, h, w) float32 features of the painted slices
+    masks_working: torch.Tensor  # (S, size, size) int64 class index + 1 (0 none, -1 background)
 
 
 class SegmentationSession:
@@ -174,6 +158,8 @@ class SegmentationSession:
         self._views: dict[int, _Volume] = {}
         self._support: _Support | None = None
         self._prototypes: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self._negative: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._background_value: int | None = BACKGROUND_LABEL
         self._offset = 0.0
         self._low: torch.Tensor | None = None  # (n, K, h, w) float32 per-class log-odds
         self._score: np.ndarray | None = None  # native grid, slice axis first, float32
@@ -302,6 +288,7 @@ class SegmentationSession:
     def _reset_support(self) -> None:
         self._support = None
         self._prototypes = []
+        self._negative = None
         self._low = None
         self._score = None
         self._best = None
@@ -315,13 +302,19 @@ class SegmentationSession:
         support_image: np.ndarray | None = None,
         support_spacing: tuple[float, float, float] | None = None,
         n_prototypes: int = 1,
+        background_label: int | None = BACKGROUND_LABEL,
     ) -> Iterator[Progress]:
-        """Segment the query volume from one painted slice (generator yielding Progress).
+        """Segment the query volume from painted slices (generator yielding Progress).
 
-        Labels 1..N on the painted slice give N classes segmented jointly. The support slice is
-        encoded first, then the query slices in batches outward from the painted index (or from
-        the matching relative position when the support is another volume); every yielded
-        ``Progress.slices`` range is final, so a viewer can show it at once.
+        Labels 1..N give N classes segmented jointly; they may be painted on one slice or on
+        several slices along one axis, and every painted pixel feeds the prototypes.
+        ``background_label`` (default :data:`BACKGROUND_LABEL`) marks background strokes: those
+        voxels are never labelled, and their features become background evidence (a voxel that
+        looks like them is pushed towards background). The painted slices are encoded first,
+        then the query slices in batches outward from the middle painted slice (or from the
+        matching relative position when the support is another volume); every yielded
+        ``Progress.slices`` range is final, so a viewer can show it at once. Features stay
+        cached: painting more and calling this again does not re-encode the volume.
         """
         image = self._require_image()
         k = _check_prototypes(n_prototypes)
@@ -333,52 +326,47 @@ class SegmentationSession:
             raise SupportError(
                 f"the support labels {paint.shape} are not on the {what}'s grid {tuple(ref_shape)}"
             )
-        is_int = np.issubdtype(paint.dtype, np.integer) or np.issubdtype(paint.dtype, np.bool_)
-        if not is_int and not np.all(np.mod(paint, 1) == 0):
-            raise SupportError("the support labels must be whole numbers (a label map)")
-        if (paint < 0).any():
-            raise SupportError("the support labels must not be negative")
-        axis, index = find_support_slice(paint)
-        values = tuple(int(v) for v in np.unique(paint) if v != 0)
-        if len(values) > 255:
-            raise SupportError(f"at most 255 labels can be segmented at once, got {len(values)}")
-        plane = np.take(paint, index, axis=axis)
+        parsed = parse_support(paint, background_label)
+        self._background_value = background_label
+        axis, indices, values = parsed.axis, parsed.indices, parsed.values
 
         self._reset_support()
         query = self._view(axis)
         if same_volume:
-            sview, sidx = query, index
+            sview, sidx = query, np.asarray(indices)
         else:
             sspacing = self._spacing if support_spacing is None else tuple(support_spacing)
             snorm = normalise_intensity(np.asarray(support_image), modality=self._modality)
-            sview, sidx = _make_view(snorm, sspacing, axis, only=index), 0
-        self._encode(sview, np.asarray([sidx]))
-        feats = sview.features[sidx].float()
-        mask_w = sview.grid.to_working_mask(torch.from_numpy(plane.astype(np.int64)))
-        pix, counts = [], []
-        for v in values:
-            m = (mask_w == v).to(torch.float32)
-            if m.sum() < 1:  # a stroke thinner than one working pixel: keep what it touches
-                native = torch.from_numpy((plane == v).astype(np.float32))[None, None]
-                m = (sview.grid.to_working(native, pad_value=0.0)[0, 0] > 0).to(torch.float32)
-            counts.append(int(m.sum()))
-            pix.append(support_pixel_features(feats, m))
+            sview, sidx = _make_view(snorm, sspacing, axis, only=indices), np.arange(len(indices))
+        self._encode(sview, sidx)
+        feats = sview.features[torch.from_numpy(sidx)].float()  # (S, C, h, w)
+        planes = {i: np.take(paint, i, axis=axis) for i in indices}
+        masks = torch.stack(
+            [_class_mask(sview.grid, planes[i], values, background_label) for i in indices]
+        )
+        pix = [_pixels(feats, masks == c + 1) for c in range(len(values))]
+        counts = [int((masks == c + 1).sum()) for c in range(len(values))]
+        negative = _pixels(feats, masks == -1) if parsed.has_background else None
+        middle = indices.index(parsed.middle)
         self._support = _Support(
             axis=axis,
-            index=index,
+            indices=indices,
+            index=parsed.middle,
             n_slices=int(paint.shape[axis]),
             label_values=values,
             pixel_features=pix,
-            fraction=float((mask_w > 0).float().mean()),
+            negative_features=negative,
+            fraction=float((masks[middle] > 0).float().mean()),
             same_volume=same_volume,
-            mask_native=plane,
+            masks_native=planes,
             counts_working=counts,
             features=feats,
+            masks_working=masks,
         )
         self.label_values = values
         yield Progress(0, query.slices.shape[0], "support", None)
         self._fit_prototypes(k)
-        self._calibrate(feats)
+        self._calibrate()
         yield from self._score_all(query, start=self._start_index(query))
 
     def _start_index(self, query: _Volume) -> int:
@@ -394,20 +382,24 @@ class SegmentationSession:
         s = self._support
         assert s is not None
         self.n_prototypes = k
-        self._prototypes = []
-        for x in s.pixel_features:
-            if k == 1:
-                mean = l2_normalize(x.mean(0, keepdim=True), dim=1)
-                self._prototypes.append((mean, torch.ones(1)))
-            else:
-                gmm = fit_spherical_gmm(x, k, self.model.sigma_f, seed=0, n_init=3)
-                self._prototypes.append((gmm.means.float(), gmm.weights.float()))
+        self._prototypes = [self._fit_one(x, k) for x in s.pixel_features]
+        self._negative = None
+        if s.negative_features is not None:
+            # background strokes often cover several tissues: give them up to 3 modes
+            self._negative = self._fit_one(s.negative_features, max(k, 3))
+
+    def _fit_one(self, x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(means [K, C], weights [K]) of one class: the masked average or an EM mixture."""
+        if k == 1 or x.shape[0] < 2:
+            return l2_normalize(x.mean(0, keepdim=True), dim=1), torch.ones(1)
+        gmm = fit_spherical_gmm(x, k, self.model.sigma_f, seed=0, n_init=3)
+        return gmm.means.float(), gmm.weights.float()
 
     def _low_scores(self, feats: torch.Tensor) -> torch.Tensor:
         """Per-class log-odds at prior 0.5 for features (B, C, h, w) -> (B, K, h, w)."""
         m = self.model
         feats = feats.float()
-        if len(self._prototypes) == 1:
+        if len(self._prototypes) == 1 and self._negative is None:
             means, weights = self._prototypes[0]
             d2 = squared_distance(feats, means)
             if means.shape[0] == 1 and m.calibrated:
@@ -416,32 +408,40 @@ class SegmentationSession:
                 s = log_odds_multi(d2, weights, m.sigma_f, m.sigma_b)
             return s[:, None]
         # several classes: one prototype (or mixture) per class, background = all wide Gaussians
+        # plus, when background strokes were painted, the tight mixture around their features
         per_class = []
         for means, weights in self._prototypes:
             d2 = squared_distance(feats, means)
             per_class.append(mixture_log_densities(d2, weights, m.sigma_f, m.sigma_b))
         log_f = torch.stack([p[0] for p in per_class], 1)  # (B, K, h, w)
         log_b = torch.logsumexp(torch.stack([p[1] for p in per_class], 1), 1, keepdim=True)
+        if self._negative is not None:
+            means, weights = self._negative
+            d2 = squared_distance(feats, means)
+            neg_f, _ = mixture_log_densities(d2, weights, m.sigma_f, m.sigma_b)
+            log_b = torch.logaddexp(log_b, neg_f[:, None])
         return log_f - log_b
 
-    def _calibrate(self, support_feats: torch.Tensor) -> None:
-        """Offset added to every score so that prior 0.5 reproduces the paint on its slice.
+    def _calibrate(self) -> None:
+        """Offset added to every score so that prior 0.5 reproduces the paint on its slices.
 
         A trained checkpoint carries a learned threshold (T_D) and needs no offset. A model
         without one (the training-free filter bank) has no meaningful distance scale, so its
-        decision boundary is placed where the support slice's predicted foreground count equals
-        the painted count: the ideal class prior of the support slice itself.
+        decision boundary is placed where the painted slices' predicted foreground count equals
+        the painted count: the ideal class prior of the support itself.
         """
         self._offset = 0.0
         if self.model.calibrated:
             return
-        low = self._low_scores(support_feats[None])[0]  # (K, h, w)
         s = self._support
         assert s is not None
+        # slices with only background strokes say nothing about how much is foreground
+        with_fg = (s.masks_working > 0).flatten(1).any(1)
+        low = self._low_scores(s.features[with_fg])  # (S', K, h, w)
         size = WORKING_SIZE
-        up = F.interpolate(low[None], size=(size, size), mode="bilinear", align_corners=False)[0]
-        best = up.max(0).values
-        icp = icp_from_scores(best, sum(s.counts_working))
+        up = F.interpolate(low, size=(size, size), mode="bilinear", align_corners=False)
+        best = up.max(1).values
+        icp = icp_from_scores(best.reshape(-1), sum(s.counts_working))
         icp = float(np.clip(icp, 1e-4, 1 - 1e-4))
         self._offset = math.log(icp / (1 - icp))
 
@@ -482,7 +482,7 @@ class SegmentationSession:
         if not query.encoded.all():
             raise ValueError("the volume is not fully encoded yet: run segment() to the end first")
         self._fit_prototypes(k)
-        self._calibrate(s.features)
+        self._calibrate()
         for _ in self._score_all(query, start=0):
             pass
 
@@ -530,6 +530,7 @@ class SegmentationSession:
         out: np.ndarray | None = None,
         z_range: tuple[int, int] | None = None,
         connected: bool = False,
+        keep_paint: bool = True,
     ) -> np.ndarray:
         """Label volume at ``prior`` (None: :meth:`auto_prior`), with the paint's label values.
 
@@ -537,7 +538,9 @@ class SegmentationSession:
         integer array on the image's grid, e.g. a Labels layer's buffer) is overwritten in place.
         ``z_range`` keeps slices lo..hi (inclusive) along the slice axis; ``connected`` keeps the
         3D components that touch the painted region (the largest one when the support came from
-        another volume). Slices not computed yet are 0.
+        another volume). ``keep_paint`` writes the user's paint over the result on the painted
+        slices (background strokes as 0); the paper's protocol scores those slices with the model
+        like any other, so the evaluation turns it off. Slices not computed yet are 0.
         """
         s = self._require_support()
         if self._score is None:
@@ -557,6 +560,8 @@ class SegmentationSession:
         else:
             lut = np.asarray(s.label_values, dtype=out.dtype)
             np.multiply(lut[self._best], fg, out=view, casting="unsafe")
+        if s.same_volume and keep_paint:
+            _apply_paint(view, s, self._background_value)
         if z_range is not None:
             lo, hi = sorted(int(z) for z in z_range)
             limit_range(view, lo, hi, axis=0, inplace=True)
@@ -564,7 +569,7 @@ class SegmentationSession:
             # seeds: the paint when it lies in this volume; none (largest component) otherwise
             seeds = np.zeros(view.shape, dtype=view.dtype)
             if s.same_volume:
-                seeds[s.index] = s.mask_native
+                _apply_paint(seeds, s, self._background_value)
             view[...] = keep_connected(view, seeds)
         return out
 
@@ -582,6 +587,49 @@ class SegmentationSession:
             out[lo:hi] = torch.sigmoid(query.grid.from_working(any_fg)[:, 0] + logit).numpy()
         return self._native_to_volume(out)
 
+    # ------------------------------------------------------- read-only accessors
+    def best_class(self) -> np.ndarray:
+        """0-based index of the best class per voxel on the image's grid (a view of the cache)."""
+        self._require_support()
+        if self._best is None:
+            raise ValueError("nothing segmented yet: iterate segment() first")
+        return self._native_to_volume(self._best)
+
+    @property
+    def support_fraction(self) -> float:
+        """Painted fraction of the working grid on the middle painted slice (LinEst's size)."""
+        return self._require_support().fraction
+
+    @property
+    def support_location(self) -> float:
+        """Middle painted slice index / (slices - 1) in the support volume (LinEst's loc)."""
+        s = self._require_support()
+        return s.index / max(s.n_slices - 1, 1)
+
+    def features(self) -> torch.Tensor:
+        """Cached query features (n, C, h, w) along the slice axis, float16 on the CPU."""
+        view = self._views.get(self.axis)
+        if view is None or view.features is None or not view.encoded.all():
+            raise ValueError("the query is not fully encoded: drain segment() first")
+        return view.features
+
+    @property
+    def working_grid(self) -> WorkingGrid:
+        """How the query's slices map onto the encoder's square working grid."""
+        return self._view(self.axis).grid
+
+    @property
+    def prototypes(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Per class ``(means [K, C], weights [K])``, in the order of :attr:`label_values`."""
+        self._require_support()
+        return list(self._prototypes)
+
+    @property
+    def score_offset(self) -> float:
+        """The self-calibration offset added to every score (0 for calibrated checkpoints)."""
+        self._require_support()
+        return self._offset
+
     def scores(self) -> np.ndarray:
         """Best-class log-odds at prior 0.5 on the image's grid (a view of the cache)."""
         self._require_support()
@@ -595,11 +643,12 @@ def _make_view(
     normalised: np.ndarray,
     spacing: tuple[float, float, float],
     axis: int,
-    only: int | None = None,
+    only: tuple[int, ...] | None = None,
 ) -> _Volume:
+    """The volume along ``axis`` on its working grid; ``only`` keeps just those slices."""
     slices = np.moveaxis(normalised, axis, 0)
     if only is not None:
-        slices = slices[only : only + 1]
+        slices = slices[list(only)]
     inplane = tuple(s for a, s in enumerate(spacing) if a != axis)
     grid = WorkingGrid.fit(slices.shape[1:], inplane, size=WORKING_SIZE)
     return _Volume(
@@ -608,6 +657,45 @@ def _make_view(
         pad_value=float(normalised.min()),
         encoded=np.zeros(slices.shape[0], bool),
     )
+
+
+def _class_mask(
+    grid: WorkingGrid, plane: np.ndarray, values: tuple[int, ...], background: int | None
+) -> torch.Tensor:
+    """Painted plane -> working grid map: class index + 1, -1 for background strokes, else 0.
+
+    Each value is resampled on its own so a stroke thinner than one working pixel keeps the
+    pixels it touches instead of vanishing between nearest-neighbour samples.
+    """
+    nearest = grid.to_working_mask(torch.from_numpy(plane.astype(np.int64)))
+    out = torch.zeros(nearest.shape, dtype=torch.int64)
+    codes = [(v, c + 1) for c, v in enumerate(values)]
+    if background is not None:
+        codes.append((background, -1))
+    for value, code in codes:
+        m = nearest == value
+        if not m.any() and (plane == value).any():
+            native = torch.from_numpy((plane == value).astype(np.float32))[None, None]
+            m = grid.to_working(native, pad_value=0.0)[0, 0] > 0
+        out[m & (out == 0)] = code
+    return out
+
+
+def _pixels(features: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Unit features (N, C) of the pixels under ``mask`` (S, size, size), slices (S, C, h, w)."""
+    return torch.cat(
+        [support_pixel_features(f, m.to(torch.float32)) for f, m in zip(features, mask) if m.any()]
+    )
+
+
+def _apply_paint(view: np.ndarray, support: _Support, background: int | None) -> None:
+    """Write the user's paint over ``view`` (slice axis first): painted structures keep their
+    label, background strokes become 0. What the user painted is never contradicted."""
+    for i, plane in support.masks_native.items():
+        painted = (plane != 0) & (plane != background)
+        view[i][painted] = plane[painted]
+        if background is not None:
+            view[i][plane == background] = 0
 
 
 def _outward_batches(n: int, start: int, size: int) -> Iterator[tuple[int, int]]:

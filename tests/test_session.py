@@ -153,7 +153,6 @@ def test_paint_on_another_axis(phantom):
     ("make_paint", "message"),
     [
         (lambda: np.zeros(SHAPE, np.uint8), "empty"),
-        (lambda: _two_slices(), "single slice"),
         (lambda: np.ones((4, 8, 8), np.uint8), "grid"),
         (lambda: -np.ones(SHAPE, np.int16), "negative"),
     ],
@@ -164,13 +163,6 @@ def test_bad_support(phantom, make_paint, message):
     with pytest.raises(SupportError, match=message):
         list(session.segment(make_paint()))
     assert session.encoder_calls == 0
-
-
-def _two_slices() -> np.ndarray:
-    paint = np.zeros(SHAPE, np.uint8)
-    paint[3, 40:50, 40:50] = 1
-    paint[7, 40:50, 40:50] = 1
-    return paint
 
 
 def test_bad_images_and_arguments(phantom):

@@ -1,0 +1,113 @@
+"""Supports beyond one slice: several painted slices, and background strokes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_tpm.phantom import make_phantom
+from napari_tpm.session import SegmentationSession
+from napari_tpm.support import (
+    BACKGROUND_LABEL,
+    MAX_SUPPORT_SLICES,
+    SupportError,
+    find_support_slices,
+    parse_support,
+)
+
+SHAPE = (24, 96, 96)
+LIVER, KIDNEY = 5, 2
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    return float(2 * (a & b).sum() / max(a.sum() + b.sum(), 1))
+
+
+@pytest.fixture(scope="module")
+def phantom():
+    return make_phantom(shape=SHAPE, seed=5)
+
+
+def organ_slices(labels: np.ndarray, value: int) -> np.ndarray:
+    return np.nonzero((labels == value).any(axis=(1, 2)))[0]
+
+
+def test_parse_several_slices_and_background():
+    paint = np.zeros((10, 20, 20), np.uint8)
+    paint[2, 5:9, 5:9] = 3
+    paint[6, 5:9, 5:9] = 1
+    paint[6, 0:2, 0:2] = BACKGROUND_LABEL
+    parsed = parse_support(paint)
+    assert parsed.axis == 0 and parsed.indices == (2, 6)
+    assert parsed.values == (1, 3) and parsed.has_background
+    # with no reserved value, 255 is a structure like any other
+    assert parse_support(paint, background_label=None).values == (1, 3, 255)
+
+
+def test_axis_with_fewest_painted_slices_wins():
+    paint = np.zeros((30, 30, 30), np.uint8)
+    paint[4:26, 10, 4:26] = 1
+    paint[4:26, 20, 4:26] = 1
+    assert find_support_slices(paint) == (1, (10, 20))
+
+
+@pytest.mark.parametrize(
+    ("paint", "message"),
+    [
+        (np.where(np.arange(8)[:, None, None] == 3, BACKGROUND_LABEL, 0), "only background"),
+        (np.ones((MAX_SUPPORT_SLICES + 1,) * 3, np.uint8), "few slices along one axis"),
+        (np.full((4, 4, 4), 0.5), "whole numbers"),
+    ],
+)
+def test_bad_supports(paint, message):
+    with pytest.raises(SupportError, match=message):
+        parse_support(paint)
+
+
+def test_three_painted_slices_beat_one(phantom):
+    zs = organ_slices(phantom.labels, LIVER)
+    picks = [zs[len(zs) // 2], zs[len(zs) // 4], zs[3 * len(zs) // 4]]
+    session = SegmentationSession("filterbank", device="cpu", batch_size=8)
+    session.set_image(phantom.image, phantom.spacing)
+    truth = phantom.labels == LIVER
+    scores = []
+    for n in (1, 3):
+        paint = np.zeros(SHAPE, np.uint8)
+        for z in picks[:n]:
+            paint[z][phantom.labels[z] == LIVER] = LIVER
+        calls = session.encoder_calls
+        list(session.segment(paint))
+        if n > 1:
+            assert session.encoder_calls == calls  # new paint reuses the cached features
+        assert session.axis == 0
+        result = session.labels(0.5, keep_paint=False) == LIVER
+        scores.append(dice(result, truth))
+        # every painted voxel is kept as painted
+        kept = session.labels(0.5) == LIVER
+        for z in picks[:n]:
+            assert kept[z][truth[z]].all()
+    assert scores[1] >= scores[0] - 0.01
+    assert scores[1] > 0.6
+
+
+def test_background_strokes_are_excluded_and_push_lookalikes_out(phantom):
+    z = organ_slices(phantom.labels, LIVER)[len(organ_slices(phantom.labels, LIVER)) // 2]
+    session = SegmentationSession("filterbank", device="cpu", batch_size=8)
+    session.set_image(phantom.image, phantom.spacing)
+    paint = np.zeros(SHAPE, np.uint8)
+    paint[z][phantom.labels[z] == LIVER] = LIVER
+    list(session.segment(paint))
+    before = session.labels(0.5, keep_paint=False)
+    spill = (before == LIVER) & (phantom.labels != LIVER)
+    assert spill.any(), "the phantom should give some false positives to correct"
+    # paint background on the slice with the most spill, where the spill is
+    zb = int(np.argmax(spill.sum(axis=(1, 2))))
+    paint[zb][spill[zb]] = BACKGROUND_LABEL
+    list(session.segment(paint))
+    after = session.labels(0.5)
+    assert not after[zb][spill[zb]].any()  # painted background is never labelled
+    after_model = session.labels(0.5, keep_paint=False)
+    spill_after = (after_model == LIVER) & (phantom.labels != LIVER)
+    assert spill_after.sum() < spill.sum()
+    truth = phantom.labels == LIVER
+    assert dice(after_model == LIVER, truth) >= dice(before == LIVER, truth) - 0.02
