@@ -1,0 +1,215 @@
+"""Cases, splits, cross-patient pairs and painted supports of the accuracy benchmark.
+
+Kept apart from ``bench_accuracy.py`` so that the TPM runner and the random-forest anchor build
+their supports from exactly the same code: the two methods must always see the same paint.
+
+Every volume is read with ``napari_tpm.io.read_volume`` (the reader the CLI and the plugin use),
+so axis 0 of the array is the axial slice axis the user paints on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data"
+
+#: the four target organs, in table column order.
+ORGANS: tuple[str, ...] = ("liver", "rkidney", "lkidney", "spleen")
+#: label value of each organ per label map (shared/data/README.md).
+_PAPER = {"liver": 1, "rkidney": 2, "lkidney": 3, "spleen": 4}
+_TS = {"liver": 5, "rkidney": 2, "lkidney": 3, "spleen": 1}
+_AMOS = {"liver": 6, "rkidney": 2, "lkidney": 3, "spleen": 1}
+
+#: Set names in table order. The TotalSegmentator files are split by modality: a cross-patient
+#: support must come from a scan of the same kind, and its one MR has no partner.
+SETS: tuple[str, ...] = ("sabs_ct", "chaos_t2spir", "ts_ct", "ts_mr", "amos_slabs")
+
+#: Fixed tuning / held-out split. Tune on TUNE only; report HOLDOUT. The silver-label
+#: TotalSegmentator scans and the AMOS slabs are never tuned on.
+SABS_TUNE = (15, 16, 17, 18, 19, 20, 21)
+SABS_HOLDOUT = (22, 23, 24, 25, 26, 27, 28, 29)
+CHAOS_TUNE = (21, 22, 31, 32, 33)
+CHAOS_HOLDOUT = (34, 36, 37, 38, 39)
+SPLITS = ("tune", "holdout", "all")
+
+
+@dataclass(frozen=True)
+class CaseSpec:
+    """One labelled volume: its set, its split group and its two files."""
+
+    name: str
+    set: str
+    split: str  # "tune" or "holdout"
+    image: Path
+    label: Path
+    values: dict[str, int]
+
+    def load(self) -> tuple[np.ndarray, np.ndarray, tuple[float, float, float]]:
+        """(image, integer labels, spacing) as the product's reader returns them."""
+        from napari_tpm.io import read_volume
+
+        img = read_volume(self.image)
+        lab = read_volume(self.label)
+        labels = np.asarray(lab.array)
+        if not np.issubdtype(labels.dtype, np.integer):
+            labels = np.rint(labels).astype(np.int32)
+        if labels.shape != img.array.shape:
+            raise ValueError(f"{self.name}: image {img.array.shape} != labels {labels.shape}")
+        return np.asarray(img.array), labels, tuple(float(s) for s in img.spacing)
+
+
+def all_cases(data: Path = DATA) -> list[CaseSpec]:
+    """Every labelled development volume under ``data``, grouped by set, in a fixed order."""
+    cases = []
+    for group, ids in (("tune", SABS_TUNE), ("holdout", SABS_HOLDOUT)):
+        for i in ids:
+            cases.append(
+                CaseSpec(
+                    f"sabs_{i}",
+                    "sabs_ct",
+                    group,
+                    data / f"sabs_ct/sabs_{i}_ct.nii.gz",
+                    data / f"sabs_ct/sabs_{i}_label.nii.gz",
+                    _PAPER,
+                )
+            )
+    for group, ids in (("tune", CHAOS_TUNE), ("holdout", CHAOS_HOLDOUT)):
+        for i in ids:
+            cases.append(
+                CaseSpec(
+                    f"chaos_{i}",
+                    "chaos_t2spir",
+                    group,
+                    data / f"chaos_t2spir/chaos_t2_{i}_mr.nii.gz",
+                    data / f"chaos_t2spir/chaos_t2_{i}_label.nii.gz",
+                    _PAPER,
+                )
+            )
+    ts = data / "totalsegmentator"
+    cases += [
+        CaseSpec(
+            "ts_ct_full_3mm",
+            "ts_ct",
+            "holdout",
+            ts / "ts_ct_full_3mm_ct.nii.gz",
+            ts / "ts_ct_full_3mm_label_totalseg_fast.nii.gz",
+            _TS,
+        ),
+        CaseSpec(
+            "ts_dicom_ct",
+            "ts_ct",
+            "holdout",
+            ts / "ts_dicom_ct.nii.gz",
+            ts / "ts_dicom_ct_label_totalseg.nii.gz",
+            _TS,
+        ),
+        CaseSpec(
+            "ts_mr_3mm",
+            "ts_mr",
+            "holdout",
+            ts / "ts_mr_3mm_mr.nii.gz",
+            ts / "ts_mr_3mm_label_totalseg_mr.nii.gz",
+            _TS,
+        ),
+    ]
+    for i in ("0001", "0013"):
+        cases.append(
+            CaseSpec(
+                f"amos_{i}",
+                "amos_slabs",
+                "holdout",
+                data / f"amos_slabs/amos_{i}_slab_ct.nii.gz",
+                data / f"amos_slabs/amos_{i}_slab_label.nii.gz",
+                _AMOS,
+            )
+        )
+    return cases
+
+
+def select_cases(
+    split: str, sets: list[str] | None = None, limit: int | None = None, data: Path = DATA
+) -> list[CaseSpec]:
+    """Cases of ``split`` ("tune", "holdout" or "all") in ``sets``; ``limit`` per set."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    out, per_set = [], {}
+    for case in all_cases(data):
+        if sets and case.set not in sets:
+            continue
+        if split != "all" and case.split != split:
+            continue
+        if limit is not None and per_set.get(case.set, 0) >= limit:
+            continue
+        per_set[case.set] = per_set.get(case.set, 0) + 1
+        out.append(case)
+    return out
+
+
+def cross_partner(case: CaseSpec, data: Path = DATA) -> CaseSpec | None:
+    """The support volume for ``case`` in cross mode: the next one of its set and split group.
+
+    The cycle stays inside the split group so that a held-out query never borrows a tuning
+    patient's paint (and the pairs do not change with ``--split`` or ``--limit``).
+    """
+    group = [c for c in all_cases(data) if c.set == case.set and c.split == case.split]
+    if len(group) < 2:
+        return None
+    i = [c.name for c in group].index(case.name)
+    return group[(i + 1) % len(group)]
+
+
+# ------------------------------------------------------------------------------ supports
+def organ_slices(truth: np.ndarray, count: int) -> list[int]:
+    """Axial slices painted for ``count`` = 1, 2 or 3 (duplicates removed for tiny organs).
+
+    1 = the organ's middle labelled slice (index ``n // 2`` of its labelled slices, the
+    paper's choice); 2 adds the slice at three quarters of that list (higher index); 3 also
+    adds the one at one quarter (lower index).
+    """
+    zs = np.flatnonzero(truth.any(axis=(1, 2)))
+    if zs.size == 0:
+        return []
+    n = zs.size
+    picks = [int(zs[n // 2]), int(zs[(3 * n) // 4]), int(zs[n // 4])][: max(count, 1)]
+    return list(dict.fromkeys(picks))
+
+
+def organ_paint(truth: np.ndarray, slices: list[int]) -> np.ndarray:
+    """uint8 volume: 1 where the organ is on the painted slices, 0 elsewhere."""
+    paint = np.zeros(truth.shape, np.uint8)
+    for z in slices:
+        paint[z][truth[z]] = 1
+    return paint
+
+
+def multi_slice(labels: np.ndarray, values: dict[str, int]) -> int:
+    """The slice painted in ``multi`` mode: most of the four organs shown, then largest area.
+
+    Taking the slice of largest summed area alone tends to pick a liver-dominated slice without
+    kidneys; preferring the slice that shows the most organs measures as many of them as
+    possible from one slice, which is what a user painting "everything here" would choose.
+    """
+    present = np.stack([(labels == v).any(axis=(1, 2)) for v in values.values()]).sum(0)
+    area = np.isin(labels, list(values.values())).sum(axis=(1, 2))
+    order = np.lexsort((-np.arange(labels.shape[0]), area, present))  # last = best
+    return int(order[-1])
+
+
+def multi_paint(labels: np.ndarray, values: dict[str, int], z: int) -> np.ndarray:
+    """Label volume with organ k (1-based, ORGANS order) painted on slice ``z`` only."""
+    paint = np.zeros(labels.shape, np.uint8)
+    for k, organ in enumerate(ORGANS, start=1):
+        paint[z][labels[z] == values[organ]] = k
+    return paint
+
+
+def dice(pred: np.ndarray, truth: np.ndarray) -> float:
+    """3D Dice of two boolean volumes (1.0 when both are empty)."""
+    total = int(pred.sum()) + int(truth.sum())
+    if total == 0:
+        return 1.0
+    return float(2 * np.logical_and(pred, truth).sum() / total)

@@ -1,0 +1,301 @@
+"""Accuracy of napari-tpm vs a one-slice random forest, on every labelled development volume.
+
+Issue 10's measuring stick. In one run, for each case (volume) and organ (liver, right kidney,
+left kidney, spleen) it paints the organ's true mask on axial slices (axis 0 as read by
+``napari_tpm.io``) and scores the 3D Dice of
+
+* **TPM**: ``napari_tpm.session.SegmentationSession`` with default settings (model "default",
+  ``labels(prior=None)``, i.e. the auto prior; no connectivity filter, as the CLI's default),
+  plus whatever ``--session-opt`` adds;
+* **RF**: the ilastik-style random forest anchor of ``accuracy_forest.py`` (cached on disk).
+
+Modes (the support):
+
+* ``same``: the organ's middle labelled slice of the same scan. ``--slices 1 2 3`` also runs
+  ``same-2sl`` (+ the slice at 3/4 of the organ's labelled slices) and ``same-3sl`` (+ the one
+  at 1/4), all painted slices stacked into one support-label volume; a session that refuses
+  several slices is recorded as n/a.
+* ``cross``: the organ's middle slice of the next volume of the same set and split group
+  (cyclic), passed as ``support_image``.
+* ``multi``: all four organs painted at once on the one slice showing the most of them (ties:
+  largest summed area); organs absent from that slice are not scored in this mode.
+
+Splits: tune on ``--split tune`` only, report ``--split holdout`` (see accuracy_cases.py; the
+TotalSegmentator and AMOS volumes are always held out). Dice is over the whole volume; an organ
+absent from the query (or from the support) is skipped.
+
+Run (2-core CPU: use nice, one torch thread):
+    OMP_NUM_THREADS=1 nice -n 10 python benchmarks/bench_accuracy.py --split holdout \
+        [--sets sabs_ct chaos_t2spir] [--modes same cross multi] [--slices 1 2 3] \
+        [--organs liver spleen] [--limit 2] [--model default] [--methods tpm forest] \
+        [--session-opt key=value ...] [--label "what changed"] [--no-write]
+``--session-opt`` values are Python literals (else strings); each key goes to whichever of
+``SegmentationSession(...)``, ``set_image``, ``segment`` or ``labels`` accepts it, so new options
+can be A/B-tested without editing this file. Writes a section to benchmarks/RESULTS-accuracy.md
+(appended) and the per-case rows to benchmarks/RESULTS-accuracy.csv (overwritten).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import accuracy_cases as ac
+import accuracy_forest as af
+import accuracy_report as ar
+
+MODES = ("same", "cross", "multi")
+
+
+@dataclass
+class Job:
+    """One support for one query: which organs it paints and on which volume."""
+
+    mode: str  # same, same-2sl, same-3sl, cross, multi
+    organs: tuple[str, ...]  # organ of paint value k is organs[k - 1]
+    paint: np.ndarray
+    support: str  # case name of the support volume
+    slices: list[int]
+    image: np.ndarray | None = None  # support image when it is another volume
+    spacing: tuple[float, float, float] | None = None
+
+    @property
+    def key(self) -> str:
+        return f"{self.mode}|{'+'.join(self.organs)}"
+
+
+def build_jobs(
+    case: ac.CaseSpec,
+    labels: np.ndarray,
+    modes: list[str],
+    organs: list[str],
+    slice_counts: list[int],
+    data: Path = ac.DATA,
+) -> list[Job]:
+    """Every support to run on ``case``; organs absent from the query are left out."""
+    present = [o for o in organs if (labels == case.values[o]).any()]
+    jobs: list[Job] = []
+    if "same" in modes:
+        for n in sorted(set(slice_counts)):
+            mode = "same" if n == 1 else f"same-{n}sl"
+            for organ in present:
+                truth = labels == case.values[organ]
+                zs = ac.organ_slices(truth, n)
+                jobs.append(Job(mode, (organ,), ac.organ_paint(truth, zs), case.name, zs))
+    if "cross" in modes:
+        partner = ac.cross_partner(case, data)
+        if partner is not None:
+            pimg, plab, pspacing = partner.load()
+            for organ in present:
+                ptruth = plab == partner.values[organ]
+                zs = ac.organ_slices(ptruth, 1)
+                if zs:
+                    paint = ac.organ_paint(ptruth, zs)
+                    jobs.append(Job("cross", (organ,), paint, partner.name, zs, pimg, pspacing))
+    if "multi" in modes and present:
+        z = ac.multi_slice(labels, case.values)
+        paint = ac.multi_paint(labels, case.values, z)
+        shown = tuple(o for k, o in enumerate(ac.ORGANS, 1) if (paint == k).any())
+        # renumber 1..len(shown) in ORGANS order so that paint value k means shown[k - 1]
+        renum = np.zeros(len(ac.ORGANS) + 1, np.uint8)
+        for k, o in enumerate(ac.ORGANS, 1):
+            if o in shown:
+                renum[k] = shown.index(o) + 1
+        shown_scored = tuple(o for o in shown if o in present and o in organs)
+        if shown_scored:
+            jobs.append(Job("multi", shown, renum[paint], case.name, [z]))
+    return jobs
+
+
+def score(pred: np.ndarray, labels: np.ndarray, case: ac.CaseSpec, job: Job) -> dict:
+    """Dice per organ of ``job`` from a prediction whose value k is ``job.organs[k - 1]``."""
+    out = {}
+    for k, organ in enumerate(job.organs, 1):
+        truth = labels == case.values[organ]
+        if truth.any():
+            target = pred > 0 if len(job.organs) == 1 else pred == k
+            out[organ] = ac.dice(target, truth)
+    return out
+
+
+# ---------------------------------------------------------------------------------- TPM
+def run_tpm(image, spacing, labels, case, jobs, model, opts) -> tuple[dict, float]:
+    """Dice per (job key, organ) with one session (features are encoded once per volume)."""
+    from napari_tpm.session import SegmentationSession, SupportError
+
+    t0 = time.perf_counter()
+    session = SegmentationSession(model, device="cpu", **opts["init"])
+    session.set_image(image, spacing, **opts["set_image"])
+    results: dict[tuple[str, str], float | None] = {}
+    for job in jobs:
+        try:
+            for _ in session.segment(
+                job.paint,
+                support_image=job.image,
+                support_spacing=job.spacing,
+                **opts["segment"],
+            ):
+                pass
+        except SupportError as err:
+            if len(job.slices) < 2:
+                raise
+            print(f"  {case.name} {job.key}: n/a ({err})", file=sys.stderr)
+            for organ in job.organs:
+                results[(job.key, organ)] = None
+            continue
+        pred = session.labels(None, **opts["labels"])
+        for organ, d in score(pred, labels, case, job).items():
+            results[(job.key, organ)] = d
+    return results, time.perf_counter() - t0
+
+
+def route_session_options(pairs: list[str]) -> dict[str, dict]:
+    """Send each ``key=value`` to the session call whose signature accepts ``key``."""
+    import ast
+    import inspect
+
+    from napari_tpm.session import SegmentationSession as S
+
+    targets = {
+        "init": S.__init__,
+        "set_image": S.set_image,
+        "segment": S.segment,
+        "labels": S.labels,
+    }
+    routed: dict[str, dict] = {name: {} for name in targets}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        if not sep:
+            raise SystemExit(f"--session-opt needs key=value, got {pair!r}")
+        try:
+            value = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            value = text
+        for name, fn in targets.items():
+            if key in inspect.signature(fn).parameters:
+                routed[name][key] = value
+                break
+        else:
+            raise SystemExit(
+                f"--session-opt {key}: no session call takes it ({', '.join(targets)})"
+            )
+    return routed
+
+
+# ------------------------------------------------------------------------------- forest
+def run_forest(image, labels, case, jobs, cache: af.ForestCache, cfg) -> tuple[dict, float]:
+    """Dice per (job key, organ), from the cache when every row of this case is there."""
+    wanted = [(job, organ) for job in jobs for organ in job.organs if organ in case.values]
+    keys = {(j.key, o): f"{case.name}|{j.key}|{o}" for j, o in wanted}
+    if all(cache.get(k)[0] for k in keys.values()):
+        return {jk: cache.get(k)[1] for jk, k in keys.items()}, 0.0
+    t0 = time.perf_counter()
+    fjobs = [
+        af.ForestJob(job.key, image if job.image is None else job.image, job.paint) for job in jobs
+    ]
+    preds = af.predict(image, fjobs, cfg)
+    results = {}
+    for job in jobs:
+        for organ, d in score(preds[job.key], labels, case, job).items():
+            results[(job.key, organ)] = d
+    for jk, k in keys.items():
+        cache.put(k, results.get(jk))
+    cache.save()
+    return results, time.perf_counter() - t0
+
+
+# --------------------------------------------------------------------------------- main
+def parse_args(argv=None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--split", choices=ac.SPLITS, default="holdout")
+    ap.add_argument("--sets", nargs="+", choices=ac.SETS, default=list(ac.SETS))
+    ap.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
+    ap.add_argument("--slices", nargs="+", type=int, choices=(1, 2, 3), default=[1, 2, 3])
+    ap.add_argument("--organs", nargs="+", choices=ac.ORGANS, default=list(ac.ORGANS))
+    ap.add_argument("--limit", type=int, default=None, help="at most N cases per set")
+    ap.add_argument("--model", default="default")
+    ap.add_argument("--methods", nargs="+", choices=("tpm", "forest"), default=["tpm", "forest"])
+    ap.add_argument("--session-opt", action="append", default=[], metavar="KEY=VALUE")
+    ap.add_argument("--forest-stride", type=int, default=2)
+    ap.add_argument("--data", type=Path, default=ac.DATA, help="the shared data folder")
+    ap.add_argument("--measured", default="", help="override the 'commit <sha>' description")
+    ap.add_argument("--label", default="", help="what this run measures (goes in the heading)")
+    ap.add_argument("--out", default=str(ac.ROOT / "benchmarks" / "RESULTS-accuracy.md"))
+    ap.add_argument("--csv", default=str(ac.ROOT / "benchmarks" / "RESULTS-accuracy.csv"))
+    ap.add_argument("--no-write", action="store_true", help="print only; write no file")
+    return ap.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if not args.data.is_dir():
+        print(f"no development data at {args.data}", file=sys.stderr)
+        return 1
+    import torch
+
+    torch.manual_seed(0)
+    opts = route_session_options(args.session_opt)
+    cfg = af.ForestConfig(stride=args.forest_stride)
+    cache = af.ForestCache(cfg)
+    cases = ac.select_cases(args.split, args.sets, args.limit, args.data)
+    rows: list[dict] = []
+    times = {"tpm": 0.0, "forest": 0.0}
+    t_start = time.perf_counter()
+    for case in cases:
+        image, labels, spacing = case.load()
+        jobs = build_jobs(case, labels, args.modes, args.organs, args.slices, args.data)
+        tpm, forest = {}, {}
+        if "tpm" in args.methods:
+            tpm, secs = run_tpm(image, spacing, labels, case, jobs, args.model, opts)
+            times["tpm"] += secs
+        if "forest" in args.methods:
+            forest, fsecs = run_forest(image, labels, case, jobs, cache, cfg)
+            times["forest"] += fsecs
+        for job in jobs:
+            for organ in job.organs:
+                jk = (job.key, organ)
+                if organ not in args.organs or (jk not in tpm and jk not in forest):
+                    continue
+                rows.append(
+                    {
+                        "case": case.name,
+                        "set": case.set,
+                        "split": case.split,
+                        "mode": job.mode,
+                        "organ": organ,
+                        "support": job.support,
+                        "slices": " ".join(map(str, job.slices)),
+                        "tpm": tpm.get(jk),
+                        "forest": forest.get(jk),
+                    }
+                )
+        done = [r for r in rows if r["case"] == case.name]
+        t_mean = np.mean([r["tpm"] for r in done if r["tpm"] is not None] or [np.nan])
+        f_mean = np.mean([r["forest"] for r in done if r["forest"] is not None] or [np.nan])
+        print(
+            f"{case.name:16s} {len(jobs):2d} supports  TPM {t_mean:.3f}  RF {f_mean:.3f}  "
+            f"[{time.perf_counter() - t_start:.0f} s]",
+            file=sys.stderr,
+            flush=True,
+        )
+    times["total"] = time.perf_counter() - t_start
+    text = ar.report(rows, args, times, cfg)
+    print(ar.summary(rows))
+    if not args.no_write:
+        with open(args.out, "a") as fh:
+            fh.write(text)
+        ar.write_csv(rows, args.csv)
+        print(f"appended to {args.out}; per-case rows in {args.csv}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
