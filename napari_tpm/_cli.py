@@ -7,12 +7,72 @@ evaluate) take it from here rather than each keeping its own copy.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
+import threading
+from collections.abc import Iterator
 
 EXIT_BAD_INPUT = 2
+#: Exit status after Ctrl-C (128 + SIGINT), as shells report it.
+EXIT_INTERRUPTED = 130
+#: Exit status after SIGTERM (128 + SIGTERM).
+EXIT_TERMINATED = 143
 
 
 class BadInput(Exception):
     """A user error: reported as one line on stderr with exit status 2."""
+
+
+class Interrupted(Exception):
+    """Ctrl-C or SIGTERM: the CLI says so in one line and exits with ``code``."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def one_line(text: str) -> str:
+    """``text`` on one line: error messages from libraries (torch, ITK) may span several."""
+    return " ".join(text.split())
+
+
+def first_line(error: BaseException | str, limit: int = 300) -> str:
+    """The first line of an error message (torch's unpickling errors run to many lines)."""
+    text = str(error).strip()
+    line = text.splitlines()[0] if text else type(error).__name__
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def os_error_line(err: OSError) -> str:
+    """The line "FILE: reason" for an OSError (a full disk, a read-only folder), on one line."""
+    from napari_tpm.atomic import describe_os_error
+
+    where = f"{err.filename}: " if err.filename else ""
+    return where + describe_os_error(err)
+
+
+@contextlib.contextmanager
+def interrupts_as_exit() -> Iterator[None]:
+    """Turn Ctrl-C and SIGTERM into `Interrupted`, so cleanup runs and no traceback is shown.
+
+    Every write is atomic (temporary file, then rename), and the ``finally`` blocks that remove
+    temporaries run while `Interrupted` propagates; a SIGTERM would otherwise kill the process
+    on the spot and leave them behind.
+    """
+
+    def on_term(signum: int, frame: object) -> None:
+        raise Interrupted("terminated", EXIT_TERMINATED)
+
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, on_term)
+    try:
+        yield
+    except KeyboardInterrupt:
+        raise Interrupted("interrupted", EXIT_INTERRUPTED) from None
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 class OneLineParser(argparse.ArgumentParser):

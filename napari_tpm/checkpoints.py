@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from napari_tpm import zoo as registry
+from napari_tpm.atomic import atomic_output
 from napari_tpm.encoders import Encoder, build_encoder
 from napari_tpm.zoo import DEFAULT, FILTERBANK, list_models
 
@@ -176,6 +177,7 @@ def load_model(name_or_path: str | os.PathLike, device: str | torch.device = "cp
     missing = [k for k in _REQUIRED if k not in payload]
     if missing:
         raise CheckpointError(f"{path} lacks the entries {missing}")
+    validate_payload(payload, str(path))  # before anything is allocated from its numbers
     try:
         encoder = build_encoder(payload["encoder_config"])
     except (TypeError, ValueError) as exc:
@@ -193,6 +195,27 @@ def load_model(name_or_path: str | os.PathLike, device: str | torch.device = "cp
         name=str(payload.get("name") or name),
         calibrated=bool(payload.get("calibrated", True)),
     )
+
+
+def validate_payload(payload: dict, where: str) -> None:
+    """Raise CheckpointError unless every number of a checkpoint lies within sane bounds.
+
+    A file is data from anywhere: ``out_channels = 20000000`` would allocate tens of GB before
+    any shape check, a filter-bank stride of 0 divides by zero, and a NaN threshold gives an
+    empty segmentation without an error. So the encoder config, the TPM scalars and the
+    estimator states are checked here, before `build_encoder` sees them.
+    """
+    from napari_tpm.checkpoint_checks import check_encoder_config, check_estimators, check_scalars
+
+    try:
+        check_encoder_config(payload["encoder_config"])
+    except ValueError as exc:
+        raise CheckpointError(f"{where}: cannot rebuild its encoder: {exc}") from None
+    try:
+        check_scalars({k: payload[k] for k in ("alpha", "t_d", "sigma_f", "sigma_b")})
+        check_estimators(payload.get("estimators"))
+    except ValueError as exc:
+        raise CheckpointError(f"{where}: {exc}") from None
 
 
 def _load_weights(encoder: Encoder, state: Any, path: Path) -> None:
@@ -275,28 +298,36 @@ def save_model(
         "card": payload["card"],
     }
     text = json.dumps(summary, indent=2, sort_keys=False) + "\n"
-    _atomic_write(path, lambda f: torch.save(payload, f))
+    _atomic_write(path, lambda f: torch.save(payload, f), verify=verify_torch_file)
     _atomic_write(path.with_suffix(".json"), lambda f: f.write(text.encode("utf-8")))
     return path
 
 
-def _atomic_write(path: Path, write: Any) -> None:
-    """Call ``write(binary_file)`` on a temporary file beside ``path``, then rename it in place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+def verify_torch_file(path: Path) -> None:
+    """Raise OSError unless ``path`` is a complete ``torch.save`` archive (every CRC checked).
+
+    Run on the temporary file before it replaces anything, so a full disk or a failing device
+    can never leave a truncated checkpoint in place of a good one.
+    """
     try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        # mkstemp creates 0600 files; a checkpoint is meant to be shared like any saved file
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+        raise OSError(f"{path.name} was not written completely ({exc})") from None
+    if bad is not None:
+        raise OSError(f"{path.name} was not written completely (entry {bad} is damaged)")
+
+
+def _atomic_write(path: Path, write: Any, verify: Any = None) -> None:
+    """Call ``write(binary_file)`` on a temporary file beside ``path``, then rename it in place.
+
+    `napari_tpm.atomic.atomic_output` does the rest: the data is flushed to disk and checked
+    (``verify``) before the rename, temporaries are removed on any error, and ones a killed
+    process left behind are removed on the next write.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_output(path, verify=verify) as tmp, open(tmp / path.name, "wb") as f:
+        write(f)
 
 
 def _plain(value: Any, what: str) -> Any:

@@ -13,24 +13,32 @@ file and the problem, because these messages end up in a napari notification or 
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import math
+import os
 import struct
+import sys
 import warnings
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 
+from napari_tpm.atomic import OutputError, atomic_output, describe_os_error
+
 __all__ = [
     "SUPPORTED_EXTENSIONS",
     "Volume",
     "VolumeError",
+    "VolumeHeader",
     "check_finite",
     "check_size",
+    "dicom_series",
+    "read_header",
     "read_volume",
     "require_same_grid",
     "same_grid",
@@ -214,12 +222,13 @@ def _itk_detail(error: Exception) -> str:
     return type(error).__name__
 
 
-def read_volume(path: str | Path) -> Volume:
+def read_volume(path: str | Path, series: str | None = None) -> Volume:
     """Read a 3D scalar volume from NIfTI, NRRD, MetaImage or a folder holding a DICOM series.
 
     A 4D file with a single frame is read as 3D. NIfTI files are checked against their header
     before ITK reads them (ITK accepts truncated NIfTI and turns NaN into 0); for float NIfTI
-    volumes this costs one extra pass of decompression.
+    volumes this costs one extra pass of decompression. ``series`` picks one SeriesInstanceUID
+    of a DICOM folder holding several (without it the largest is read, with a warning).
 
     Raises:
         VolumeError: missing path, unsupported extension, unreadable or truncated file, a folder
@@ -229,7 +238,7 @@ def read_volume(path: str | Path) -> Volume:
     if not path.exists():
         raise VolumeError(f"{path}: no such file or folder")
     if path.is_dir():
-        image = _read_dicom_folder(path)
+        image = _read_dicom_folder(path, series)
     else:
         ext = _extension(path)
         if ext not in SUPPORTED_EXTENSIONS:
@@ -251,6 +260,64 @@ def read_volume(path: str | Path) -> Volume:
     volume = Volume.from_sitk(image)
     check_finite(volume.array, what=path.name)
     return volume
+
+
+@dataclass(frozen=True)
+class VolumeHeader:
+    """What a volume file promises before its voxels are read: (z, y, x) shape and voxel size."""
+
+    shape: tuple[int, int, int]
+    bytes_per_voxel: int
+
+    @property
+    def voxels(self) -> int:
+        return math.prod(self.shape)
+
+
+def read_header(path: str | Path, series: str | None = None) -> VolumeHeader:
+    """The shape and voxel size of a volume file or DICOM series, from its header only.
+
+    Lets a front end refuse a volume that would not fit in memory before loading it.
+
+    Raises:
+        VolumeError: a missing or unreadable file, or an ambiguous DICOM folder (several
+            series and no ``series``). An unsupported file type gives an empty header, so
+            that `read_volume` words that error.
+    """
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise VolumeError(f"{path}: no such file or folder")
+    if path.is_dir():
+        found = dicom_series(path)
+        if series is None and len(found) > 1:
+            raise VolumeError(
+                f"{path}: {len(found)} DICOM series in this folder ({describe_series(found)}); "
+                "choose one with --series UID"
+            )
+        if series is not None and series not in found:
+            raise VolumeError(
+                f"{path}: no DICOM series {series!r} here; the folder holds "
+                f"{describe_series(found)}"
+            )
+        files = found[series if series is not None else next(iter(found))]
+        first, n_slices = files[0], len(files)
+    else:
+        if _extension(path) not in SUPPORTED_EXTENSIONS:
+            return VolumeHeader((0, 0, 0), 0)
+        first, n_slices = str(path), 1
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(first)
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError as err:
+        raise VolumeError(
+            f"{path.name}: cannot read the file, it is unreadable or corrupt ({_itk_detail(err)})"
+        ) from None
+    size = [int(v) for v in reader.GetSize()] + [1, 1]
+    x, y, z = size[0], size[1], size[2] * n_slices
+    item = sitk.GetArrayViewFromImage(sitk.Image([1, 1], reader.GetPixelID())).itemsize
+    per_voxel = item * max(1, int(reader.GetNumberOfComponents()))
+    return VolumeHeader((z, y, x), per_voxel)
 
 
 def _as_3d_scalar(image: sitk.Image, name: str) -> sitk.Image:
@@ -281,7 +348,13 @@ def _as_3d_scalar(image: sitk.Image, name: str) -> sitk.Image:
     return image
 
 
-def _read_dicom_folder(folder: Path) -> sitk.Image:
+def dicom_series(folder: str | Path) -> dict[str, tuple[str, ...]]:
+    """The DICOM series of a folder: SeriesInstanceUID -> its files in slice order.
+
+    Raises:
+        VolumeError: an empty folder, or one without any DICOM series.
+    """
+    folder = Path(folder)
     if not any(p.is_file() for p in folder.iterdir()):
         raise VolumeError(
             f"{folder}: the folder is empty (no files directly inside); expected one DICOM series"
@@ -289,20 +362,36 @@ def _read_dicom_folder(folder: Path) -> sitk.Image:
     series_ids = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
     if not series_ids:
         raise VolumeError(f"{folder}: no DICOM series found in this folder")
-    files_by_series = {
-        sid: sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), sid) for sid in series_ids
+    return {
+        sid: tuple(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), sid))
+        for sid in series_ids
     }
-    chosen = max(series_ids, key=lambda sid: len(files_by_series[sid]))
+
+
+def describe_series(found: dict[str, tuple[str, ...]]) -> str:
+    """ "UID (N files), ..." for messages that ask the user to choose a series."""
+    return ", ".join(f"{sid or '?'} ({len(f)} files)" for sid, f in found.items())
+
+
+def _read_dicom_folder(folder: Path, series: str | None = None) -> sitk.Image:
+    files_by_series = dicom_series(folder)
+    series_ids = list(files_by_series)
+    if series is not None and series not in files_by_series:
+        raise VolumeError(
+            f"{folder}: no DICOM series {series!r} here; the folder holds "
+            f"{describe_series(files_by_series)}"
+        )
+    chosen = series or max(series_ids, key=lambda sid: len(files_by_series[sid]))
     files = files_by_series[chosen]
-    if len(series_ids) > 1:
-        counts = ", ".join(f"{sid or '?'} ({len(f)} files)" for sid, f in files_by_series.items())
+    if len(series_ids) > 1 and series is None:
+        counts = describe_series(files_by_series)
         warnings.warn(
             f"{folder}: {len(series_ids)} DICOM series found ({counts}); reading {chosen or '?'}, "
             "the one with the most files",
             stacklevel=3,
         )
     reader = sitk.ImageSeriesReader()
-    reader.SetFileNames(files)
+    reader.SetFileNames(list(files))
     try:
         return reader.Execute()
     except RuntimeError as err:
@@ -312,7 +401,7 @@ def _read_dicom_folder(folder: Path) -> sitk.Image:
         ) from None
 
 
-def _check_nifti(path: Path) -> None:
+def _check_nifti(path: Path, check_values: bool = True) -> None:
     """Raise VolumeError for a truncated NIfTI file, or one whose float voxels hold NaN/inf.
 
     ITK reads a truncated NIfTI (plain or gzipped) without complaint and pads with zeros, which
@@ -351,7 +440,7 @@ def _check_nifti(path: Path) -> None:
             f"{path.name}: the file is truncated or corrupt (header promises "
             f"{layout.total_bytes:,} bytes, found {got})"
         )
-    if n_nan or n_inf:
+    if check_values and (n_nan or n_inf):
         raise VolumeError(_nonfinite_message(path.name, n_nan, n_inf))
 
 
@@ -487,8 +576,85 @@ def write_volume(
     )
     if min(geometry.spacing) <= 0:
         raise VolumeError(f"{path.name}: spacing must be positive, got {geometry.spacing}")
+    # ITK picks the format from a lower-case extension (and writes "X.MHA" as X.mhd + X.zraw),
+    # so the temporary file gets the canonical extension and is renamed to `path` at the end.
+    main_name = path.name[: len(path.name) - len(ext)] + ext
     try:
-        sitk.WriteImage(geometry.to_sitk(), str(path), useCompression=compress)
+        with atomic_output(path, main_name, verify=lambda f: _verify_written(f, ext, array)) as tmp:
+            _write_itk(geometry.to_sitk(), tmp / main_name, compress)
+    except OSError as err:
+        raise VolumeError(
+            f"{path.name}: cannot write the file ({describe_os_error(err)})"
+        ) from None
+    except OutputError as err:
+        raise VolumeError(str(err)) from None
+    return path
+
+
+def _write_itk(image: sitk.Image, path: Path, compress: bool) -> None:
+    """sitk.WriteImage with ITK's console warnings off (failures are detected by verifying)."""
+    shown = sitk.ProcessObject.GetGlobalWarningDisplay()
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)
+    try:
+        with _c_stderr_silenced():
+            sitk.WriteImage(image, str(path), useCompression=compress)
     except RuntimeError as err:
         raise VolumeError(f"{path.name}: cannot write the file ({_itk_detail(err)})") from None
-    return path
+    finally:
+        sitk.ProcessObject.SetGlobalWarningDisplay(shown)
+
+
+@contextlib.contextmanager
+def _c_stderr_silenced() -> Iterator[None]:
+    """Silence C-level stderr (the NIfTI library prints "** ERROR: NWAD ..." on a full disk).
+
+    Those lines would break the one-line error contract of the CLIs, and the failure they
+    report is detected (and worded) by `_verify_written` anyway.
+    """
+    sys.stderr.flush()
+    try:
+        saved = os.dup(2)
+    except OSError:  # no usable fd 2 (embedded interpreter): nothing to silence
+        yield
+        return
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, 2)
+        finally:
+            os.close(devnull)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def _verify_written(path: Path, ext: str, array: np.ndarray) -> None:
+    """Raise VolumeError unless `path` holds all of `array`.
+
+    SimpleITK's writers can report success on a full disk (NIfTI writes a 0-byte or truncated
+    file and only prints a warning), so what reached the disk is checked before it replaces
+    anything: NIfTI against the byte count its header promises (streamed, no second copy in
+    memory), other formats by reading the image back and comparing the voxels.
+    """
+    name = path.name
+    if path.stat().st_size == 0:
+        raise VolumeError(f"{name}: nothing was written (0 bytes); is the disk full?")
+    try:
+        if ext in (".nii", ".nii.gz"):
+            _check_nifti(path, check_values=False)
+            reader = sitk.ImageFileReader()
+            reader.SetFileName(str(path))
+            reader.ReadImageInformation()
+            same = tuple(reversed(reader.GetSize())) == tuple(array.shape)
+        else:
+            back = sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
+            same = back.shape == array.shape and np.array_equal(back, array, equal_nan=True)
+    except (VolumeError, RuntimeError) as err:
+        detail = str(err) if isinstance(err, VolumeError) else _itk_detail(err)
+        detail = detail.removeprefix(f"{name}: ")
+        raise VolumeError(
+            f"{name}: the written file is incomplete, is the disk full? ({detail})"
+        ) from None
+    if not same:
+        raise VolumeError(f"{name}: the written file does not hold the data; is the disk full?")

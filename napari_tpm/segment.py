@@ -9,8 +9,6 @@ stderr that names the problem, and OUT is only written when everything succeeded
 from __future__ import annotations
 
 import argparse
-import contextlib
-import os
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -18,7 +16,20 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_tpm._cli import EXIT_BAD_INPUT, BadInput, OneLineParser, positive_int
+from napari_tpm._cli import (
+    EXIT_BAD_INPUT,
+    BadInput,
+    Interrupted,
+    OneLineParser,
+    interrupts_as_exit,
+    one_line,
+    positive_int,
+)
+from napari_tpm.segment_checks import (
+    check_inputs_fit_memory,
+    check_intensities,
+    check_label_values,
+)
 
 EXAMPLES = """\
 examples:
@@ -83,6 +94,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--support-image",
         metavar="SUPPORT_IMAGE",
         help="volume the paint belongs to (default: IMAGE), e.g. an atlas scan",
+    )
+    p.add_argument(
+        "--series",
+        metavar="UID",
+        help="DICOM folders holding several series: the SeriesInstanceUID to read (the error "
+        "for an ambiguous folder lists them)",
     )
     p.add_argument(
         "--prototypes",
@@ -187,31 +204,54 @@ def _drain(gen: Iterator, quiet: bool, desc: str) -> None:
 
 
 def _atomic_write(path: Path, array: np.ndarray, like) -> None:
-    """Write through a temporary file in the same folder so OUT is complete or absent."""
-    from napari_tpm.io import write_volume
+    """Write OUT atomically and verified (`write_volume`): complete, or the old file kept."""
+    from napari_tpm.io import VolumeError, write_volume
 
-    name = path.name
-    suffix = "".join(path.suffixes[-2:]) if name.endswith(".nii.gz") else path.suffix
-    tmp = path.with_name(f".{name}.partial{os.getpid()}{suffix}")
     try:
-        write_volume(tmp, array, like)
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
+        write_volume(path, array, like)
+    except VolumeError as err:
+        raise BadInput(f"{err}; {path} was not changed") from None
 
 
 def _check_out_path(path: str | None, flag: str) -> Path | None:
+    """Refuse an unusable output path before any work: folder, missing or read-only folder."""
+    from napari_tpm.atomic import OutputError, check_writable_folder, clean_stale_partials
+
     if path is None:
         return None
-    out = Path(path)
+    out = Path(path).expanduser()
     if out.is_dir():
         raise BadInput(f"{flag} {path} is a folder; give a file name such as result.nii.gz")
-    if not out.parent.exists():
-        raise BadInput(f"{flag}: the folder {out.parent} does not exist")
     if not any(str(out).lower().endswith(e) for e in (".nii", ".nii.gz", ".nrrd", ".mha", ".mhd")):
         raise BadInput(f"{flag} {path}: use a .nii, .nii.gz, .nrrd, .mha or .mhd file name")
+    try:
+        check_writable_folder(out.parent, flag)
+    except OutputError as err:
+        raise BadInput(str(err)) from None
+    clean_stale_partials(out)  # temporaries a killed earlier run left behind
     return out
+
+
+def _check_outputs_spare_inputs(args: argparse.Namespace) -> None:
+    """No output may overwrite an input or another output (symlinks and hard links resolved)."""
+    from napari_tpm.atomic import OutputError, check_not_input
+
+    inputs = {
+        "IMAGE": args.image,
+        "--support-labels": args.support_labels,
+        "--support-image": args.support_image,
+    }
+    outputs = {"--out": args.out, "--probabilities": args.probabilities}
+    if args.save_adapted is not None:
+        outputs["--save-adapted"] = args.save_adapted
+    try:
+        for i, (flag, path) in enumerate(outputs.items()):
+            if path is None:
+                continue
+            earlier = dict(list(outputs.items())[:i])
+            check_not_input(path, flag, {**inputs, **earlier})
+    except OutputError as err:
+        raise BadInput(str(err)) from None
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -221,6 +261,7 @@ def run(args: argparse.Namespace) -> dict:
 
     if args.image is None or args.support_labels is None or args.out is None:
         raise BadInput("IMAGE, --support-labels and --out are required (or use --demo)")
+    _check_outputs_spare_inputs(args)
     out = _check_out_path(args.out, "--out")
     prob_out = _check_out_path(args.probabilities, "--probabilities")
     if args.save_adapted is not None:
@@ -231,14 +272,19 @@ def run(args: argparse.Namespace) -> dict:
                 f"--save-adapted: the folder {Path(args.save_adapted).parent} does not exist"
             )
     try:
-        image = read_volume(args.image)
-        support_image = read_volume(args.support_image) if args.support_image else image
+        check_inputs_fit_memory(args)
+        image = read_volume(args.image, series=args.series)
+        support_image = (
+            read_volume(args.support_image, series=args.series) if args.support_image else image
+        )
         paint = read_volume(args.support_labels)
         require_same_grid(support_image, paint, "--support-labels")
     except VolumeError as err:
         raise BadInput(str(err)) from None
-    if not np.all(np.isfinite(paint.array)) or not np.all(np.mod(paint.array, 1) == 0):
-        raise BadInput(f"--support-labels {args.support_labels} must hold whole label numbers")
+    check_label_values(paint.array, args.support_labels)
+    check_intensities(image.array, "IMAGE", args.modality)
+    if support_image is not image:
+        check_intensities(support_image.array, "--support-image", args.modality)
 
     t0 = time.perf_counter()
     try:
@@ -338,13 +384,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # --help, or a bad flag already reported on one line
         return int(exc.code or 0)
     try:
-        summary = run_demo(args.demo, args) if args.demo is not None else run(args)
+        with interrupts_as_exit():
+            summary = run_demo(args.demo, args) if args.demo is not None else run(args)
     except BadInput as err:
-        print(f"{parser.prog}: error: {err}", file=sys.stderr)
+        print(f"{parser.prog}: error: {one_line(str(err))}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except MemoryError:
         print(f"{parser.prog}: error: out of memory; try --batch-size 1", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except Interrupted as stop:
+        print(f"{parser.prog}: {stop}; no output was written or changed", file=sys.stderr)
+        return stop.code
     if not args.quiet:
         print(
             f"segmented labels {list(summary['labels'])} with model '{summary['model']}' on "

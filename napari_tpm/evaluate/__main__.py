@@ -14,7 +14,16 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from napari_tpm._cli import EXIT_BAD_INPUT, BadInput, OneLineParser, positive_int
+from napari_tpm._cli import (
+    EXIT_BAD_INPUT,
+    BadInput,
+    Interrupted,
+    OneLineParser,
+    interrupts_as_exit,
+    one_line,
+    os_error_line,
+    positive_int,
+)
 
 EXAMPLES = """\
 examples:
@@ -110,13 +119,22 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--mf-checkpoint", default=None, help="multi-foreground trained checkpoint")
     _common(g)
 
+    from napari_tpm.evaluate.datasets import DATASETS
+
     q = sub.add_parser("paper", help="CHAOS / Synapse with the paper's folds")
-    q.add_argument("--dataset", choices=("chaos", "synapse"), required=True)
+    q.add_argument(
+        "--dataset",
+        choices=tuple(DATASETS),
+        required=True,
+        help="chaos, synapse: the prepared full sets, 5 folds; sabs_ct, chaos_t2spir: the "
+        "development subsets as stored in shared/data, 2 folds (0 = held-out half)",
+    )
     q.add_argument(
         "--data",
         type=Path,
         required=True,
-        help="folder with image_<id>/label_<id> volumes (or its prepared subfolder)",
+        help="folder with image_<id>/label_<id> volumes (or its prepared subfolder); for "
+        "sabs_ct / chaos_t2spir the folder of sabs_NN_ct / chaos_t2_NN_mr files or its parent",
     )
     q.add_argument(
         "--checkpoints",
@@ -180,6 +198,28 @@ def _check_patterns(patterns: Sequence[str | None], **fill: Sequence) -> None:
                         raise BadInput(f"checkpoint {path} (from {pattern!r}) does not exist")
 
 
+def _check_out_folder(out: Path) -> None:
+    """The report folder must be creatable and writable: checked before the evaluation runs."""
+    from napari_tpm.atomic import OutputError, check_writable_folder, describe_os_error
+
+    if out.exists() and not out.is_dir():
+        raise BadInput(f"--out {out} is a file; give a folder for the report")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        reason = describe_os_error(err)
+        raise BadInput(f"--out: cannot create the folder {out} ({reason})") from None
+    try:
+        check_writable_folder(out, "--out")
+    except OutputError as err:
+        raise BadInput(str(err)) from None
+
+
+def args_classes(args: argparse.Namespace) -> str:
+    """The classes asked for, as the user wrote them (paper mode: the dataset's)."""
+    return getattr(args, "classes", None) or getattr(args, "dataset", "")
+
+
 def _run(args: argparse.Namespace) -> int:
     import torch
 
@@ -187,6 +227,7 @@ def _run(args: argparse.Namespace) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    _check_out_folder(args.out)
     options = runner.Options(
         protocol=args.protocol,
         prototypes=tuple(args.prototypes),
@@ -246,6 +287,12 @@ def _run(args: argparse.Namespace) -> int:
             multiclass=not args.no_multiclass,
         )
     _drain(progress, args.quiet)
+    if not results.records:
+        why = f" ({one_line(results.notes[0])})" if results.notes else ""
+        raise BadInput(
+            f"nothing was measured: no volume shows any of the classes {args_classes(args)}"
+            f"{why}; check the label values"
+        )
     results.meta["seconds"] = round(time.perf_counter() - start, 1)
     results.meta["device"] = args.device
     paths = report.write_report(results, args.out)
@@ -265,10 +312,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     from napari_tpm.io import VolumeError
 
     try:
-        return _run(args)
+        with interrupts_as_exit():
+            return _run(args)
     except (BadInput, VolumeError, ValueError, FileNotFoundError) as err:
-        print(f"{parser.prog} {args.command}: error: {err}", file=sys.stderr)
+        print(f"{parser.prog} {args.command}: error: {one_line(str(err))}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except OSError as err:  # the report could not be written (disk full...)
+        print(f"{parser.prog} {args.command}: error: {os_error_line(err)}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except Interrupted as stop:
+        print(f"{parser.prog} {args.command}: {stop}", file=sys.stderr)
+        return stop.code
 
 
 if __name__ == "__main__":

@@ -19,7 +19,18 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from napari_tpm._cli import EXIT_BAD_INPUT, BadInput, OneLineParser, non_negative_int, positive_int
+from napari_tpm._cli import (
+    EXIT_BAD_INPUT,
+    BadInput,
+    Interrupted,
+    OneLineParser,
+    first_line,
+    interrupts_as_exit,
+    non_negative_int,
+    one_line,
+    os_error_line,
+    positive_int,
+)
 
 COMMANDS = ("train", "prepare", "supervoxels")
 
@@ -398,28 +409,30 @@ def cmd_train(args) -> int:
     )
     if config.init and not Path(config.init).is_file():
         raise BadInput(f"--init file not found: {config.init}")
+    run_dir = _check_run_dir(args.out, args.export)
+    main_rank = int(os.environ.get("RANK", "0")) == 0
+    resume_state = _read_resume_state(run_dir, config, main_rank) if args.resume else None
     try:
         device = resolve_device(args.device, int(os.environ.get("LOCAL_RANK", "0")))
     except ValueError as err:
         raise BadInput(str(err)) from None
     dist = init_distributed(device)
     try:
-        run_dir = Path(args.out)
-        if dist.is_main:
-            run_dir.mkdir(parents=True, exist_ok=True)
-        if args.resume and not (run_dir / "last.pt").is_file() and dist.is_main:
-            print(f"no {run_dir / 'last.pt'} yet: starting a new run", file=sys.stderr)
         volumes = _load_volumes(args, dist)
         torch.manual_seed(config.seed + dist.rank)
         try:
             model = new_model(config)
-        except ValueError as err:
-            raise BadInput(str(err)) from None
+        except ValueError as err:  # --init or --from-checkpoint: first line, not torch's essay
+            raise BadInput(first_line(err)) from None
         trainer = Trainer(
             model, volumes, config, run_dir=run_dir, dist=dist, export_path=args.export
         )
-        if args.resume:
-            trainer.resume()
+        if resume_state is not None:
+            try:
+                trainer.resume(state=resume_state)
+            except ValueError as err:
+                raise BadInput(f"--resume: {first_line(err)}") from None
+            del resume_state
         quiet = args.quiet or not dist.is_main
         if dist.is_main:
             print(
@@ -451,13 +464,62 @@ def cmd_train(args) -> int:
             path = trainer.export()
             log = run_dir / "losses.csv"
             if log.is_file() and log.stat().st_size > 0:
-                with contextlib.suppress(ValueError):
+                with contextlib.suppress(ValueError, OSError):  # the plot is a convenience
                     plot_losses(log, run_dir / "losses.png")
             print(f"model written to {path}", file=sys.stderr)
         barrier(dist)
     finally:
         shutdown(dist)
     return 0
+
+
+def _check_run_dir(out: str, export: str | None) -> Path:
+    """The run folder, created and probed for writing before any work (one-line errors)."""
+    from napari_tpm.atomic import OutputError, check_writable_folder, describe_os_error
+
+    run_dir = Path(out).expanduser()
+    if run_dir.exists() and not run_dir.is_dir():
+        raise BadInput(f"--out {out} is a file; give a folder for the run (checkpoints, log)")
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        reason = describe_os_error(err)
+        raise BadInput(f"--out: cannot create the folder {out} ({reason})") from None
+    try:
+        check_writable_folder(run_dir, "--out")
+        if export is not None:
+            if Path(export).is_dir():
+                raise BadInput(f"--export {export} is a folder; give a file name like model.pt")
+            check_writable_folder(Path(export).expanduser().parent, "--export")
+    except OutputError as err:
+        raise BadInput(str(err)) from None
+    return run_dir
+
+
+def _read_resume_state(run_dir: Path, config, main_rank: bool) -> dict | None:
+    """Read RUN_DIR/last.pt (or the previous checkpoint) and check it fits this command."""
+    from napari_tpm.train.trainer import read_checkpoint
+
+    def report(message: str) -> None:
+        if main_rank:
+            print(message, file=sys.stderr)
+
+    try:
+        found = read_checkpoint(run_dir / "last.pt", report)
+    except ValueError as err:
+        raise BadInput(f"--resume: {err}") from None
+    if found is None:
+        report(f"no {run_dir / 'last.pt'} yet: starting a new run")
+        return None
+    state, path = found
+    saved = state.get("config") if isinstance(state.get("config"), dict) else {}
+    for key, flag in (("encoder", "--encoder"), ("from_checkpoint", "--from-checkpoint")):
+        if key in saved and saved[key] != getattr(config, key):
+            raise BadInput(
+                f"--resume: {path} was trained with {flag} {saved[key]}, not "
+                f"{getattr(config, key)}; repeat the original {flag} or use another --out"
+            )
+    return state
 
 
 def cmd_prepare(args) -> int:
@@ -503,10 +565,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     commands = {"train": cmd_train, "prepare": cmd_prepare, "supervoxels": cmd_supervoxels}
     try:
-        return commands[args.command](args)
+        with interrupts_as_exit():
+            return commands[args.command](args)
     except BadInput as err:
-        print(f"{parser.prog}: error: {err}", file=sys.stderr)
+        print(f"{parser.prog}: error: {one_line(str(err))}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except OSError as err:  # a full disk, a folder gone read-only, a vanished file...
+        print(f"{parser.prog}: error: {os_error_line(err)}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except Interrupted as stop:  # last.pt holds the last completed checkpoint
+        print(f"{parser.prog}: {stop}; resume with --resume", file=sys.stderr)
+        return stop.code
 
 
 if __name__ == "__main__":

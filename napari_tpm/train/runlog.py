@@ -2,6 +2,10 @@
 
 The CSV is the ground truth of a run: one row per step, appended as training goes and cut back
 to the checkpoint's step on resume, so a killed-and-resumed run has every step exactly once.
+
+A kill or a full disk can cut the last row short, and a person may edit the file, so reading
+keeps only complete rows whose step is a whole number and whose values are numbers; anything
+else is dropped (and gone after the next ``truncate``) instead of stopping the run.
 """
 
 from __future__ import annotations
@@ -40,17 +44,17 @@ class CsvLog:
 
     def truncate(self, step: int) -> None:
         """Keep only rows with ``step <= step`` (rows a killed run wrote after its checkpoint)."""
+        from napari_tpm.atomic import atomic_output
+
         if not self.path.is_file():
             return
         rows = read_log(self.path)
-        tmp = self.path.with_suffix(".tmp")
-        with open(tmp, "w", newline="") as fh:
+        with atomic_output(self.path) as tmp, open(tmp / self.path.name, "w", newline="") as fh:
             w = csv.DictWriter(fh, fieldnames=self.fields, extrasaction="ignore")
             w.writeheader()
             for row in rows:
-                if int(float(row["step"])) <= step:
+                if int(row["step"]) <= step:
                     w.writerow(row)
-        os.replace(tmp, self.path)
 
     def write(self, record: dict[str, Any]) -> None:
         if self._fh is None:
@@ -78,8 +82,40 @@ def _fmt(value: Any) -> Any:
 
 
 def read_log(path: str | os.PathLike) -> list[dict[str, str]]:
-    with open(path, newline="") as fh:
-        return list(csv.DictReader(fh))
+    """The complete, well-formed rows of a loss log (see the module docstring), in order."""
+    with open(path, newline="", errors="replace") as fh:
+        text = fh.read()
+    if text and not text.endswith("\n"):
+        text = text[: text.rfind("\n") + 1]  # a row cut short by a kill or a full disk
+    reader = csv.DictReader(text.splitlines())
+    fields = reader.fieldnames or []
+    if "step" not in fields:
+        return []
+    rows = []
+    for row in reader:
+        if None in row or any(v is None for v in row.values()):
+            continue  # too many or too few values
+        if _whole_number(row["step"]) and all(_number_or_empty(v) for v in row.values()):
+            rows.append({k: str(int(float(row[k]))) if k == "step" else v for k, v in row.items()})
+    return rows
+
+
+def _whole_number(text: str) -> bool:
+    try:
+        value = float(text)
+    except ValueError:
+        return False
+    return value.is_integer()
+
+
+def _number_or_empty(text: str) -> bool:
+    if text == "":
+        return True
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def plot_losses(log_path: str | os.PathLike, png_path: str | os.PathLike) -> Path:

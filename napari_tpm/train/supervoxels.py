@@ -398,8 +398,8 @@ def cached_supervoxels(
                 labels = f["supervoxels"]
             if labels.shape == image.shape:
                 return labels.astype(np.int32, copy=False)
-        except (OSError, KeyError, ValueError):
-            pass  # a damaged cache file is simply recomputed
+        except Exception:  # truncated or damaged (BadZipFile, EOFError, zlib.error...)
+            pass  # is simply recomputed, and replaced below
     labels = compute_supervoxels(
         image, spacing, min_size=min_size, scale=scale, body_threshold=body_threshold
     )

@@ -208,10 +208,61 @@ def _to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str
     return {k: v.to(device, non_blocking=non_blocking) for k, v in batch.items()}
 
 
+def previous_checkpoint(path: Path) -> Path:
+    """Where the checkpoint before ``path`` is kept (``last.pt`` -> ``last.prev.pt``)."""
+    return path.with_name(f"{path.stem}.prev{path.suffix}")
+
+
 def _atomic_save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    """Save ``obj`` atomically and verified, keeping the file it replaces as the previous one.
+
+    The old ``last.pt`` is hard-linked to ``last.prev.pt`` (no copy, no moment without a
+    ``last.pt``), so a checkpoint damaged later on disk still has a predecessor to resume from.
+    """
+    from napari_tpm.atomic import atomic_output
+    from napari_tpm.checkpoints import verify_torch_file
+
+    if path.is_file():
+        keep = previous_checkpoint(path)
+        link = keep.with_name(f".{keep.name}.tmp{os.getpid()}")
+        try:
+            link.unlink(missing_ok=True)
+            os.link(path, link)
+            os.replace(link, keep)
+        except OSError:  # no hard links here: keep only the newest checkpoint
+            link.unlink(missing_ok=True)
+    with atomic_output(path, verify=verify_torch_file) as tmp:
+        torch.save(obj, tmp / path.name)
+
+
+def read_checkpoint(path: Path, report: Any = None) -> tuple[dict[str, Any], Path] | None:
+    """Load a training checkpoint, or the previous one when it is unreadable.
+
+    Returns ``(state, file read)``, or None when neither file exists. ``report(message)`` is
+    told about a fallback. Raises ValueError (one line) when no readable checkpoint is left.
+    """
+    errors = []
+    for candidate in (path, previous_checkpoint(path)):
+        if not candidate.is_file():
+            continue
+        try:
+            # on the CPU: RNG states must stay CPU tensors; weights are copied onto the device
+            state = torch.load(candidate, map_location="cpu", weights_only=True)
+            if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+                raise ValueError("not a napari-tpm training checkpoint")
+        except Exception as exc:  # truncated zip, unpickling errors, wrong content...
+            reason = (str(exc).splitlines() or [type(exc).__name__])[0][:160]
+            errors.append(f"{candidate.name}: {reason}")
+            continue
+        if errors and report is not None:
+            report(f"{errors[0]}; resuming from the previous checkpoint {candidate}")
+        return state, candidate
+    if errors:
+        raise ValueError(
+            "cannot resume, no readable checkpoint: " + "; ".join(errors) + " (start again "
+            "without --resume, or with another --out)"
+        )
+    return None
 
 
 # --------------------------------------------------------------------------- trainer
@@ -492,13 +543,24 @@ class Trainer:
         save_model(self.model, target)
         return target
 
-    def resume(self, path: str | os.PathLike | None = None) -> bool:
-        """Load ``last.pt`` (or ``path``) when it exists; returns whether it did."""
-        ckpt = Path(path) if path is not None else self.checkpoint_path
-        if ckpt is None or not ckpt.is_file():
-            return False
-        # on the CPU: RNG states must stay CPU tensors; weights are copied onto the device
-        state = torch.load(ckpt, map_location="cpu", weights_only=True)
+    def resume(
+        self,
+        path: str | os.PathLike | None = None,
+        *,
+        state: dict[str, Any] | None = None,
+        report: Any = None,
+    ) -> bool:
+        """Load ``last.pt`` (or ``path``, or an already read ``state``); returns whether it did.
+
+        An unreadable ``last.pt`` falls back to ``last.prev.pt`` (`read_checkpoint`), telling
+        ``report``. Raises ValueError when the checkpoint belongs to another encoder.
+        """
+        if state is None:
+            ckpt = Path(path) if path is not None else self.checkpoint_path
+            found = read_checkpoint(ckpt, report) if ckpt is not None else None
+            if found is None:
+                return False
+            state = found[0]
         self.load_state_dict(state)
         barrier(self.dist)
         return True
