@@ -25,6 +25,7 @@ ENCODER_NAMES: tuple[str, ...] = (
     "resnet34",
     "resnet18",
     "resnet18-l3",
+    "hybrid",
     "filterbank",
 )
 
@@ -112,6 +113,10 @@ def build_encoder(config: dict[str, Any] | str) -> Encoder:
 
     if name == "filterbank":
         return FilterBankEncoder(**options)
+    if name == "hybrid":
+        from napari_tpm.encoders.hybrid import HybridEncoder
+
+        return HybridEncoder(**options)
     if name in RESNET_SPECS:
         return ResNetEncoder(name, **options)
     raise ValueError(f"unknown encoder {name!r}; known encoders: {', '.join(ENCODER_NAMES)}")

@@ -39,6 +39,8 @@ class DatasetSpec:
         subfolder: the folder name the SSL-ALPNet notebooks write (searched inside ``--data``).
         class_groups: setting 2 (tpm-method.md §10.4) trains one model per group of test classes
             with the slices that show them removed; organ -> group name.
+        image_glob: how image files are named (the id is the last number in the name).
+        label_name: the label file's name without extension, ``{id}`` standing for the id.
     """
 
     name: str
@@ -48,6 +50,8 @@ class DatasetSpec:
     n_volumes: int
     subfolder: str
     class_groups: dict[str, str] = field(default_factory=dict)
+    image_glob: str = "image_*"
+    label_name: str = "label_{id}"
 
     def group_labels(self, group: str) -> list[int]:
         """Label values of the classes in ``group``: what setting-2 training must exclude."""
@@ -90,7 +94,44 @@ SYNAPSE = DatasetSpec(
     },
 )
 
-DATASETS: dict[str, DatasetSpec] = {"chaos": CHAOS, "synapse": SYNAPSE}
+_GROUPS = {"liver": "liver_spleen", "spleen": "liver_spleen", "lk": "kidneys", "rk": "kidneys"}
+
+#: The development subsets in ``../shared/data`` as stored there (``sabs_NN_ct`` /
+#: ``sabs_NN_label``, ``chaos_t2_NN_mr`` / ``chaos_t2_NN_label``; both relabelled to 1 liver,
+#: 2 RK, 3 LK, 4 spleen). They hold 15 and 10 of the paper's 30 and 20 volumes, so the paper's
+#: five folds cannot apply. Two folds instead: fold 0 is the held-out half (sabs 22-29, CHAOS
+#: 34-39), on which the product is measured and nothing is tuned; fold 1 is the other half, the
+#: volumes training and every recipe choice use.
+SABS_DEV = DatasetSpec(
+    name="sabs_ct",
+    title="ABD-CT development subset (BTCV, 15 volumes)",
+    classes={"liver": 1, "lk": 3, "rk": 2, "spleen": 4},
+    folds=(tuple(range(7, 15)), tuple(range(0, 7))),
+    n_volumes=15,
+    subfolder="sabs_ct",
+    class_groups=dict(_GROUPS),
+    image_glob="sabs_*_ct.*",
+    label_name="sabs_{id}_label",
+)
+
+CHAOS_DEV = DatasetSpec(
+    name="chaos_t2spir",
+    title="ABD-MRI development subset (CHAOS T2-SPIR, 10 volumes)",
+    classes={"liver": 1, "lk": 3, "rk": 2, "spleen": 4},
+    folds=(tuple(range(5, 10)), tuple(range(0, 5))),
+    n_volumes=10,
+    subfolder="chaos_t2spir",
+    class_groups=dict(_GROUPS),
+    image_glob="chaos_t2_*_mr.*",
+    label_name="chaos_t2_{id}_label",
+)
+
+DATASETS: dict[str, DatasetSpec] = {
+    "chaos": CHAOS,
+    "synapse": SYNAPSE,
+    "sabs_ct": SABS_DEV,
+    "chaos_t2spir": CHAOS_DEV,
+}
 
 #: Display names of the organ keys used in tables.
 ORGAN_TITLES: dict[str, str] = {"liver": "Liver", "lk": "LK", "rk": "RK", "spleen": "Spleen"}
@@ -163,25 +204,28 @@ def _numeric_id(path: Path) -> int:
 def find_paper_cases(spec: DatasetSpec, root: str | Path) -> list[Case]:
     """The prepared volumes of ``spec`` under ``root``, sorted numerically by id.
 
-    Accepts ``root`` itself or ``root/<spec.subfolder>`` holding ``image_<id>.*`` and
-    ``label_<id>.*``. Raises ValueError (with what was found) unless exactly
+    Accepts ``root`` itself or ``root/<spec.subfolder>`` holding images named like
+    ``spec.image_glob`` (``image_<id>.*``) and labels like ``spec.label_name``
+    (``label_<id>.*``). Raises ValueError (with what was found) unless exactly
     ``spec.n_volumes`` pairs are there, because a missing volume silently shifts every fold.
     """
     root = Path(root)
     candidates = [root / spec.subfolder, root]
-    folder = next((c for c in candidates if c.is_dir() and any(c.glob("image_*"))), None)
+    pattern = spec.image_glob
+    folder = next((c for c in candidates if c.is_dir() and any(c.glob(pattern))), None)
     if folder is None:
         raise ValueError(
-            f"no image_<id> files in {root} or {root / spec.subfolder}; prepare the "
+            f"no {pattern} files in {root} or {root / spec.subfolder}; prepare the "
             f"{spec.title} data first (python -m napari_tpm.train prepare ...)"
         )
-    images = sorted((p for p in folder.glob("image_*") if _is_volume(p)), key=_numeric_id)
+    images = sorted((p for p in folder.glob(pattern) if _is_volume(p)), key=_numeric_id)
     cases = []
     for image in images:
         ident = _numeric_id(image)
-        labels = [p for p in folder.glob(f"label_{ident}.*") if _is_volume(p)]
+        label = spec.label_name.format(id=ident)
+        labels = [p for p in folder.glob(f"{label}.*") if _is_volume(p)]
         if not labels:
-            raise ValueError(f"{image.name} has no matching label_{ident}.* in {folder}")
+            raise ValueError(f"{image.name} has no matching {label}.* in {folder}")
         cases.append(Case(f"{spec.name}_{ident}", image, labels[0]))
     if len(cases) != spec.n_volumes:
         raise ValueError(
@@ -317,7 +361,9 @@ def pair_cases(
 
 __all__ = [
     "CHAOS",
+    "CHAOS_DEV",
     "DATASETS",
+    "SABS_DEV",
     "SYNAPSE",
     "Case",
     "DatasetSpec",
