@@ -7,8 +7,12 @@ full geometry (spacing, SimpleITK origin and direction, source path) in
 grid. Label maps (integer files named like ``*label*``/``*seg*``/``*mask*``, or integer volumes
 with few distinct values) open as Labels layers.
 
-The display ignores the direction matrix (napari slices axis-aligned data best); only the
-metadata carries it, which is what a round trip to other tools needs.
+The direction matrix is applied to the display when it only flips axes (the usual case: NIfTI
+files whose y or x runs the other way than DICOM's): the layer then gets an ``affine`` with
+those flips and the origin, so the scan shows anterior-up like its DICOM series and overlays
+it. An oblique or axis-swapping direction stays in the metadata only (napari slices such data
+poorly); the writer restores it either way. CT images open with a soft-tissue window
+(W 400 / L 40 HU) instead of the full -1024..3000 range.
 """
 
 from __future__ import annotations
@@ -28,6 +32,9 @@ GEOMETRY_KEY = "tpm_geometry"
 EXTENSIONS = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
 #: a label map rarely has more distinct values than this (TotalSegmentator has 117).
 MAX_LABEL_VALUES = 256
+#: soft-tissue window (level 40, width 400 HU) shown for CT images
+CT_WINDOW = (-160.0, 240.0)
+PLUGIN_NAME = "napari-tpm"
 _LABEL_NAME = re.compile(r"(label|seg|mask|annot)", re.IGNORECASE)
 
 LayerData = tuple[Any, dict[str, Any], str]
@@ -108,13 +115,32 @@ def looks_like_labels(array: np.ndarray, name: str = "") -> bool:
     return np.unique(array).size <= MAX_LABEL_VALUES
 
 
+def placement(volume: Volume) -> dict[str, Any]:
+    """``scale``, ``translate`` and (for flipped axes) ``affine`` that place ``volume`` in world.
+
+    World is SimpleITK's physical space in (z, y, x) order: ``origin + D @ (spacing * index)``
+    with the direction ``D`` reordered to (z, y, x). When ``D`` is diagonal with entries +-1 it
+    goes into a layer ``affine`` (with the origin), so flipped files display like their DICOM
+    series; other directions keep the axis-aligned ``scale``/``translate`` placement.
+    """
+    spacing = tuple(float(s) for s in volume.spacing)
+    origin = tuple(float(o) for o in reversed(volume.origin))
+    rotation = np.asarray(volume.direction, dtype=float).reshape(3, 3)[::-1, ::-1]
+    flips = np.allclose(np.abs(rotation), np.eye(3), atol=1e-6)
+    if not flips or np.allclose(rotation, np.eye(3), atol=1e-6):
+        return {"scale": spacing, "translate": origin}
+    affine = np.eye(4)
+    affine[:3, :3] = np.round(rotation)
+    affine[:3, 3] = origin
+    return {"scale": spacing, "translate": (0.0, 0.0, 0.0), "affine": affine}
+
+
 def volume_to_layer_data(volume: Volume, source: str | Path | None = None) -> LayerData:
-    """Layer data for ``volume``: Labels for label maps, otherwise an Image."""
+    """Layer data for ``volume``: Labels for label maps, otherwise an Image (CT windowed)."""
     name = layer_name(source) if source is not None else "volume"
     kwargs: dict[str, Any] = {
         "name": name,
-        "scale": tuple(float(s) for s in volume.spacing),
-        "translate": tuple(float(o) for o in reversed(volume.origin)),
+        **placement(volume),
         "metadata": {GEOMETRY_KEY: geometry_metadata(volume, source)},
     }
     array = volume.array
@@ -123,4 +149,23 @@ def volume_to_layer_data(volume: Volume, source: str | Path | None = None) -> La
             array = array.astype(np.uint8)
         return array, kwargs, "labels"
     kwargs["colormap"] = "gray"
+    from napari_tpm.preprocess import guess_modality
+
+    if guess_modality(array) == "ct":
+        kwargs["contrast_limits"] = CT_WINDOW
     return array, kwargs, "image"
+
+
+def prefer_this_reader(settings: Any) -> list[str]:
+    """Make this plugin napari's reader for its file patterns the user has not decided on.
+
+    napari's manifest has no reader priority: when two plugins claim ``*.nii.gz`` (napari's
+    builtins do, through imageio, without any geometry) File > Open asks "Choose reader" every
+    time, unless ``settings.plugins.extension2reader`` names one. This fills in only the patterns
+    without a preference, so a user's own choice always wins. Returns the patterns it set.
+    """
+    current = dict(settings.plugins.extension2reader)
+    added = [f"*{ext}" for ext in EXTENSIONS if f"*{ext}" not in current]
+    if added:
+        settings.plugins.extension2reader = {**current, **dict.fromkeys(added, PLUGIN_NAME)}
+    return added

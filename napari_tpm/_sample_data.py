@@ -24,6 +24,11 @@ def _reference(data: Any, kwargs: dict[str, Any], name: str) -> LayerData:
     return data, {**kwargs, "name": name, "visible": False, "opacity": 0.4}, "labels"
 
 
+def _placement_only(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """An image's layer keywords without its display settings (colormap, CT window)."""
+    return {k: v for k, v in kwargs.items() if k not in ("colormap", "contrast_limits")}
+
+
 def make_phantom_sample(
     shape: tuple[int, int, int] | None = None, seed: int = 0
 ) -> list[LayerData]:
@@ -43,7 +48,7 @@ def make_phantom_sample(
     labels = np.asarray(phantom.labels)
     return [
         (image, kwargs, "image"),
-        _reference(labels, {k: v for k, v in kwargs.items() if k != "colormap"}, "phantom labels"),
+        _reference(labels, _placement_only(kwargs), "phantom labels"),
     ]
 
 

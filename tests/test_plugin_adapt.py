@@ -41,11 +41,12 @@ def phantom():
 @pytest.fixture
 def messages(monkeypatch):
     """Errors and infos the widget shows, in order, as ("error"|"info", text)."""
-    from napari_tpm._widget import _main
+    from napari_tpm._widget import _controller, _models
 
     seen: list[tuple[str, str]] = []
-    monkeypatch.setattr(_main, "show_error", lambda m: seen.append(("error", m)))
-    monkeypatch.setattr(_main, "show_info", lambda m: seen.append(("info", m)))
+    monkeypatch.setattr(_controller, "show_error", lambda m: seen.append(("error", m)))
+    for module in (_controller, _models):
+        monkeypatch.setattr(module, "show_info", lambda m: seen.append(("info", m)))
     return seen
 
 
@@ -53,7 +54,7 @@ def messages(monkeypatch):
 def widget(make_napari_viewer, phantom, monkeypatch, messages):
     """A viewer with the phantom and the widget offering the tiny model (chosen) on the CPU."""
     import napari_tpm.session as session_module
-    from napari_tpm._widget import _main
+    from napari_tpm._widget import _models
     from napari_tpm.checkpoints import TPMModel, load_model
     from napari_tpm.encoders import build_encoder
 
@@ -63,7 +64,7 @@ def widget(make_napari_viewer, phantom, monkeypatch, messages):
             return model
         return load_model(name, device=device)
 
-    monkeypatch.setattr(_main, "_available_models", lambda: ["tiny", "filterbank"])
+    monkeypatch.setattr(_models, "available_models", lambda: ["tiny", "filterbank"])
     monkeypatch.setattr(session_module, "load_model", tiny_or_zoo)
     viewer = make_napari_viewer()
     viewer.add_image(phantom.image, name="phantom", scale=phantom.spacing)
@@ -95,7 +96,9 @@ def test_adapt_swaps_in_the_adapted_model_and_keeps_it(qtbot, widget, phantom, m
     assert not widget.adapt_button.enabled and widget.cancel_button.enabled
     qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT_MS)
     assert [m for m in messages if m[0] == "error"] == []
-    assert ("info", "TPM: Adapted model active: press Segment volume.") in messages
+    infos = [text for kind, text in messages if kind == "info"]
+    assert any(t.startswith("TPM: Adapted in") and "tiny+adapted" in t for t in infos), infos
+    assert widget.status_label.value.startswith("Adapted in")  # not "Adapting: ..." any more
     session = widget.session
     assert session.model.name == "tiny+adapted"
     assert session.model.card["adaptation"]["steps"] == 3

@@ -16,6 +16,7 @@ from napari_tpm._widget._worker import (
     describe,
     refit_prototypes,
     segmentation_steps,
+    short_reason,
     user_message,
 )
 from napari_tpm.progress import Progress
@@ -120,8 +121,23 @@ def test_session_construction_errors_are_reported():
     assert list(segmentation_steps(broken, _request())) == [Failure("unknown model 'nope'")]
 
 
-def test_describe_counts_voxels_and_millilitres():
+def test_describe_gives_a_volume_per_label():
     labels = np.zeros((2, 10, 10), np.uint8)
     labels[0, :5, :2] = 5
-    assert describe(labels, (2.0, 10.0, 10.0)) == "10 voxels (2.0 mL)"
+    labels[1, :3, :1] = 2
+    assert describe(labels, (2.0, 10.0, 10.0)) == (
+        "label 2: 0.6 mL (3 voxels); label 5: 2.0 mL (10 voxels)"
+    )
+    # the session's labels are reported even when one came out empty
+    assert describe(labels, (2.0, 10.0, 10.0), (5, 7)) == (
+        "label 5: 2.0 mL (10 voxels); label 7: 0.0 mL (0 voxels)"
+    )
     assert "empty" in describe(np.zeros((1, 1, 1), np.uint8), (1, 1, 1))
+    assert "empty" in describe(np.zeros((1, 1, 1), np.uint8), (1, 1, 1), (3,))
+
+
+def test_short_reason_is_one_short_line():
+    path = "/very/long/folder/" + "x" * 80 + "/bogus.pt"
+    exc = ValueError(f"{path} is not readable: UnpicklingError: Weights only load failed\nmore")
+    text = short_reason(exc, path)
+    assert "\n" not in text and len(text) <= 100 and text.startswith("bogus.pt is not readable")

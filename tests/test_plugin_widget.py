@@ -2,7 +2,7 @@
 
 Everything runs the training-free "filterbank" model on a small phantom, so each test takes a
 second or two on a CPU. Notifications are captured by replacing the widget module's
-``show_error`` (the function the widget calls for every user-facing error).
+``show_error`` in the controller (the one function every user-facing error goes through).
 """
 
 from __future__ import annotations
@@ -66,10 +66,10 @@ def phantom():
 @pytest.fixture
 def errors(monkeypatch):
     """Every message the widget shows with show_error, in order."""
-    from napari_tpm._widget import _main
+    from napari_tpm._widget import _controller
 
     seen: list[str] = []
-    monkeypatch.setattr(_main, "show_error", seen.append)
+    monkeypatch.setattr(_controller, "show_error", seen.append)
     return seen
 
 
@@ -320,7 +320,7 @@ BAD_INPUTS = {
     "2d image": "not a single-channel 3D volume",
     "no support": "no support layer",
     "empty paint": "empty",
-    "paint on two slices": "single slice",
+    "only background strokes": "only background strokes",
     "support on another grid": "not on the grid",
 }
 
@@ -339,16 +339,16 @@ def test_bad_inputs_notify_and_start_nothing(make_napari_viewer, phantom, errors
             viewer.add_image(phantom.image[0], name="flat")
         elif case != "no image":
             viewer.add_image(phantom.image, name="phantom")
-        if case in ("empty paint", "paint on two slices"):
+        if case in ("empty paint", "only background strokes"):
             support = widget.new_support_layer()
-            if case == "paint on two slices":
-                support.data[3, 40:50, 40:50] = 1
-                support.data[9, 40:50, 40:50] = 1
+            if case == "only background strokes":
+                support.data[3, 40:50, 40:50] = 255
         if case == "support on another grid":
             viewer.add_labels(np.ones((5, 10, 10), np.uint8), name="support")
         assert widget.segment() is None, case
         assert len(errors) == 1, (case, errors)
         assert expected in errors[0], (case, errors[0])
+        assert expected in widget.status_label.value, (case, widget.status_label.value)
         assert not widget.running and widget.segment_button.enabled, case
 
 
@@ -401,13 +401,13 @@ def test_apply_without_target_creates_tpm_labels(qtbot, setup, errors):
 def test_auto_update_debounces_paint_strokes(qtbot, setup, monkeypatch):
     _viewer, widget, support = setup
     starts: list[float] = []
-    original = type(widget).segment
+    original = type(widget.controller).segment
 
     def counting(self):
         starts.append(time.perf_counter())
         return original(self)
 
-    monkeypatch.setattr(type(widget), "segment", counting)
+    monkeypatch.setattr(type(widget.controller), "segment", counting)
     widget.auto_update_checkbox.value = True
     for _ in range(3):  # three quick strokes -> one segmentation after the pause
         support.events.paint(value=[])

@@ -23,8 +23,41 @@ def grid_kwargs(layer: napari.layers.Layer) -> dict[str, Any]:
     return {
         "scale": tuple(float(s) for s in layer.scale),
         "translate": tuple(float(t) for t in layer.translate),
+        "affine": np.array(layer.affine.affine_matrix, copy=True),
         "metadata": copy.deepcopy(dict(layer.metadata)),
     }
+
+
+def place_on_grid(layer: napari.layers.Layer, like: napari.layers.Layer) -> None:
+    """Put an existing ``layer`` on ``like``'s grid: placement, flips and stored geometry."""
+    for key, value in grid_kwargs(like).items():
+        setattr(layer, key, value)
+
+
+def adopt_geometry(labels: napari.layers.Labels, image: napari.layers.Layer) -> bool:
+    """Give an empty Labels layer made in napari the geometry of the image it will be painted on.
+
+    napari's "new labels layer" button makes an identity-direction layer: painted over a flipped
+    scan it holds the paint mirrored, and it would be saved mirrored. A layer that is empty, on
+    the image's voxel grid and without stored geometry of its own takes the image's placement
+    and geometry (nothing painted yet, so nothing moves). Returns True when it did.
+    """
+    key = "tpm_geometry"
+    if key in labels.metadata or key not in image.metadata or not same_grid(labels, image):
+        return False
+    if np.any(labels.data):
+        return False
+    place_on_grid(labels, image)
+    return True
+
+
+def data_index(layer: napari.layers.Layer, world_point: tuple[float, ...], axis: int = 0) -> int:
+    """The slice index along ``axis`` of ``layer``'s data shown at ``world_point``.
+
+    napari's dims count world steps; with a spacing or a flipped axis they differ from slices.
+    """
+    index = layer.world_to_data(tuple(world_point))[axis]
+    return int(np.clip(round(float(index)), 0, np.shape(layer.data)[axis] - 1))
 
 
 def same_grid(a: napari.layers.Layer, b: napari.layers.Layer) -> bool:

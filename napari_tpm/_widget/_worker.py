@@ -152,11 +152,32 @@ def refit_prototypes(session: SegmentationSession, k: int) -> int | Failure:
     return k
 
 
-def describe(result: np.ndarray, spacing: tuple[float, ...]) -> str:
-    """Short text for the status line: foreground voxels and their volume in millilitres.
+def describe(result: np.ndarray, spacing: tuple[float, ...], values: tuple[int, ...] = ()) -> str:
+    """Short text for the status line: voxels and millilitres per label (or in total).
 
-    ``count_nonzero`` keeps this cheap enough to run on every slider move.
+    ``values`` are the label values to report (all non-zero ones when empty). One ``bincount``
+    pass over the volume, so it belongs on the debounced path, not on every slider step.
     """
-    n = int(np.count_nonzero(result))
-    ml = n * float(np.prod(spacing)) / 1000.0
-    return f"{n:,} voxels ({ml:,.1f} mL)" if n else "empty result (try a higher class prior)"
+    voxel_ml = float(np.prod(spacing)) / 1000.0
+    flat = np.asarray(result).reshape(-1)
+    if flat.dtype.kind not in "ui" or flat.dtype.itemsize > 2:
+        n = int(np.count_nonzero(flat))
+        return f"{n:,} voxels ({n * voxel_ml:,.1f} mL)" if n else "empty result"
+    counts = np.bincount(flat, minlength=int(max(values, default=0)) + 1)
+    shown = values or tuple(int(v) for v in np.nonzero(counts)[0] if v != 0)
+    parts = [f"label {v}: {counts[v] * voxel_ml:,.1f} mL ({counts[v]:,} voxels)" for v in shown]
+    if not parts or not any(counts[v] for v in shown):
+        return "empty result (try a higher class prior)"
+    return "; ".join(parts)
+
+
+def short_reason(exc: BaseException, path: str = "") -> str:
+    """The first clause of ``exc``'s message, without ``path``, at most ~100 characters.
+
+    A torch unpickling error runs to five lines and a long path; the status line and the toast
+    need one short line that says what is wrong.
+    """
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if path:
+        text = text.replace(str(path), Path(path).name)
+    return text if len(text) <= 100 else text[:97].rstrip() + "..."

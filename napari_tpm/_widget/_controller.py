@@ -1,0 +1,605 @@
+"""Events in, session calls out, through ONE ordered result path.
+
+Every worker signal (a yielded batch, the return, an abort, a failure, the end) is appended to
+a queue and handled strictly in arrival order by :meth:`Controller._drain`. A handler that
+processes Qt events (napari's progress bar does, when it updates) can therefore never run the
+"finished" logic in the middle of a batch: a nested signal is queued and handled after the
+current one. This is what made "connected" and the status line come out wrong (issue 12).
+
+The controller owns no maths: thresholds, prototypes and connectivity are the session's. The
+layer helpers place layers; the worker functions run the session off the GUI thread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections import deque
+from collections.abc import Iterator
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from napari.layers import Image, Labels
+from napari.utils.notifications import show_error, show_info
+from qtpy.QtCore import QTimer
+
+from napari_tpm._widget._layers import (
+    adopt_geometry,
+    apply_preview,
+    data_index,
+    grid_kwargs,
+    label_dtype,
+    new_labels_data,
+    place_on_grid,
+    same_grid,
+)
+from napari_tpm._widget._state import Run, WidgetState
+from napari_tpm._widget._worker import (
+    Adapted,
+    Failure,
+    SegmentRequest,
+    SessionReady,
+    describe,
+    refit_prototypes,
+    segmentation_steps,
+)
+
+if TYPE_CHECKING:
+    import napari
+
+    from napari_tpm._widget._layout import Layout
+
+SUPPORT_NAME = "support"
+RESULT_NAME = "TPM segmentation"
+APPLY_NAME = "TPM labels"
+AUTO_UPDATE_DELAY_MS = 1000
+#: the slider redraws at once without connectivity; the full relabel follows this long after
+#: the last move (connectivity and the per-label volumes take longer than a slider step)
+FULL_RELABEL_DELAY_MS = 250
+
+
+def layer_or_none(value: Any) -> Any:
+    """A combo box value without its string placeholder."""
+    return None if value is None or isinstance(value, str) else value
+
+
+class Controller:
+    """Turns the dock's events into session calls; the only writer of :class:`WidgetState`."""
+
+    def __init__(self, viewer: napari.viewer.Viewer, ui: Layout, state: WidgetState) -> None:
+        self.viewer = viewer
+        self.ui = ui
+        self.state = state
+        self._queue: deque[tuple[Run, str, Any]] = deque()
+        self._draining = False
+        self._pbar: Any = None
+        self._worker: Any = None
+        self._watched: Labels | None = None
+        self._label_before_background = 1
+        self.adapt: Any = None  # the AdaptController, attached by the widget
+        self.auto_timer = self._timer(AUTO_UPDATE_DELAY_MS, self._on_auto_update_timeout)
+        self.full_timer = self._timer(FULL_RELABEL_DELAY_MS, self.relabel)
+
+    def _timer(self, ms: int, slot: Any) -> QTimer:
+        timer = QTimer(self.ui.status_label.native)
+        timer.setSingleShot(True)
+        timer.setInterval(ms)
+        timer.timeout.connect(slot)
+        return timer
+
+    # ------------------------------------------------------------- layers
+    @property
+    def image_layer(self) -> Image | None:
+        return layer_or_none(self.ui.image_combo.value)
+
+    @property
+    def support_layer(self) -> Labels | None:
+        return layer_or_none(self.ui.support_combo.value)
+
+    @property
+    def support_image_layer(self) -> Image | None:
+        return layer_or_none(self.ui.support_image_combo.value)
+
+    @property
+    def target_layer(self) -> Labels | None:
+        return layer_or_none(self.ui.target_combo.value)
+
+    @property
+    def result_layer(self) -> Labels | None:
+        return self.find_layer(RESULT_NAME, Labels)
+
+    def find_layer(self, name: str, kind: type) -> Any:
+        for layer in self.viewer.layers:
+            if layer.name == name and isinstance(layer, kind):
+                return layer
+        return None
+
+    @contextlib.contextmanager
+    def keeping_selection(self) -> Iterator[None]:
+        """Adding a layer selects it in pan/zoom mode; give the user back their brush."""
+        active = self.viewer.layers.selection.active
+        mode = getattr(active, "mode", None)
+        try:
+            yield
+        finally:
+            if active is not None and active in self.viewer.layers:
+                self.viewer.layers.selection.active = active
+                if mode is not None and active.mode != mode:
+                    active.mode = mode
+
+    # ------------------------------------------------------------- feedback
+    def status(self, text: str) -> None:
+        if not self.state.closed:
+            self.ui.status_label.value = text
+
+    def error(self, text: str) -> None:
+        """A user-facing problem: a toast and the status line (the toast fades, the line stays)."""
+        show_error(f"TPM: {text}")
+        self.status(f"Error: {text}")
+
+    # ---------------------------------------------------- the ordered path
+    def start(self, worker: Any, run: Run, text: str, total: int = 0) -> Any:
+        """Wire ``worker``'s signals into the queue, mark the dock busy and start it."""
+        for signal in ("yielded", "returned", "errored", "aborted", "finished"):
+            if hasattr(worker, signal):  # a FunctionWorker (the refit) does not yield
+                getattr(worker, signal).connect(partial(self._post, run, signal))
+        self.state.run = run
+        self._worker = worker
+        self.ui.set_busy(True, self.adapt.possible() if self.adapt else False)
+        self.status(text)
+        from napari.utils import progress
+
+        self._pbar = progress(total=total, desc=f"TPM {run.kind}")
+        worker.start()
+        return worker
+
+    def _post(self, run: Run, signal: str, payload: Any = None) -> None:
+        self._queue.append((run, signal, payload))
+        if self._draining:
+            return  # a handler below us processed events: handled in order after it
+        self._draining = True
+        try:
+            while self._queue:
+                self._handle(*self._queue.popleft())
+        finally:
+            self._draining = False
+
+    def _handle(self, run: Run, signal: str, payload: Any) -> None:
+        if signal == "finished":
+            self._finish(run)
+        elif self.state.closed:
+            return
+        elif signal == "aborted":
+            run.cancelled = True
+        elif signal == "errored":
+            run.failure = f"{type(payload).__name__}: {payload}"
+            self.error(run.failure)
+        elif signal == "returned":
+            if isinstance(payload, Failure):
+                run.failure = payload.message
+                self.error(payload.message)
+            elif run.failure is None:
+                run.returned = True
+        elif isinstance(payload, Failure):
+            run.failure = payload.message
+            self.error(payload.message)
+        elif isinstance(payload, SessionReady):
+            self.state.session = payload.session
+            if self.adapt is not None:
+                self.adapt.update_info()
+        elif isinstance(payload, Adapted):
+            run.adapted = payload.name
+        else:
+            self._progress(run, payload)
+
+    def _progress(self, run: Run, item: Any) -> None:
+        run.done, run.total = int(item.done), int(item.total)
+        pbar = self._pbar
+        if pbar is not None:
+            pbar.total = item.total
+            pbar.update(max(item.done - pbar.n, 0))  # may process events: fine, see _post
+        if run.kind == "adapt":
+            self.adapt.on_progress(run, item)
+            return
+        session = self.state.session
+        layer = self.result_layer
+        if item.slices is None or session is None or layer is None:
+            return
+        try:
+            session.labels(self.prior(), out=layer.data, z_range=self.z_range())
+        except ValueError:
+            return  # the scores of this run are not allocated yet
+        layer.refresh()
+        self.status(f"Segmenting... {item.done}/{item.total} slices")
+
+    def _finish(self, run: Run) -> None:
+        """The worker has ended, whatever happened: conclude it, then free the dock."""
+        if self._pbar is not None:
+            self._pbar.close()
+            self._pbar = None
+        self._worker = None
+        self.state.run = None
+        if self.state.closed:
+            return
+        self.ui.set_busy(False, self.adapt.possible() if self.adapt else False)
+        if run.kind == "adapt":
+            self.adapt.conclude(run)
+        elif run.failure is None:
+            self._conclude_segmentation(run)
+        if self.state.rerun_pending and not self.state.running:
+            self.state.rerun_pending = False
+            self.segment()
+
+    def _conclude_segmentation(self, run: Run) -> None:
+        state, session = self.state, self.state.session
+        if run.cancelled or not run.returned or session is None:
+            state.complete = False
+            done = f" after {run.done}/{run.total} slices" if run.total else ""
+            state.partial = f"cancelled{done}"
+            self.status(
+                f"Cancelled{done}: the preview is partial and Apply refuses it. Press Segment "
+                "volume to finish (slices already encoded are reused)."
+            )
+            show_info("TPM: segmentation cancelled; the preview is partial.")
+            return
+        if run.kind == "segment":
+            state.complete, state.partial = True, None
+            n = np.shape(state.segmented_data)[session.axis]
+            if self.ui.z_max_spinbox.max != n - 1:
+                self.set_slice_range(n)
+            if self.ui.prototypes_spinbox.value != session.n_prototypes:  # changed meanwhile
+                self.refit(self.ui.prototypes_spinbox.value)
+                return
+            what = "Segmented"
+        else:
+            what = f"Refitted {session.n_prototypes} prototype(s)"
+        self.relabel(done_text=f"{what} in {run.seconds:.1f} s")
+
+    def cancel(self) -> None:
+        """Ask the worker to stop after the current batch."""
+        if self._worker is not None and self.state.run is not None:
+            self.state.run.cancelled = True
+            self._worker.quit()
+            self.status("Cancelling after the current batch...")
+
+    def close(self) -> None:
+        self.state.closed = True
+        if self._worker is not None:
+            self._worker.quit()
+
+    # ------------------------------------------------------------ segment
+    def prior(self) -> float | None:
+        return None if self.ui.auto_prior_checkbox.value else float(self.ui.prior_slider.value)
+
+    def z_range(self) -> tuple[int, int]:
+        return int(self.ui.z_min_spinbox.value), int(self.ui.z_max_spinbox.value)
+
+    def set_slice_range(self, n: int) -> None:
+        """Reset the slice range to all ``n`` slices along the slice axis."""
+        for box in (self.ui.z_min_spinbox, self.ui.z_max_spinbox):
+            with box.changed.blocked():
+                box.max = max(n - 1, 0)
+        with self.ui.z_min_spinbox.changed.blocked():
+            self.ui.z_min_spinbox.value = 0
+        with self.ui.z_max_spinbox.changed.blocked():
+            self.ui.z_max_spinbox.value = max(n - 1, 0)
+
+    def check_image(self) -> Image | None:
+        """The chosen image when it is a single-channel 3D volume; else say why and None."""
+        image = self.image_layer
+        if image is None:
+            self.error("open a 3D image first (File > Open, or File > Open Sample).")
+            return None
+        if image.multiscale or image.rgb or np.ndim(image.data) != 3:
+            self.error(
+                f"'{image.name}' is not a single-channel 3D volume (shape "
+                f"{np.shape(image.data)}); TPM segments 3D scans."
+            )
+            return None
+        return image
+
+    def validate(self) -> SegmentRequest | None:
+        """Check the inputs on the GUI thread; say what is wrong and return None if they fail."""
+        from napari_tpm.session import BACKGROUND_LABEL, SupportError
+        from napari_tpm.support import parse_support
+
+        image = self.check_image()
+        if image is None:
+            return None
+        support = self.support_layer
+        if support is None:
+            self.error("no support layer. Press 'New support layer' and paint the structure.")
+            return None
+        support_image = self.support_image_layer
+        reference = support_image if support_image is not None else image
+        if not same_grid(support, reference):
+            self.error(
+                f"the support layer '{support.name}' {tuple(np.shape(support.data))} is not on "
+                f"the grid of '{reference.name}' {tuple(np.shape(reference.data))}."
+            )
+            return None
+        if support_image is not None and (
+            support_image.multiscale or support_image.rgb or np.ndim(support_image.data) != 3
+        ):
+            self.error(f"the support image '{support_image.name}' is not a 3D volume.")
+            return None
+        paint = np.array(support.data, copy=True)
+        try:
+            parse_support(paint, BACKGROUND_LABEL)
+        except SupportError as exc:
+            self.error(f"{exc}.")
+            return None
+        return SegmentRequest(
+            image=np.asarray(image.data),
+            spacing=tuple(float(s) for s in image.scale),
+            support=paint,
+            support_image=None if support_image is None else np.asarray(support_image.data),
+            support_spacing=None
+            if support_image is None
+            else tuple(float(s) for s in support_image.scale),
+            n_prototypes=int(self.ui.prototypes_spinbox.value),
+        )
+
+    def current_key(self) -> tuple[str, str]:
+        return str(self.ui.model_combo.value), str(self.ui.device_combo.value)
+
+    def use_session_for_current_choice(self) -> None:
+        key = self.current_key()
+        if key != self.state.session_key:
+            self.state.session, self.state.session_key = None, key
+
+    def get_session(self) -> Any:
+        """Runs in the worker: reuse the session, or load the chosen model on the chosen device."""
+        if self.state.session is not None:
+            return self.state.session
+        from napari_tpm.session import SegmentationSession
+
+        model, device = self.state.session_key or ("default", "cpu")
+        return SegmentationSession(model, device)
+
+    def segment(self) -> Any:
+        """Start segmenting the image from the painted support (returns the worker)."""
+        if self.state.running or self.state.closed:
+            return None
+        request = self.validate()
+        if request is None:
+            return None
+        image = self.image_layer
+        self.ensure_result_layer(image, label_dtype((int(request.support.max()),)))
+        self.state.spacing = request.spacing
+        self.state.segmented_data = image.data
+        self.use_session_for_current_choice()
+        self.state.forget_result()
+        from napari.qt.threading import create_worker
+
+        worker = create_worker(segmentation_steps, self.get_session, request, _ignore_errors=True)
+        return self.start(worker, Run("segment"), "Segmenting...", np.shape(request.image)[0])
+
+    def ensure_result_layer(self, image: Image, dtype: np.dtype) -> Labels:
+        """The preview layer on the image's grid, emptied; created when missing.
+
+        The layer the user paints on stays selected, in its mode (issue 12: the preview used to
+        take the selection, so the next brush stroke panned the view).
+        """
+        shape = tuple(np.shape(image.data))
+        layer = self.result_layer
+        with self.keeping_selection():
+            if layer is None:
+                layer = self.viewer.add_labels(
+                    new_labels_data(shape, dtype),
+                    name=RESULT_NAME,
+                    opacity=0.5,
+                    **grid_kwargs(image),
+                )
+                return layer
+            if layer.data.shape != shape or layer.data.dtype.itemsize < dtype.itemsize:
+                layer.data = new_labels_data(shape, dtype)
+            else:
+                layer.data[...] = 0
+            place_on_grid(layer, image)
+            layer.refresh()
+        return layer
+
+    def refit(self, k: int) -> Any:
+        """Refit prototypes from cached features in a worker, then re-threshold."""
+        session = self.state.session
+        if self.state.running or session is None or not self.state.complete:
+            return None  # used by the next segmentation (or after the current one)
+        from napari.qt.threading import create_worker
+
+        worker = create_worker(refit_prototypes, session, int(k), _ignore_errors=True)
+        return self.start(worker, Run("refit"), f"Fitting {k} prototype(s) from cached features...")
+
+    # ------------------------------------------------------------- adjust
+    def relabel(self, *_args: Any, quick: bool = False, done_text: str = "") -> None:
+        """Re-threshold the cached scores into the preview layer (no encoder call).
+
+        ``quick`` (slider drags): without connectivity and without the per-label volumes, and a
+        full relabel is scheduled for when the slider rests.
+        """
+        session, state = self.state.session, self.state
+        if state.closed or state.running or session is None or not state.complete:
+            return
+        layer, image = self.result_layer, self.image_layer
+        if layer is None or image is None or image.data is not state.segmented_data:
+            return  # the preview belongs to another image; the next Segment rebuilds it
+        connected = bool(self.ui.connected_checkbox.value) and not quick
+        try:
+            session.labels(
+                self.prior(), out=layer.data, z_range=self.z_range(), connected=connected
+            )
+        except ValueError as exc:
+            self.error(str(exc))
+            return
+        if self.ui.auto_prior_checkbox.value:
+            auto = round(session.auto_prior(), 3)
+            with self.ui.prior_slider.changed.blocked(), self.ui.prior_spinbox.changed.blocked():
+                self.ui.prior_slider.value = auto
+                self.ui.prior_spinbox.value = auto
+        layer.refresh()
+        if quick:
+            self.full_timer.start()
+            self.status(f"Prior {self.ui.prior_slider.value:.3f}...")
+            return
+        self.full_timer.stop()
+        summary = self.summary()
+        self.status(f"{done_text}. {summary}" if done_text else summary)
+
+    def summary(self) -> str:
+        layer, session = self.result_layer, self.state.session
+        if layer is None or session is None:
+            return ""
+        prior = self.ui.prior_slider.value
+        if self.ui.auto_prior_checkbox.value:
+            model = session.model
+            source = (
+                "model's estimate"
+                if model.estimators
+                else "learned threshold"
+                if model.calibrated
+                else "calibrated on your paint"
+            )
+            mode = f"auto: {source}"
+        else:
+            mode = "manual"
+        volumes = describe(layer.data, self.state.spacing, tuple(session.label_values))
+        return f"Prior {prior:.3f} ({mode}): {volumes}"
+
+    def on_prior_slider(self, value: float) -> None:
+        if abs(self.ui.prior_spinbox.value - value) > 1e-9:
+            with self.ui.prior_spinbox.changed.blocked():
+                self.ui.prior_spinbox.value = value
+        if not self.ui.auto_prior_checkbox.value:
+            self.relabel(quick=True)
+
+    def on_prior_typed(self, value: float) -> None:
+        self.ui.prior_slider.value = value
+
+    def on_auto_prior(self, auto: bool) -> None:
+        self.ui.prior_slider.enabled = not auto
+        self.ui.prior_spinbox.enabled = not auto
+        self.relabel()
+
+    def on_z_min(self, value: int) -> None:
+        if value > self.ui.z_max_spinbox.value:
+            with self.ui.z_max_spinbox.changed.blocked():
+                self.ui.z_max_spinbox.value = value
+        self.relabel()
+
+    def on_z_max(self, value: int) -> None:
+        if value < self.ui.z_min_spinbox.value:
+            with self.ui.z_min_spinbox.changed.blocked():
+                self.ui.z_min_spinbox.value = value
+        self.relabel()
+
+    # ------------------------------------------------------- paint & apply
+    def new_support_layer(self) -> Labels | None:
+        """Add an empty ``support`` Labels layer on the (support) image's grid, ready to paint."""
+        base = self.support_image_layer or self.image_layer
+        if base is None:
+            self.error("open an image first, then add a support layer to paint on.")
+            return None
+        shape = np.shape(base.data)
+        if len(shape) != 3 or base.rgb:
+            self.error(f"'{base.name}' is not a 3D volume (shape {shape}).")
+            return None
+        layer = self.viewer.add_labels(
+            new_labels_data(shape), name=SUPPORT_NAME, **grid_kwargs(base)
+        )
+        layer.mode = "paint"
+        layer.selected_label = 1
+        self.ui.support_combo.reset_choices()
+        self.ui.support_combo.value = layer
+        self.viewer.layers.selection.active = layer
+        z = data_index(layer, tuple(self.viewer.dims.point))
+        self.status(
+            f"Paint the structure on slice {z} of '{layer.name}' (or any slice; label 255 or "
+            "'Background stroke' marks what is not the structure), then press Segment volume."
+        )
+        return layer
+
+    def background_stroke(self) -> None:
+        """Toggle the support layer's brush between background (255) and the structure."""
+        from napari_tpm.session import BACKGROUND_LABEL
+
+        support = self.support_layer
+        if support is None:
+            self.error("no support layer. Press 'New support layer' first.")
+            return
+        if support.selected_label == BACKGROUND_LABEL:
+            support.selected_label = self._label_before_background
+            text = f"Painting label {support.selected_label} (the structure)."
+        else:
+            self._label_before_background = int(support.selected_label) or 1
+            support.selected_label = BACKGROUND_LABEL
+            text = (
+                f"Painting background (label {BACKGROUND_LABEL}): strokes on any slice that are "
+                "NOT the structure. Segment again (or tick Auto-update) to correct the result."
+            )
+        support.mode = "paint"
+        self.viewer.layers.selection.active = support
+        self.status(text)
+
+    def adopt_geometry(self, layer: Any) -> None:
+        """A Labels layer made by napari's button takes the chosen image's geometry."""
+        image = self.image_layer
+        if isinstance(layer, Labels) and image is not None and adopt_geometry(layer, image):
+            self.status(f"'{layer.name}' placed on the grid of '{image.name}' (ready to paint).")
+
+    def watch(self, layer: Labels | None) -> None:
+        """Listen to ``layer``'s paint strokes (only one layer at a time)."""
+        if self._watched is not None:
+            self._watched.events.paint.disconnect(self.on_paint)
+        self._watched = layer
+        if layer is not None:
+            layer.events.paint.connect(self.on_paint)
+
+    def on_paint(self, _event: Any = None) -> None:
+        """Debounce: each stroke restarts a single-shot timer; segment when painting pauses."""
+        if self.ui.auto_update_checkbox.value and not self.state.closed:
+            self.auto_timer.start()
+
+    def _on_auto_update_timeout(self) -> None:
+        if self.state.closed or not self.ui.auto_update_checkbox.value:
+            return
+        if self.state.running:
+            self.state.rerun_pending = True
+        else:
+            self.segment()
+
+    def apply(self) -> int:
+        """Copy the preview into the target Labels layer as one undoable edit."""
+        preview = self.result_layer
+        if self.state.running:
+            self.error("wait for the segmentation to finish before applying.")
+            return 0
+        if self.state.partial:
+            self.error(
+                f"the preview is partial ({self.state.partial}): press Segment volume to finish "
+                "it before applying."
+            )
+            return 0
+        if preview is None or not self.state.complete or not np.any(preview.data):
+            self.error("nothing to apply yet; segment first.")
+            return 0
+        target = self.target_layer or self.find_layer(APPLY_NAME, Labels)
+        if target is None:
+            with self.keeping_selection():
+                target = self.viewer.add_labels(
+                    new_labels_data(preview.data.shape, preview.data.dtype),
+                    name=APPLY_NAME,
+                    **grid_kwargs(preview),
+                )
+            self.ui.target_combo.reset_choices()
+            self.ui.target_combo.value = target
+        if not same_grid(target, preview):
+            self.error(
+                f"the target layer '{target.name}' {tuple(target.data.shape)} is not on the "
+                f"image's grid {tuple(preview.data.shape)}."
+            )
+            return 0
+        if target.data.dtype.itemsize < preview.data.dtype.itemsize:
+            show_info(f"TPM: '{target.name}' ({target.data.dtype}) may not hold these labels.")
+        changed = apply_preview(target, preview.data)
+        self.status(f"Applied {changed:,} voxels to '{target.name}' (Ctrl+Z to undo).")
+        return changed
