@@ -183,13 +183,19 @@ def atomic_output(
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}{_PARTIAL}{os.getpid()}-", dir=path.parent))
     main = tmp / (main_name or path.name)
     try:
-        yield tmp
+        try:
+            yield tmp
+        except OSError as err:  # name the target, not the hidden temporary, in messages
+            raise OSError(err.errno, err.strerror or str(err), str(path)) from None
         if not main.is_file():
             raise OutputError(f"{path.name}: the writer produced no file")
         for entry in tmp.iterdir():
             fsync_file(entry)
         if verify is not None:
-            verify(main)
+            try:
+                verify(main)
+            except OSError as err:
+                raise OSError(err.errno, err.strerror or str(err), str(path)) from None
         for entry in sorted(tmp.iterdir()):
             if entry != main:
                 os.replace(entry, path.parent / entry.name)
