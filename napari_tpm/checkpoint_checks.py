@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from napari_tpm.encoders.base import ENCODER_NAMES
+from napari_tpm.encoders.registry import ENCODER_NAMES
 
 #: Integer fields of encoder configs with their own bounds (inclusive).
 INT_BOUNDS: dict[str, tuple[int, int]] = {

@@ -3,8 +3,9 @@
 ``build_encoder(config)`` rebuilds any of ``ENCODER_NAMES`` from ``Encoder.config()``.
 """
 
-from napari_tpm.encoders.base import ENCODER_NAMES, Encoder, build_encoder
+from napari_tpm.encoders.base import Encoder
 from napari_tpm.encoders.filterbank import FilterBankEncoder
+from napari_tpm.encoders.registry import ENCODER_NAMES, build_encoder
 from napari_tpm.encoders.resnet import (
     RESNET_SPECS,
     ResNetEncoder,

@@ -6,7 +6,9 @@ downstream (prototypes, squared distances ``D2 = 2 (1 - cos)``) relies on that, 
 normalisation lives here, once, rather than in each architecture.
 
 An encoder is rebuilt from ``config()`` alone (plain builtins, JSON-safe). That is what a
-checkpoint stores next to the weights, so loading never needs to unpickle Python objects.
+checkpoint stores next to the weights, so loading never needs to unpickle Python objects. The
+factory that does it, ``build_encoder``, lives in ``registry.py``: it imports every
+implementation, and every implementation imports this module, so it cannot live here.
 """
 
 from __future__ import annotations
@@ -17,17 +19,6 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-#: Every name ``build_encoder`` understands, in order from the paper's encoder to the cheapest.
-ENCODER_NAMES: tuple[str, ...] = (
-    "resnet101",
-    "resnet50",
-    "resnet34",
-    "resnet18",
-    "resnet18-l3",
-    "hybrid",
-    "filterbank",
-)
 
 _EPS = 1e-6
 
@@ -95,28 +86,3 @@ class Encoder(nn.Module):
     def extra_repr(self) -> str:
         return f"name={self.name!r}, stride={self.stride}, out_channels={self.out_channels}"
 
-
-def build_encoder(config: dict[str, Any] | str) -> Encoder:
-    """Rebuild an encoder from ``Encoder.config()`` (or from a bare name with default options).
-
-    Raises ``ValueError`` naming the known encoders when the name is unknown.
-    """
-    if isinstance(config, str):
-        config = {"name": config}
-    if not isinstance(config, dict) or "name" not in config:
-        raise ValueError(f"an encoder config must be a dict with a 'name', got {config!r}")
-    options = dict(config)
-    name = options.pop("name")
-    # Imported here, not at module top, because the implementations import this module.
-    from napari_tpm.encoders.filterbank import FilterBankEncoder
-    from napari_tpm.encoders.resnet import RESNET_SPECS, ResNetEncoder
-
-    if name == "filterbank":
-        return FilterBankEncoder(**options)
-    if name == "hybrid":
-        from napari_tpm.encoders.hybrid import HybridEncoder
-
-        return HybridEncoder(**options)
-    if name in RESNET_SPECS:
-        return ResNetEncoder(name, **options)
-    raise ValueError(f"unknown encoder {name!r}; known encoders: {', '.join(ENCODER_NAMES)}")
