@@ -64,8 +64,11 @@ def guess_modality(array: np.ndarray) -> Literal["ct", "mr"]:
     CT is recognised by its air: at least 5 % of the voxels at or below -500 HU (air around the
     body, lungs, bowel gas), or a minimum at or below -900 together with a maximum at or above
     300 (air and bone in the same volume, as in a tight body crop). MR intensities are
-    non-negative or, once rescaled, span a few units, so neither test fires. A CT cropped so
-    tightly that it holds no air and no bone is guessed MR; pass the modality explicitly then.
+    non-negative or, once rescaled, span a few units, so neither test fires. CT stored already
+    windowed (the few-shot literature's ABD-CT: HU clipped to [-125, 275]) has no air below -500
+    but a pile of voxels at exactly its negative minimum: a minimum at or below -100 HU shared by
+    at least 5 % of the voxels also means CT. A CT cropped so tightly that it holds no air and no
+    bone is guessed MR; pass the modality explicitly then.
     """
     sample = _subsample(np.asarray(array))
     if sample.size == 0:
@@ -74,6 +77,8 @@ def guess_modality(array: np.ndarray) -> Literal["ct", "mr"]:
     air_fraction = float(np.count_nonzero(sample <= -500)) / sample.size
     if air_fraction >= 0.05 or (lo <= -900 and hi >= 300):
         return "ct"
+    if lo <= -100 and np.count_nonzero(sample == lo) >= 0.05 * sample.size:
+        return "ct"  # HU already clipped to a window: air and fat sit at its lower bound
     return "mr"
 
 
