@@ -143,7 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
         "placeholders {fold} {run} {setting} {group}",
     )
     q.add_argument("--runs", type=int, nargs="+", default=[1], help="run numbers for {run}")
-    q.add_argument("--folds", type=int, nargs="+", default=None, help="folds (default: 0-4)")
+    q.add_argument("--folds", type=int, nargs="+", default=None, help="folds (default: all)")
     q.add_argument(
         "--setting",
         type=int,
