@@ -24,6 +24,7 @@ import errno
 import os
 import re
 import shutil
+import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -31,6 +32,7 @@ from pathlib import Path
 __all__ = [
     "OutputError",
     "atomic_output",
+    "c_stderr_silenced",
     "check_not_input",
     "check_writable_folder",
     "clean_stale_partials",
@@ -203,3 +205,28 @@ def atomic_output(
         _fsync_folder(path.parent)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def c_stderr_silenced() -> Iterator[None]:
+    """Silence C-level stderr while a C library writes (NIfTI prints "** ERROR: NWAD ...").
+
+    Such lines would break the one-line error contract of the CLIs; writers using this must
+    detect the failure themselves (``verify`` of `atomic_output`) and word it.
+    """
+    sys.stderr.flush()
+    try:
+        saved = os.dup(2)
+    except OSError:  # no usable fd 2 (embedded interpreter): nothing to silence
+        yield
+        return
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, 2)
+        finally:
+            os.close(devnull)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)

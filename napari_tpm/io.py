@@ -13,22 +13,25 @@ file and the problem, because these messages end up in a napari notification or 
 
 from __future__ import annotations
 
-import contextlib
 import gzip
 import math
-import os
 import struct
-import sys
 import warnings
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 
-from napari_tpm.atomic import OutputError, atomic_output, describe_os_error
+from napari_tpm._nifti import nifti_layout, scan_payload
+from napari_tpm.atomic import (
+    OutputError,
+    atomic_output,
+    c_stderr_silenced,
+    describe_os_error,
+)
 
 __all__ = [
     "SUPPORTED_EXTENSIONS",
@@ -419,19 +422,19 @@ def _check_nifti(path: Path, check_values: bool = True) -> None:
         raise VolumeError(
             f"{path.name}: cannot read the file, it is unreadable or corrupt ({err})"
         ) from None
-    layout = _nifti_layout(header)
+    layout = nifti_layout(header)
     if layout is None:
         return  # not a NIfTI header we understand: let ITK give its own verdict
     n_nan = n_inf = 0
     if layout.float_dtype is not None:
-        actual, n_nan, n_inf = _scan_payload(path, gz, layout)
+        actual, n_nan, n_inf = scan_payload(path, gz, layout)
     elif gz:
         with path.open("rb") as fh:
             fh.seek(-4, 2)
             isize = struct.unpack("<I", fh.read(4))[0]
         if isize == layout.total_bytes % 2**32:
             return
-        actual = _scan_payload(path, gz, layout)[0]
+        actual = scan_payload(path, gz, layout)[0]
     else:
         actual = path.stat().st_size
     if actual is None or actual < layout.total_bytes:
@@ -442,64 +445,6 @@ def _check_nifti(path: Path, check_values: bool = True) -> None:
         )
     if check_values and (n_nan or n_inf):
         raise VolumeError(_nonfinite_message(path.name, n_nan, n_inf))
-
-
-@dataclass(frozen=True)
-class _NiftiLayout:
-    total_bytes: int  # header + extensions + voxel data
-    vox_offset: int
-    float_dtype: np.dtype | None  # float32/float64 voxels, whose NaNs ITK would hide
-
-
-def _nifti_layout(header: bytes) -> _NiftiLayout | None:
-    """Byte layout from a NIfTI-1 or NIfTI-2 header, or None if it is not one."""
-    for endian in "<>":
-        if len(header) >= 348 and struct.unpack(endian + "i", header[:4])[0] == 348:
-            dims = struct.unpack(endian + "8h", header[40:56])
-            datatype, bitpix = struct.unpack(endian + "2h", header[70:74])
-            vox_offset = int(struct.unpack(endian + "f", header[108:112])[0])
-            break
-        if len(header) >= 540 and struct.unpack(endian + "i", header[:4])[0] == 540:
-            datatype, bitpix = struct.unpack(endian + "2h", header[12:16])
-            dims = struct.unpack(endian + "8q", header[16:80])
-            vox_offset = struct.unpack(endian + "q", header[168:176])[0]
-            break
-    else:
-        return None
-    ndim = dims[0]
-    if not 1 <= ndim <= 7 or bitpix <= 0:
-        return None
-    n_voxels = math.prod(max(int(d), 1) for d in dims[1 : ndim + 1])
-    floats = {16: "f4", 64: "f8"}  # NIfTI datatype codes for float32 and float64
-    dtype = np.dtype(endian + floats[datatype]) if datatype in floats else None
-    return _NiftiLayout(int(vox_offset) + n_voxels * bitpix // 8, int(vox_offset), dtype)
-
-
-def _scan_payload(path: Path, gz: bool, layout: _NiftiLayout) -> tuple[int | None, int, int]:
-    """(bytes in the file, NaN count, inf count); bytes is None when the stream is broken."""
-    total = n_nan = n_inf = 0
-    dtype = layout.float_dtype
-    pending = b""
-    try:
-        with gzip.open(path, "rb") if gz else path.open("rb") as fh:
-            while chunk := fh.read(1 << 22):
-                start = total
-                total += len(chunk)
-                if dtype is None:
-                    continue
-                lo = max(layout.vox_offset - start, 0)
-                hi = min(layout.total_bytes - start, len(chunk))
-                if hi <= lo:
-                    continue
-                data = pending + chunk[lo:hi]
-                usable = len(data) - len(data) % dtype.itemsize
-                values = np.frombuffer(data[:usable], dtype=dtype)
-                pending = data[usable:]
-                n_nan += int(np.count_nonzero(np.isnan(values)))
-                n_inf += int(np.count_nonzero(np.isinf(values)))
-    except (OSError, EOFError, zlib.error):
-        return None, n_nan, n_inf
-    return total, n_nan, n_inf
 
 
 # --------------------------------------------------------------------------------------------
@@ -596,37 +541,12 @@ def _write_itk(image: sitk.Image, path: Path, compress: bool) -> None:
     shown = sitk.ProcessObject.GetGlobalWarningDisplay()
     sitk.ProcessObject.SetGlobalWarningDisplay(False)
     try:
-        with _c_stderr_silenced():
+        with c_stderr_silenced():
             sitk.WriteImage(image, str(path), useCompression=compress)
     except RuntimeError as err:
         raise VolumeError(f"{path.name}: cannot write the file ({_itk_detail(err)})") from None
     finally:
         sitk.ProcessObject.SetGlobalWarningDisplay(shown)
-
-
-@contextlib.contextmanager
-def _c_stderr_silenced() -> Iterator[None]:
-    """Silence C-level stderr (the NIfTI library prints "** ERROR: NWAD ..." on a full disk).
-
-    Those lines would break the one-line error contract of the CLIs, and the failure they
-    report is detected (and worded) by `_verify_written` anyway.
-    """
-    sys.stderr.flush()
-    try:
-        saved = os.dup(2)
-    except OSError:  # no usable fd 2 (embedded interpreter): nothing to silence
-        yield
-        return
-    try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        try:
-            os.dup2(devnull, 2)
-        finally:
-            os.close(devnull)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
 
 
 def _verify_written(path: Path, ext: str, array: np.ndarray) -> None:
