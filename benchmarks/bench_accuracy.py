@@ -151,7 +151,8 @@ def run_tpm(image, spacing, labels, case, jobs, model, opts) -> tuple[dict, floa
             for organ in job.organs:
                 results[(job.key, organ)] = None
             continue
-        pred = session.labels(None, **opts["labels"])
+        label_opts = dict(opts["labels"])
+        pred = session.labels(label_opts.pop("prior", None), **label_opts)
         for organ, d in score(pred, labels, case, job).items():
             results[(job.key, organ)] = d
     return results, time.perf_counter() - t0
