@@ -5,8 +5,9 @@ body-relative position) already separates organs far better than a small network
 an hour on a CPU, while such a network can still learn what the bank lacks: invariances to the
 augmentations of the supervoxel episodes and nonlinear combinations of context and shape. So
 the output is the concatenation ``[filter-bank channels, learned channels]`` and the learned
-head starts at zero: before training the hybrid *is* the filter bank (same unit feature vectors,
-same distances), and training can only move away from it where the episode loss says so.
+head starts near zero: before training the hybrid measures like the filter bank (its learned
+channels hold a few percent of the feature norm), and training moves away from it only where
+the episode loss says so.
 
 The learned branch sees the slice at full resolution (two stride-2 convolutions to the bank's
 stride 4) and the bank's own channels, then a stack of dilated residual blocks gives it a
@@ -24,6 +25,10 @@ from torch import nn
 
 from napari_tpm.encoders.base import Encoder
 from napari_tpm.encoders.filterbank import FilterBankEncoder
+
+#: Initial spread of the learned head's weights: learned channels start at a few percent of the
+#: bank's feature norm, so the untrained hybrid measures like the bank.
+HEAD_INIT_STD = 0.01
 
 
 def _norm(channels: int) -> nn.GroupNorm:
@@ -98,7 +103,9 @@ class HybridEncoder(Encoder):
         )
         self.blocks = nn.Sequential(*(_Block(self.width, d) for d in self.dilations))
         self.head = nn.Conv2d(self.width, self.learned_channels, 1)
-        nn.init.zeros_(self.head.weight)  # start exactly at the filter bank
+        # Small, not zero: with every learned channel at exactly 0 in support and query alike,
+        # the cosine's gradient along those channels is 0 too and they never start to learn.
+        nn.init.normal_(self.head.weight, std=HEAD_INIT_STD)
         nn.init.zeros_(self.head.bias)
         self.out_channels = self.bank.out_channels + self.learned_channels
 
