@@ -43,12 +43,15 @@ def first_line(error: BaseException | str, limit: int = 300) -> str:
     return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
-def os_error_line(err: OSError) -> str:
-    """The line "FILE: reason" for an OSError (a full disk, a read-only folder), on one line."""
+def os_error_line(err: OSError, where: str | None = None) -> str:
+    """The line "FILE: reason" for an OSError (a full disk, a read-only folder).
+
+    ``where`` names the place when the error carries no file name (a failed flush).
+    """
     from napari_tpm.atomic import describe_os_error
 
-    where = f"{err.filename}: " if err.filename else ""
-    return where + describe_os_error(err)
+    place = err.filename or where
+    return (f"{place}: " if place else "") + describe_os_error(err)
 
 
 @contextlib.contextmanager

@@ -17,9 +17,11 @@ single registry every front end asks. ``"filterbank"`` needs no file.
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
+import shutil
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -327,7 +329,32 @@ def _atomic_write(path: Path, write: Any, verify: Any = None) -> None:
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_output(path, verify=verify) as tmp, open(tmp / path.name, "wb") as f:
-        write(f)
+        try:
+            write(f)
+        except RuntimeError as exc:  # torch's zip writer reports a failed write this way
+            raise _write_error(exc, tmp / path.name) from None
+
+
+def save_torch_atomic(obj: Any, path: str | os.PathLike) -> Path:
+    """``torch.save`` atomically and verified: the file is complete, or the old one is kept.
+
+    A full disk raises OSError (ENOSPC) naming ``path``, never a torch RuntimeError.
+    """
+    path = Path(path)
+    _atomic_write(path, lambda f: torch.save(obj, f), verify=verify_torch_file)
+    return path
+
+
+def _write_error(exc: RuntimeError, path: Path) -> OSError:
+    """The OSError behind a RuntimeError of torch's writer (it hides ENOSPC in its message)."""
+    try:
+        full = shutil.disk_usage(path.parent).free < (1 << 20)
+    except OSError:
+        full = False
+    if full:
+        return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+    reason = f"cannot write the file ({str(exc).splitlines()[0][:120]})"
+    return OSError(errno.EIO, reason, str(path))
 
 
 def _plain(value: Any, what: str) -> Any:

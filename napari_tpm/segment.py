@@ -267,10 +267,12 @@ def run(args: argparse.Namespace) -> dict:
     if args.save_adapted is not None:
         if args.adapt_steps is None:
             raise BadInput("--save-adapted needs --adapt-steps N")
-        if not Path(args.save_adapted).parent.exists():
-            raise BadInput(
-                f"--save-adapted: the folder {Path(args.save_adapted).parent} does not exist"
-            )
+        from napari_tpm.atomic import OutputError, check_writable_folder
+
+        try:
+            check_writable_folder(Path(args.save_adapted).expanduser().parent, "--save-adapted")
+        except OutputError as err:
+            raise BadInput(str(err)) from None
     try:
         check_inputs_fit_memory(args)
         image = read_volume(args.image, series=args.series)

@@ -149,7 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     t.add_argument("--seed", type=int, default=2021)
     t.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    t.add_argument("--amp", action="store_true", help="bfloat16 autocast (GPU, or a CPU with bf16)")
+    t.add_argument("--amp", action="store_true", help="bfloat16 autocast (CUDA only)")
     t.add_argument("--channels-last", action="store_true")
     t.add_argument("--checkpoint-every", type=positive_int, default=1000)
     t.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.pt")
@@ -571,7 +571,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{parser.prog}: error: {one_line(str(err))}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except OSError as err:  # a full disk, a folder gone read-only, a vanished file...
-        print(f"{parser.prog}: error: {os_error_line(err)}", file=sys.stderr)
+        line = os_error_line(err, getattr(args, "out", None))
+        print(f"{parser.prog}: error: {line}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except Interrupted as stop:  # last.pt holds the last completed checkpoint
         print(f"{parser.prog}: {stop}; resume with --resume", file=sys.stderr)

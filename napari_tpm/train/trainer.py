@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 import os
 import time
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -218,8 +219,7 @@ def _atomic_save(obj: Any, path: Path) -> None:
     The old ``last.pt`` is hard-linked to ``last.prev.pt`` (no copy, no moment without a
     ``last.pt``), so a checkpoint damaged later on disk still has a predecessor to resume from.
     """
-    from napari_tpm.atomic import atomic_output
-    from napari_tpm.checkpoints import verify_torch_file
+    from napari_tpm.checkpoints import save_torch_atomic
 
     if path.is_file():
         keep = previous_checkpoint(path)
@@ -230,8 +230,7 @@ def _atomic_save(obj: Any, path: Path) -> None:
             os.replace(link, keep)
         except OSError:  # no hard links here: keep only the newest checkpoint
             link.unlink(missing_ok=True)
-    with atomic_output(path, verify=verify_torch_file) as tmp:
-        torch.save(obj, tmp / path.name)
+    save_torch_atomic(obj, path)
 
 
 def read_checkpoint(path: Path, report: Any = None) -> tuple[dict[str, Any], Path] | None:
@@ -310,8 +309,9 @@ class Trainer:
             if abs(t_d - 1.0) < 1e-12 and alpha == ALPHA
             else theta_from_T(T_from_td(t_d, alpha), 0.5, alpha)
         )
-        # bf16 autocast: CUDA, and CPUs with native bf16 (AVX512-BF16/AMX: ~1.6x faster steps)
-        use_bf16 = bool(config.amp and self.device.type in ("cuda", "cpu"))
+        use_bf16 = bool(config.amp and self.device.type == "cuda")
+        if config.amp and not use_bf16:
+            warnings.warn("--amp is for CUDA; training in float32 on CPU", stacklevel=2)
         encoder = model.encoder
         if hasattr(encoder, "set_runtime"):
             encoder.set_runtime(bf16=use_bf16, channels_last=config.channels_last)
