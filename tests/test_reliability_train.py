@@ -103,6 +103,16 @@ def test_garbage_and_cut_rows_in_the_loss_log(run_copy):
     assert len(log.read_text().splitlines()) == 4  # header and three clean rows
 
 
+def test_a_cut_row_of_the_checkpointed_step_is_restored_from_the_checkpoint(run_copy):
+    log = run_copy / "losses.csv"
+    text = log.read_text()
+    log.write_text(text[: len(text) - len(text.splitlines()[-1]) // 2 - 1])  # step 2 cut short
+    assert train([*RUN, "--steps", "3", "--out", str(run_copy), "--resume"]) == 0
+    rows = read_log(log)
+    assert [int(r["step"]) for r in rows] == [1, 2, 3]
+    assert all(r[k] != "" for r in rows for k in ("loss", "lr", "t_d"))
+
+
 def test_out_that_is_a_file_is_refused_before_work(tmp_path, capsys):
     target = tmp_path / "run"
     target.write_text("keep me")

@@ -42,8 +42,12 @@ class CsvLog:
         self._fh = None
         self._writer: Any = None
 
-    def truncate(self, step: int) -> None:
-        """Keep only rows with ``step <= step`` (rows a killed run wrote after its checkpoint)."""
+    def truncate(self, step: int, last: dict[str, Any] | None = None) -> None:
+        """Keep only rows with ``step <= step`` (rows a killed run wrote after its checkpoint).
+
+        ``last`` is the checkpoint's own record of ``step``: it restores that row when a kill
+        or a full disk cut it short, so the log keeps every step exactly once.
+        """
         from napari_tpm.atomic import atomic_output
 
         if not self.path.is_file():
@@ -52,9 +56,11 @@ class CsvLog:
         with atomic_output(self.path) as tmp, open(tmp / self.path.name, "w", newline="") as fh:
             w = csv.DictWriter(fh, fieldnames=self.fields, extrasaction="ignore")
             w.writeheader()
-            for row in rows:
-                if int(row["step"]) <= step:
-                    w.writerow(row)
+            kept = [row for row in rows if int(row["step"]) <= step]
+            for row in kept:
+                w.writerow(row)
+            if last and step > 0 and not any(int(row["step"]) == step for row in kept):
+                w.writerow({k: _fmt(v) for k, v in {**last, "step": step}.items()})
 
     def write(self, record: dict[str, Any]) -> None:
         if self._fh is None:

@@ -416,7 +416,7 @@ class Trainer:
         if self.step >= total:
             return
         if self.log is not None:
-            self.log.truncate(self.step)
+            self.log.truncate(self.step, self.last_record)
         start = time.perf_counter()
         done_here = 0
         try:
