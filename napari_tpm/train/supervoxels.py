@@ -26,7 +26,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -403,14 +402,12 @@ def cached_supervoxels(
     labels = compute_supervoxels(
         image, spacing, min_size=min_size, scale=scale, body_threshold=body_threshold
     )
+    from napari_tpm.atomic import atomic_output
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp.npz")
-    os.close(fd)
-    try:
-        dtype = np.uint16 if labels.max() < 65536 else np.int32
-        np.savez_compressed(tmp, supervoxels=labels.astype(dtype))
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    dtype = np.uint16 if labels.max() < 65536 else np.int32
+    # atomic: parallel workers never read a half-written file, and a killed writer's
+    # temporary is removed by the next write of the same cache entry
+    with atomic_output(path) as tmp:
+        np.savez_compressed(tmp / path.name, supervoxels=labels.astype(dtype))
     return labels
