@@ -14,6 +14,7 @@ Usage (from the repository root)::
     xvfb-run -a env QT_QPA_PLATFORM=offscreen python benchmarks/bench_widget.py \\
         --shape 24 96 96 --model filterbank --out /tmp/r.md          # a quick smoke run
     ... bench_widget.py --screenshot docs/screenshot.png --shape 60 256 256   # the docs picture
+    ... bench_widget.py --screenshots docs/          # the dock's main states, for the docs
 """
 
 from __future__ import annotations
@@ -61,6 +62,104 @@ def _wait(app, predicate, timeout: float = 3600.0) -> float:
     return stall
 
 
+def _settle(app, n: int = 10) -> None:
+    for _ in range(n):
+        app.processEvents()
+        time.sleep(0.05)
+
+
+def _shoot(viewer, app, path: Path, widget=None) -> None:
+    if widget is not None:  # show the dock from its first row
+        widget.ui.scroll.verticalScrollBar().setValue(0)
+    _settle(app)
+    viewer.screenshot(str(path), canvas_only=False, flash=False)
+    print(f"screenshot -> {path}")
+
+
+def take_screenshots(folder: Path, shape: tuple[int, int, int] = (60, 256, 256)) -> int:
+    """The dock's main states as PNGs in ``folder`` (look at them: they are the docs' figures).
+
+    segmented (liver painted on one slice, "connected" ticked), corrected (a background stroke
+    on another slice, re-segmented from cached features), cancelled (Apply refuses the partial
+    preview), and a flipped NIfTI CT drawn over its DICOM series when ../shared is present.
+    """
+    import napari
+    from qtpy.QtWidgets import QApplication
+
+    from napari_tpm._sample_data import make_phantom_sample
+
+    folder.mkdir(parents=True, exist_ok=True)
+    viewer = napari.Viewer(show=True)
+    app = QApplication.instance()
+    viewer.window._qt_window.resize(1500, 950)
+    (image, kwargs, _), (labels, lkw, _) = make_phantom_sample(shape=shape, seed=1)
+    viewer.add_image(image, **kwargs)
+    truth = viewer.add_labels(labels, **lkw)
+    _, widget = viewer.window.add_plugin_dock_widget("napari-tpm", "TPM Segmentation")
+    widget.device_combo.value = "cpu"
+    support = widget.new_support_layer()
+    z = int(np.argmax((labels == LIVER).sum(axis=(1, 2))))
+    support.data[z][labels[z] == LIVER] = LIVER
+    support.refresh()
+    viewer.dims.set_current_step(0, z - shape[0] // 8)
+    widget.connected_checkbox.value = True
+    widget.segment()
+    _wait(app, lambda: not widget.running)
+    viewer.reset_view()
+    _shoot(viewer, app, folder / "widget-segmented.png", widget)
+
+    # a correction: background stroke across the liver on another slice, Auto-update
+    zc = z - shape[0] // 8
+    ys, xs = np.nonzero(widget.result_layer.data[zc] == LIVER)
+    widget.background_button.native.click()
+    if ys.size:
+        support.data[zc, ys.min() : ys.min() + 8, xs.min() : xs.max()] = 255
+        support.refresh()
+    widget.auto_update_checkbox.value = True
+    support.events.paint(value=[])
+    _wait(app, lambda: widget.running, timeout=10)
+    _wait(app, lambda: not widget.running)
+    _shoot(viewer, app, folder / "widget-corrected.png", widget)
+    widget.auto_update_checkbox.value = False
+
+    # cancelled: slow the run down so that Cancel lands half-way
+    from napari_tpm.session import SegmentationSession
+
+    original = SegmentationSession.segment
+
+    def slow(self, *a, **k):
+        for step in original(self, *a, **k):
+            time.sleep(0.3)
+            yield step
+
+    SegmentationSession.segment = slow
+    widget.segment()
+    _wait(app, lambda: widget.state.run is not None and widget.state.run.done > 0, timeout=120)
+    widget.cancel()
+    _wait(app, lambda: not widget.running)
+    SegmentationSession.segment = original
+    widget.apply_button.native.click()
+    _shoot(viewer, app, folder / "widget-cancelled.png", widget)
+    truth.visible = False
+
+    shared = HERE.parents[1] / "shared" / "data" / "totalsegmentator"
+    if shared.is_dir():
+        from napari_tpm._reader import read_layers
+
+        viewer.layers.clear()
+        for path in (shared / "dicom_ct_series", shared / "ts_dicom_ct.nii.gz"):
+            for data, kw, kind in read_layers(str(path)):
+                viewer._add_layer_from_data(data, kw, kind)
+        viewer.layers["ts_dicom_ct"].colormap = "magenta"
+        viewer.layers["ts_dicom_ct"].blending = "additive"
+        viewer.layers["dicom_ct_series"].colormap = "green"
+        viewer.dims.set_current_step(0, 10)
+        viewer.reset_view()
+        _shoot(viewer, app, folder / "widget-ct-nifti-over-dicom.png")
+    viewer.close()
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shape", type=int, nargs=3, default=(150, 512, 512), help="z y x")
@@ -70,8 +169,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=15, help="slider moves to time")
     parser.add_argument("--out", type=Path, default=HERE / "RESULTS-widget.md")
     parser.add_argument("--screenshot", type=Path, default=None, help="save the window as PNG")
+    parser.add_argument(
+        "--screenshots", type=Path, default=None, help="only save the main states into DIR"
+    )
     args = parser.parse_args(argv)
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    if args.screenshots is not None:
+        return take_screenshots(args.screenshots)
 
     import napari
     import torch
@@ -139,6 +243,18 @@ def main(argv: list[str] | None = None) -> int:
         app.processEvents()
         slider.append(time.perf_counter() - t0)
 
+    # what follows when the slider rests: connectivity and the per-label volumes
+    widget.connected_checkbox.value = True
+    full: list[float] = []
+    for v in values[:5]:
+        with widget.prior_slider.changed.blocked():
+            widget.prior_slider.value = float(v)
+        t0 = time.perf_counter()
+        widget.controller.relabel()
+        app.processEvents()
+        full.append(time.perf_counter() - t0)
+    widget.connected_checkbox.value = False
+
     # prototypes: refit from cached features in a worker, relabel when it returns
     protos: dict[int, float] = {}
     for k in (3, 1):
@@ -175,6 +291,10 @@ def main(argv: list[str] | None = None) -> int:
         (
             "class-prior slider -> layer updated (median / max)",
             f"{statistics.median(slider) * 1000:.0f} ms / {max(slider) * 1000:.0f} ms",
+        ),
+        (
+            "slider at rest: relabel with connectivity + volume per label (median)",
+            f"{statistics.median(full) * 1000:.0f} ms",
         ),
         ("prototypes 1 -> 3 (refit + relabel)", f"{protos[3]:.2f} s"),
         ("prototypes 3 -> 1 (refit + relabel)", f"{protos[1]:.2f} s"),

@@ -23,15 +23,12 @@ from napari.layers import Image, Labels
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import QTimer
 
+from napari_tpm._widget._inputs import build_request, image_problem
 from napari_tpm._widget._layers import (
-    adopt_geometry,
-    apply_preview,
-    data_index,
     grid_kwargs,
     label_dtype,
     new_labels_data,
     place_on_grid,
-    same_grid,
 )
 from napari_tpm._widget._state import Run, WidgetState
 from napari_tpm._widget._worker import (
@@ -52,7 +49,6 @@ if TYPE_CHECKING:
 SUPPORT_NAME = "support"
 RESULT_NAME = "TPM segmentation"
 APPLY_NAME = "TPM labels"
-AUTO_UPDATE_DELAY_MS = 1000
 #: the slider redraws at once without connectivity; the full relabel follows this long after
 #: the last move (connectivity and the per-label volumes take longer than a slider step)
 FULL_RELABEL_DELAY_MS = 250
@@ -74,10 +70,7 @@ class Controller:
         self._draining = False
         self._pbar: Any = None
         self._worker: Any = None
-        self._watched: Labels | None = None
-        self._label_before_background = 1
         self.adapt: Any = None  # the AdaptController, attached by the widget
-        self.auto_timer = self._timer(AUTO_UPDATE_DELAY_MS, self._on_auto_update_timeout)
         self.full_timer = self._timer(FULL_RELABEL_DELAY_MS, self.relabel)
 
     def _timer(self, ms: int, slot: Any) -> QTimer:
@@ -242,6 +235,7 @@ class Controller:
             )
             show_info("TPM: segmentation cancelled; the preview is partial.")
             return
+        self.status(f"Finished in {run.seconds:.1f} s.")  # relabel below adds the details
         if run.kind == "segment":
             state.complete, state.partial = True, None
             n = np.shape(state.segmented_data)[session.axis]
@@ -286,59 +280,24 @@ class Controller:
 
     def check_image(self) -> Image | None:
         """The chosen image when it is a single-channel 3D volume; else say why and None."""
-        image = self.image_layer
-        if image is None:
-            self.error("open a 3D image first (File > Open, or File > Open Sample).")
+        problem = image_problem(self.image_layer)
+        if problem:
+            self.error(problem)
             return None
-        if image.multiscale or image.rgb or np.ndim(image.data) != 3:
-            self.error(
-                f"'{image.name}' is not a single-channel 3D volume (shape "
-                f"{np.shape(image.data)}); TPM segments 3D scans."
-            )
-            return None
-        return image
+        return self.image_layer
 
     def validate(self) -> SegmentRequest | None:
         """Check the inputs on the GUI thread; say what is wrong and return None if they fail."""
-        from napari_tpm.session import BACKGROUND_LABEL, SupportError
-        from napari_tpm.support import parse_support
-
-        image = self.check_image()
-        if image is None:
-            return None
-        support = self.support_layer
-        if support is None:
-            self.error("no support layer. Press 'New support layer' and paint the structure.")
-            return None
-        support_image = self.support_image_layer
-        reference = support_image if support_image is not None else image
-        if not same_grid(support, reference):
-            self.error(
-                f"the support layer '{support.name}' {tuple(np.shape(support.data))} is not on "
-                f"the grid of '{reference.name}' {tuple(np.shape(reference.data))}."
-            )
-            return None
-        if support_image is not None and (
-            support_image.multiscale or support_image.rgb or np.ndim(support_image.data) != 3
-        ):
-            self.error(f"the support image '{support_image.name}' is not a 3D volume.")
-            return None
-        paint = np.array(support.data, copy=True)
-        try:
-            parse_support(paint, BACKGROUND_LABEL)
-        except SupportError as exc:
-            self.error(f"{exc}.")
-            return None
-        return SegmentRequest(
-            image=np.asarray(image.data),
-            spacing=tuple(float(s) for s in image.scale),
-            support=paint,
-            support_image=None if support_image is None else np.asarray(support_image.data),
-            support_spacing=None
-            if support_image is None
-            else tuple(float(s) for s in support_image.scale),
-            n_prototypes=int(self.ui.prototypes_spinbox.value),
+        request = build_request(
+            self.image_layer,
+            self.support_layer,
+            self.support_image_layer,
+            int(self.ui.prototypes_spinbox.value),
         )
+        if isinstance(request, str):
+            self.error(request)
+            return None
+        return request
 
     def current_key(self) -> tuple[str, str]:
         return str(self.ui.model_combo.value), str(self.ui.device_combo.value)
@@ -491,115 +450,3 @@ class Controller:
             with self.ui.z_min_spinbox.changed.blocked():
                 self.ui.z_min_spinbox.value = value
         self.relabel()
-
-    # ------------------------------------------------------- paint & apply
-    def new_support_layer(self) -> Labels | None:
-        """Add an empty ``support`` Labels layer on the (support) image's grid, ready to paint."""
-        base = self.support_image_layer or self.image_layer
-        if base is None:
-            self.error("open an image first, then add a support layer to paint on.")
-            return None
-        shape = np.shape(base.data)
-        if len(shape) != 3 or base.rgb:
-            self.error(f"'{base.name}' is not a 3D volume (shape {shape}).")
-            return None
-        layer = self.viewer.add_labels(
-            new_labels_data(shape), name=SUPPORT_NAME, **grid_kwargs(base)
-        )
-        layer.mode = "paint"
-        layer.selected_label = 1
-        self.ui.support_combo.reset_choices()
-        self.ui.support_combo.value = layer
-        self.viewer.layers.selection.active = layer
-        z = data_index(layer, tuple(self.viewer.dims.point))
-        self.status(
-            f"Paint the structure on slice {z} of '{layer.name}' (or any slice; label 255 or "
-            "'Background stroke' marks what is not the structure), then press Segment volume."
-        )
-        return layer
-
-    def background_stroke(self) -> None:
-        """Toggle the support layer's brush between background (255) and the structure."""
-        from napari_tpm.session import BACKGROUND_LABEL
-
-        support = self.support_layer
-        if support is None:
-            self.error("no support layer. Press 'New support layer' first.")
-            return
-        if support.selected_label == BACKGROUND_LABEL:
-            support.selected_label = self._label_before_background
-            text = f"Painting label {support.selected_label} (the structure)."
-        else:
-            self._label_before_background = int(support.selected_label) or 1
-            support.selected_label = BACKGROUND_LABEL
-            text = (
-                f"Painting background (label {BACKGROUND_LABEL}): strokes on any slice that are "
-                "NOT the structure. Segment again (or tick Auto-update) to correct the result."
-            )
-        support.mode = "paint"
-        self.viewer.layers.selection.active = support
-        self.status(text)
-
-    def adopt_geometry(self, layer: Any) -> None:
-        """A Labels layer made by napari's button takes the chosen image's geometry."""
-        image = self.image_layer
-        if isinstance(layer, Labels) and image is not None and adopt_geometry(layer, image):
-            self.status(f"'{layer.name}' placed on the grid of '{image.name}' (ready to paint).")
-
-    def watch(self, layer: Labels | None) -> None:
-        """Listen to ``layer``'s paint strokes (only one layer at a time)."""
-        if self._watched is not None:
-            self._watched.events.paint.disconnect(self.on_paint)
-        self._watched = layer
-        if layer is not None:
-            layer.events.paint.connect(self.on_paint)
-
-    def on_paint(self, _event: Any = None) -> None:
-        """Debounce: each stroke restarts a single-shot timer; segment when painting pauses."""
-        if self.ui.auto_update_checkbox.value and not self.state.closed:
-            self.auto_timer.start()
-
-    def _on_auto_update_timeout(self) -> None:
-        if self.state.closed or not self.ui.auto_update_checkbox.value:
-            return
-        if self.state.running:
-            self.state.rerun_pending = True
-        else:
-            self.segment()
-
-    def apply(self) -> int:
-        """Copy the preview into the target Labels layer as one undoable edit."""
-        preview = self.result_layer
-        if self.state.running:
-            self.error("wait for the segmentation to finish before applying.")
-            return 0
-        if self.state.partial:
-            self.error(
-                f"the preview is partial ({self.state.partial}): press Segment volume to finish "
-                "it before applying."
-            )
-            return 0
-        if preview is None or not self.state.complete or not np.any(preview.data):
-            self.error("nothing to apply yet; segment first.")
-            return 0
-        target = self.target_layer or self.find_layer(APPLY_NAME, Labels)
-        if target is None:
-            with self.keeping_selection():
-                target = self.viewer.add_labels(
-                    new_labels_data(preview.data.shape, preview.data.dtype),
-                    name=APPLY_NAME,
-                    **grid_kwargs(preview),
-                )
-            self.ui.target_combo.reset_choices()
-            self.ui.target_combo.value = target
-        if not same_grid(target, preview):
-            self.error(
-                f"the target layer '{target.name}' {tuple(target.data.shape)} is not on the "
-                f"image's grid {tuple(preview.data.shape)}."
-            )
-            return 0
-        if target.data.dtype.itemsize < preview.data.dtype.itemsize:
-            show_info(f"TPM: '{target.name}' ({target.data.dtype}) may not hold these labels.")
-        changed = apply_preview(target, preview.data)
-        self.status(f"Applied {changed:,} voxels to '{target.name}' (Ctrl+Z to undo).")
-        return changed

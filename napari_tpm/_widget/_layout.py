@@ -45,7 +45,7 @@ class Layout:
     """Every control of the dock, created and placed into ``container``.
 
     Args:
-        container: the dock's (scrollable) magicgui Container.
+        container: the dock's magicgui Container; the controls go into a scroll area in it.
         choices: callables for the viewer-dependent combo boxes: "image", "support",
             "support_image", "target", "model".
         devices: the devices this machine has (first = default).
@@ -151,7 +151,8 @@ class Layout:
         self.apply_button.tooltip = "Copy the preview into the target layer (undo with Ctrl+Z)"
         self.status_label = _wrapping_label(IDLE_TEXT)
 
-        container.extend(
+        self.form = Container(labels=True)
+        self.form.extend(
             [
                 self.image_combo,
                 self.support_combo,
@@ -177,6 +178,18 @@ class Layout:
                 self.status_label,
             ]
         )
+        # napari docks ``container.native``: the scroll area must live inside it (magicgui's
+        # own ``scrollable`` wraps the outside, which napari never shows)
+        from qtpy.QtCore import Qt
+        from qtpy.QtWidgets import QFrame, QScrollArea
+
+        self.scroll = QScrollArea()
+        self.scroll.setWidgetResizable(True)
+        self.scroll.setFrameShape(QFrame.Shape.NoFrame)
+        self.scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.scroll.setWidget(self.form.native)
+        container.native.layout().addWidget(self.scroll)
+        container.native.layout().setContentsMargins(0, 0, 0, 0)
         for widget, name in (
             (self.segment_button, "tpm_segment_button"),
             (self.cancel_button, "tpm_cancel_button"),
@@ -193,6 +206,21 @@ class Layout:
             (self.status_label, "tpm_status_label"),
         ):
             widget.native.setObjectName(name)
+
+    def fit_width(self) -> None:
+        """Make the dock exactly as wide as its controls need, with a vertical scroll bar only.
+
+        Combo boxes keep a fixed minimum (a long layer or file name must not widen the dock)
+        and the text labels wrap, so this width holds whatever is chosen or reported later.
+        """
+        from qtpy.QtWidgets import QComboBox
+
+        inner = self.form.native
+        for combo in inner.findChildren(QComboBox):
+            combo.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
+            combo.setMinimumContentsLength(14)
+        bar = self.scroll.verticalScrollBar().sizeHint().width()
+        self.scroll.setMinimumWidth(inner.minimumSizeHint().width() + bar + 2)
 
     def set_busy(self, busy: bool, adapt_possible: bool) -> None:
         """Enable what may be pressed while a worker runs (only Cancel) or while idle."""

@@ -4,8 +4,9 @@ The dock is assembled from three parts, each with one job:
 
 * :mod:`._layout` creates and places the controls (what the user sees);
 * :mod:`._state` is the dock's memory (which session, is the preview complete or partial...);
-* :mod:`._controller` turns events into session calls through one ordered result path, and
-  :mod:`._models` handles the model, device and Adapt controls.
+* :mod:`._controller` turns events into session calls through one ordered result path;
+  :mod:`._models` handles the model, device and Adapt controls, :mod:`._paint` the support
+  layer, corrections, Auto-update and Apply.
 
 The session (:class:`napari_tpm.session.SegmentationSession`) does all the maths; workers run it
 off the GUI thread (:mod:`._worker`). One session per dock and no module-level state, so two
@@ -32,6 +33,7 @@ from napari_tpm._widget._models import (
     ModelControls,
     available_devices,
 )
+from napari_tpm._widget._paint import PaintControls
 from napari_tpm._widget._state import WidgetState
 
 if TYPE_CHECKING:
@@ -64,7 +66,7 @@ class TPMWidget(Container):
     """
 
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
-        super().__init__(labels=True, scrollable=True)
+        super().__init__(labels=False)
         self._viewer = viewer
         self.state = WidgetState()
         from napari_tpm.adapt import default_steps
@@ -84,6 +86,7 @@ class TPMWidget(Container):
         self.controller = Controller(viewer, self.ui, self.state)
         self._models = ModelControls(self.controller)
         self.controller.adapt = self._models
+        self.paint = PaintControls(self.controller)
         self.ui.model_combo.reset_choices()
         self.ui.model_combo.value = self._models.names[0]
         self.state.model_value = self._models.names[0]
@@ -92,15 +95,20 @@ class TPMWidget(Container):
         self._models.on_device_changed(self.ui.device_combo.value)
         self._on_image_changed(self.ui.image_combo.value)
         for layer in list(viewer.layers):
-            self.controller.adopt_geometry(layer)
+            self.paint.adopt_geometry(layer)
         self._prefer_reader()
+        self.ui.fit_width()
+        from qtpy.QtCore import QTimer
+
+        # again once napari has styled and shown the dock (its fonts change the sizes)
+        QTimer.singleShot(0, lambda: None if self.state.closed else self.ui.fit_width())
 
     def _connect(self) -> None:
-        ui, c, m = self.ui, self.controller, self._models
+        ui, c, m, p = self.ui, self.controller, self._models, self.paint
         ui.image_combo.changed.connect(self._on_image_changed)
         ui.support_combo.changed.connect(self._on_watch_changed)
-        ui.new_support_button.clicked.connect(c.new_support_layer)
-        ui.background_button.clicked.connect(c.background_stroke)
+        ui.new_support_button.clicked.connect(p.new_support_layer)
+        ui.background_button.clicked.connect(p.background_stroke)
         ui.model_combo.changed.connect(m.on_model_changed)
         ui.device_combo.changed.connect(m.on_device_changed)
         ui.segment_button.clicked.connect(c.segment)
@@ -115,7 +123,7 @@ class TPMWidget(Container):
         ui.z_max_spinbox.changed.connect(c.on_z_max)
         ui.connected_checkbox.changed.connect(lambda _v: c.relabel())
         ui.auto_update_checkbox.changed.connect(self._on_watch_changed)
-        ui.apply_button.clicked.connect(c.apply)
+        ui.apply_button.clicked.connect(p.apply)
         events = self._viewer.layers.events
         events.inserted.connect(self._on_layer_inserted)
         events.removed.connect(self.reset_choices)
@@ -158,6 +166,7 @@ class TPMWidget(Container):
         if self.state.closed:
             return
         super().reset_choices()
+        self.ui.form.reset_choices()
         c = self.controller
         if c.support_layer is None:
             named = c.find_layer(SUPPORT_NAME, Labels)
@@ -171,7 +180,7 @@ class TPMWidget(Container):
     def _on_layer_inserted(self, event: Any = None) -> None:
         self.reset_choices()
         if event is not None:
-            self.controller.adopt_geometry(event.value)
+            self.paint.adopt_geometry(event.value)
 
     def _on_image_changed(self, image: Image | None) -> None:
         if image is None or isinstance(image, str):
@@ -185,7 +194,7 @@ class TPMWidget(Container):
 
     def _on_watch_changed(self, *_args: Any) -> None:
         on = self.ui.auto_update_checkbox.value
-        self.controller.watch(self.controller.support_layer if on else None)
+        self.paint.watch(self.controller.support_layer if on else None)
 
     # ------------------------------------------------------------ public API
     @property
@@ -243,7 +252,7 @@ class TPMWidget(Container):
         self.controller.relabel()
 
     def new_support_layer(self) -> Labels | None:
-        return self.controller.new_support_layer()
+        return self.paint.new_support_layer()
 
     def apply(self) -> int:
-        return self.controller.apply()
+        return self.paint.apply()
