@@ -374,6 +374,7 @@ def cmd_train(args) -> int:
     import torch
 
     from napari_tpm.train.analysis import fit_estimators
+    from napari_tpm.train.checkpointing import check_run_dir, read_resume_state
     from napari_tpm.train.ddp import (
         barrier,
         init_distributed,
@@ -409,9 +410,9 @@ def cmd_train(args) -> int:
     )
     if config.init and not Path(config.init).is_file():
         raise BadInput(f"--init file not found: {config.init}")
-    run_dir = _check_run_dir(args.out, args.export)
+    run_dir = check_run_dir(args.out, args.export)
     main_rank = int(os.environ.get("RANK", "0")) == 0
-    resume_state = _read_resume_state(run_dir, config, main_rank) if args.resume else None
+    resume_state = read_resume_state(run_dir, config, main_rank) if args.resume else None
     try:
         device = resolve_device(args.device, int(os.environ.get("LOCAL_RANK", "0")))
     except ValueError as err:
@@ -471,55 +472,6 @@ def cmd_train(args) -> int:
     finally:
         shutdown(dist)
     return 0
-
-
-def _check_run_dir(out: str, export: str | None) -> Path:
-    """The run folder, created and probed for writing before any work (one-line errors)."""
-    from napari_tpm.atomic import OutputError, check_writable_folder, describe_os_error
-
-    run_dir = Path(out).expanduser()
-    if run_dir.exists() and not run_dir.is_dir():
-        raise BadInput(f"--out {out} is a file; give a folder for the run (checkpoints, log)")
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        reason = describe_os_error(err)
-        raise BadInput(f"--out: cannot create the folder {out} ({reason})") from None
-    try:
-        check_writable_folder(run_dir, "--out")
-        if export is not None:
-            if Path(export).is_dir():
-                raise BadInput(f"--export {export} is a folder; give a file name like model.pt")
-            check_writable_folder(Path(export).expanduser().parent, "--export")
-    except OutputError as err:
-        raise BadInput(str(err)) from None
-    return run_dir
-
-
-def _read_resume_state(run_dir: Path, config, main_rank: bool) -> dict | None:
-    """Read RUN_DIR/last.pt (or the previous checkpoint) and check it fits this command."""
-    from napari_tpm.train.trainer import read_checkpoint
-
-    def report(message: str) -> None:
-        if main_rank:
-            print(message, file=sys.stderr)
-
-    try:
-        found = read_checkpoint(run_dir / "last.pt", report)
-    except ValueError as err:
-        raise BadInput(f"--resume: {err}") from None
-    if found is None:
-        report(f"no {run_dir / 'last.pt'} yet: starting a new run")
-        return None
-    state, path = found
-    saved = state.get("config") if isinstance(state.get("config"), dict) else {}
-    for key, flag in (("encoder", "--encoder"), ("from_checkpoint", "--from-checkpoint")):
-        if key in saved and saved[key] != getattr(config, key):
-            raise BadInput(
-                f"--resume: {path} was trained with {flag} {saved[key]}, not "
-                f"{getattr(config, key)}; repeat the original {flag} or use another --out"
-            )
-    return state
 
 
 def cmd_prepare(args) -> int:

@@ -43,13 +43,12 @@ from napari_tpm.tpm import (
     td_from_T,
     theta_from_T,
 )
+from napari_tpm.train.checkpointing import CHECKPOINT_FORMAT, read_checkpoint, save_checkpoint_file
 from napari_tpm.train.ddp import DistInfo, barrier, mean_across, resolve_device
 from napari_tpm.train.episodes import EpisodeConfig, EpisodeDataset, EpisodeRange, worker_init
 from napari_tpm.train.losses import EpisodeModel
 from napari_tpm.train.runlog import CsvLog
 from napari_tpm.train.volumes import TrainingVolume
-
-CHECKPOINT_FORMAT = "napari-tpm-train/1"
 
 
 @dataclass
@@ -206,61 +205,6 @@ def _freeze_bn(module: nn.Module) -> None:
 def _to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
     non_blocking = device.type == "cuda"
     return {k: v.to(device, non_blocking=non_blocking) for k, v in batch.items()}
-
-
-def previous_checkpoint(path: Path) -> Path:
-    """Where the checkpoint before ``path`` is kept (``last.pt`` -> ``last.prev.pt``)."""
-    return path.with_name(f"{path.stem}.prev{path.suffix}")
-
-
-def _atomic_save(obj: Any, path: Path) -> None:
-    """Save ``obj`` atomically and verified, keeping the file it replaces as the previous one.
-
-    The old ``last.pt`` is hard-linked to ``last.prev.pt`` (no copy, no moment without a
-    ``last.pt``), so a checkpoint damaged later on disk still has a predecessor to resume from.
-    """
-    from napari_tpm.checkpoints import save_torch_atomic
-
-    if path.is_file():
-        keep = previous_checkpoint(path)
-        link = keep.with_name(f".{keep.name}.tmp{os.getpid()}")
-        try:
-            link.unlink(missing_ok=True)
-            os.link(path, link)
-            os.replace(link, keep)
-        except OSError:  # no hard links here: keep only the newest checkpoint
-            link.unlink(missing_ok=True)
-    save_torch_atomic(obj, path)
-
-
-def read_checkpoint(path: Path, report: Any = None) -> tuple[dict[str, Any], Path] | None:
-    """Load a training checkpoint, or the previous one when it is unreadable.
-
-    Returns ``(state, file read)``, or None when neither file exists. ``report(message)`` is
-    told about a fallback. Raises ValueError (one line) when no readable checkpoint is left.
-    """
-    errors = []
-    for candidate in (path, previous_checkpoint(path)):
-        if not candidate.is_file():
-            continue
-        try:
-            # on the CPU: RNG states must stay CPU tensors; weights are copied onto the device
-            state = torch.load(candidate, map_location="cpu", weights_only=True)
-            if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-                raise ValueError("not a napari-tpm training checkpoint")
-        except Exception as exc:  # truncated zip, unpickling errors, wrong content...
-            reason = (str(exc).splitlines() or [type(exc).__name__])[0][:160]
-            errors.append(f"{candidate.name}: {reason}")
-            continue
-        if errors and report is not None:
-            report(f"{errors[0]}; resuming from the previous checkpoint {candidate}")
-        return state, candidate
-    if errors:
-        raise ValueError(
-            "cannot resume, no readable checkpoint: " + "; ".join(errors) + " (start again "
-            "without --resume, or with another --out)"
-        )
-    return None
 
 
 # --------------------------------------------------------------------------- trainer
@@ -524,7 +468,7 @@ class Trainer:
         if not self._writes:
             return
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        _atomic_save(self.state_dict(), self.checkpoint_path)
+        save_checkpoint_file(self.state_dict(), self.checkpoint_path)
         if self.log is not None:
             self.log.flush()
         self.sync_model()
