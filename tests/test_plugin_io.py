@@ -10,7 +10,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_tpm._reader import GEOMETRY_KEY, get_reader, looks_like_labels, read_layers
+from napari_tpm._reader import (
+    GEOMETRY_KEY,
+    get_reader,
+    looks_like_labels,
+    prefer_this_reader,
+    read_layers,
+)
 from napari_tpm._sample_data import make_mr_sample
 from napari_tpm._writer import geometry_from_meta, write_image, write_labels
 from napari_tpm.io import Volume, read_volume, write_volume
@@ -174,3 +180,33 @@ def test_volume_to_layer_keeps_bool_masks_as_labels(tmp_path):
     data, _, kind = volume_to_layer_data(Volume(mask), source=tmp_path / "mask.nii.gz")
     assert kind == "labels"
     assert data.dtype == np.uint8
+
+
+def test_flipped_axes_go_into_the_layer_affine_and_ct_gets_a_window():
+    from types import SimpleNamespace
+
+    from napari_tpm._reader import CT_WINDOW, placement, volume_to_layer_data
+
+    ct = np.full((4, 5, 6), -1000, np.int16)
+    ct[:, 1:4, 1:5] = 40
+    flipped = Volume(
+        ct, (3.0, 2.0, 1.0), origin=(10.0, 20.0, 30.0), direction=(1, 0, 0, 0, -1, 0, 0, 0, 1)
+    )
+    place = placement(flipped)
+    np.testing.assert_allclose(place["affine"][:3, :3], np.diag([1.0, -1.0, 1.0]))  # (z, y, x)
+    np.testing.assert_allclose(place["affine"][:3, 3], (30.0, 20.0, 10.0))
+    assert place["translate"] == (0.0, 0.0, 0.0) and place["scale"] == (3.0, 2.0, 1.0)
+    _, kwargs, kind = volume_to_layer_data(flipped)
+    assert kind == "image" and kwargs["contrast_limits"] == CT_WINDOW
+    # an oblique direction keeps the axis-aligned placement (napari slices it poorly)
+    oblique = Volume(ct, (3.0, 2.0, 1.0), origin=(10.0, 20.0, 30.0), direction=DIRECTION)
+    assert "affine" not in placement(oblique)
+    mr = Volume(np.linspace(0, 800, 120).reshape(4, 5, 6), (1.0, 1.0, 1.0))
+    assert "contrast_limits" not in volume_to_layer_data(mr)[1]
+
+    settings = SimpleNamespace(plugins=SimpleNamespace(extension2reader={"*.nrrd": "other"}))
+    added = prefer_this_reader(settings)
+    assert "*.nrrd" not in added and "*.nii.gz" in added
+    assert settings.plugins.extension2reader["*.nrrd"] == "other"  # the user's choice wins
+    assert settings.plugins.extension2reader["*.nii.gz"] == "napari-tpm"
+    assert prefer_this_reader(settings) == []
