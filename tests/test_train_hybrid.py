@@ -47,3 +47,24 @@ def test_hybrid_config_round_trips_and_rejects_other_strides():
     assert build_encoder(enc.config()).config() == enc.config()
     with pytest.raises(ValueError, match="stride-4"):
         HybridEncoder(filterbank={"stride": 8})
+
+
+def test_adaptation_trains_only_the_hybrids_head_and_last_block(one_torch_thread):
+    from napari_tpm.phantom import make_phantom_dataset
+    from napari_tpm.train.trainer import TrainConfig, new_model, train_steps
+    from napari_tpm.train.volumes import volume_from_array
+
+    p = make_phantom_dataset(1, shape=(10, 48, 48), seed=3)[0]
+    volumes = [volume_from_array(p.image, p.spacing, name="p", size=48, min_size=60)]
+    config = TrainConfig(
+        encoder="hybrid", steps=2, trainable="last", min_support_px=25, device="cpu", seed=0
+    )
+    torch.manual_seed(0)
+    model = new_model(config)
+    before = {k: v.clone() for k, v in model.encoder.state_dict().items()}
+    list(train_steps(model, volumes, config))
+    after = model.encoder.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    last = len(model.encoder.blocks) - 1
+    assert changed
+    assert all(k.startswith(("head.", f"blocks.{last}.")) for k in changed), changed
