@@ -23,6 +23,7 @@ from napari_tpm._cli import (
     OneLineParser,
     interrupts_as_exit,
     one_line,
+    os_error_line,
     positive_int,
 )
 from napari_tpm.segment_checks import (
@@ -393,6 +394,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_BAD_INPUT
     except MemoryError:
         print(f"{parser.prog}: error: out of memory; try --batch-size 1", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except OSError as err:  # e.g. --demo DIR on a read-only disk
+        print(f"{parser.prog}: error: {os_error_line(err)}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except Interrupted as stop:
         print(f"{parser.prog}: {stop}; no output was written or changed", file=sys.stderr)
