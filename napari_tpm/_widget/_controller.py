@@ -13,6 +13,7 @@ layer helpers place layers; the worker functions run the session off the GUI thr
 from __future__ import annotations
 
 import contextlib
+import time
 from collections import deque
 from collections.abc import Iterator
 from functools import partial
@@ -52,6 +53,8 @@ APPLY_NAME = "TPM labels"
 #: the slider redraws at once without connectivity; the full relabel follows this long after
 #: the last move (connectivity and the per-label volumes take longer than a slider step)
 FULL_RELABEL_DELAY_MS = 250
+#: during a run the preview is rewritten at most once per this many times its own cost
+PREVIEW_BUSY_FACTOR = 4.0
 
 
 def layer_or_none(value: Any) -> Any:
@@ -194,16 +197,28 @@ class Controller:
         if run.kind == "adapt":
             self.adapt.on_progress(run, item)
             return
-        session = self.state.session
-        layer = self.result_layer
-        if item.slices is None or session is None or layer is None:
+        if item.slices is None:
             return
+        # rewriting a CT-sized preview costs ~0.1 s of GUI time: keep that under a fifth of the
+        # run (the first batch always shows; the end of the run writes the whole result)
+        now = time.perf_counter()
+        if run.shown_at and now - run.shown_at < PREVIEW_BUSY_FACTOR * run.show_cost:
+            return
+        if self.write_preview():
+            run.shown_at, run.show_cost = time.perf_counter(), time.perf_counter() - now
+            self.status(f"Segmenting... {item.done}/{item.total} slices")
+
+    def write_preview(self) -> bool:
+        """The slices computed so far into the preview layer (no connectivity: not final)."""
+        session, layer = self.state.session, self.result_layer
+        if session is None or layer is None:
+            return False
         try:
             session.labels(self.prior(), out=layer.data, z_range=self.z_range())
         except ValueError:
-            return  # the scores of this run are not allocated yet
+            return False  # the scores of this run are not allocated yet
         layer.refresh()
-        self.status(f"Segmenting... {item.done}/{item.total} slices")
+        return True
 
     def _finish(self, run: Run) -> None:
         """The worker has ended, whatever happened: conclude it, then free the dock."""
@@ -229,6 +244,7 @@ class Controller:
             state.complete = False
             done = f" after {run.done}/{run.total} slices" if run.total else ""
             state.partial = f"cancelled{done}"
+            self.write_preview()  # every slice finished before the cancel
             self.status(
                 f"Cancelled{done}: the preview is partial and Apply refuses it. Press Segment "
                 "volume to finish (slices already encoded are reused)."

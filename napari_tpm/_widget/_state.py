@@ -27,6 +27,8 @@ class Run:
         cancelled: the user pressed Cancel (or the dock closed).
         failure: the one-line failure message, when the worker reported one.
         adapted: the adapted model's name, when an adaptation finished.
+        shown_at, show_cost: when the preview was last rewritten and what it cost, to keep
+            the GUI thread mostly free while a large volume streams in.
     """
 
     kind: str
@@ -37,6 +39,8 @@ class Run:
     cancelled: bool = False
     failure: str | None = None
     adapted: str | None = None
+    shown_at: float = 0.0  # when the preview was last rewritten during the run
+    show_cost: float = 0.0  # how long that rewrite took (GUI thread)
 
     @property
     def seconds(self) -> float:
