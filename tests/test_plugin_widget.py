@@ -118,6 +118,10 @@ def test_manifest_loads_widget_and_samples(make_napari_viewer):
     assert "cuda" not in widget.device_combo.choices or _cuda()
     # the reference labels are not taken as support: only a layer named 'support' is
     assert widget.support_layer is None
+    # File > Open uses this plugin for its volumes instead of asking "Choose reader"
+    from napari.settings import get_settings
+
+    assert get_settings().plugins.extension2reader.get("*.nii.gz") == "napari-tpm"
 
 
 def _cuda() -> bool:
