@@ -268,7 +268,8 @@ class Controller:
     def cancel(self) -> None:
         """Ask the worker to stop after the current batch."""
         if self._worker is not None and self.state.run is not None:
-            self.state.run.cancelled = True
+            # the run counts as cancelled only when the worker says so ("aborted"): a quit that
+            # arrives after the last batch leaves a complete result, and a refit cannot stop
             self._worker.quit()
             self.status("Cancelling after the current batch...")
 
