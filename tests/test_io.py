@@ -4,6 +4,7 @@ one-line VolumeError that names the problem."""
 from __future__ import annotations
 
 import gzip
+import locale
 import math
 import warnings
 from pathlib import Path
@@ -175,6 +176,15 @@ def test_dicom_series_folder_matches_converted_nifti(shared_data: Path) -> None:
 
 
 def _write_dicom_series(folder: Path, n: int, series_uid: str, prefix: str) -> None:
+    """Write a tiny DICOM series, then put back the locale GDCM's writer resets to "C"."""
+    saved = locale.setlocale(locale.LC_ALL)
+    try:
+        _write_dicom_files(folder, n, series_uid, prefix)
+    finally:
+        locale.setlocale(locale.LC_ALL, saved)
+
+
+def _write_dicom_files(folder: Path, n: int, series_uid: str, prefix: str) -> None:
     volume = sitk.GetImageFromArray(np.arange(n * 64, dtype=np.int16).reshape(n, 8, 8))
     volume.SetSpacing((0.8, 0.8, 2.5))
     writer = sitk.ImageFileWriter()

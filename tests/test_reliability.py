@@ -8,6 +8,7 @@ Everything runs on tiny synthetic phantoms.
 
 from __future__ import annotations
 
+import locale
 import os
 import signal
 import subprocess
@@ -286,6 +287,16 @@ def test_memory_estimate_matches_the_measured_footprint():
 
 
 def _dicom_series(folder: Path, n: int, uid: str, prefix: str) -> None:
+    """Write a tiny DICOM series; GDCM's writer resets the process locale to "C", so it is put
+    back (later tests writing non-ASCII text would otherwise fail)."""
+    saved = locale.setlocale(locale.LC_ALL)
+    try:
+        _write_dicom(folder, n, uid, prefix)
+    finally:
+        locale.setlocale(locale.LC_ALL, saved)
+
+
+def _write_dicom(folder: Path, n: int, uid: str, prefix: str) -> None:
     volume = sitk.GetImageFromArray(np.arange(n * 64, dtype=np.int16).reshape(n, 8, 8))
     writer = sitk.ImageFileWriter()
     writer.KeepOriginalImageUIDOn()
