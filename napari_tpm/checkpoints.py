@@ -85,6 +85,10 @@ class TPMModel:
         calibrated: True when ``t_d`` comes from training. False means the distance scale has
             no learned threshold (the filter bank, an untrained encoder), and the session places
             the decision boundary by self-calibrating on the support slice.
+        normalisation: how the session scales intensities for this encoder
+            (``preprocess.normalise_intensity`` method): "zscore", the paper's per-volume
+            z-score that every trained checkpoint so far expects, or "robust", one fixed map per
+            modality that keeps values comparable across scans.
     """
 
     encoder: Encoder
@@ -96,8 +100,13 @@ class TPMModel:
     card: dict = field(default_factory=dict)
     name: str = ""
     calibrated: bool = False
+    normalisation: str = "zscore"
 
     def __post_init__(self) -> None:
+        if self.normalisation not in ("zscore", "robust"):
+            raise ValueError(
+                f"normalisation must be 'zscore' or 'robust', got {self.normalisation!r}"
+            )
         self.alpha = float(self.alpha)
         self.t_d = float(self.t_d)
         if self.sigma_f is None or self.sigma_b is None:
@@ -131,7 +140,13 @@ def filterbank_model(device: str | torch.device = "cpu") -> TPMModel:
         "training": None,
     }
     return TPMModel(
-        encoder, alpha=alpha, t_d=FILTERBANK_T_D, card=card, name=FILTERBANK, calibrated=False
+        encoder,
+        alpha=alpha,
+        t_d=FILTERBANK_T_D,
+        card=card,
+        name=FILTERBANK,
+        calibrated=False,
+        normalisation="robust",
     )
 
 
@@ -196,6 +211,7 @@ def load_model(name_or_path: str | os.PathLike, device: str | torch.device = "cp
         card=dict(payload.get("card") or {}),
         name=str(payload.get("name") or name),
         calibrated=bool(payload.get("calibrated", True)),
+        normalisation=str(payload.get("normalisation", "zscore")),
     )
 
 
@@ -281,6 +297,7 @@ def save_model(
         "sigma_f": float(model.sigma_f),
         "sigma_b": float(model.sigma_b),
         "calibrated": bool(model.calibrated),
+        "normalisation": str(model.normalisation),
         "estimators": _plain(model.estimators or {}, "estimators"),
         "card": _plain(merged, "card"),
     }
@@ -296,6 +313,7 @@ def save_model(
         "sigma_f": payload["sigma_f"],
         "sigma_b": payload["sigma_b"],
         "calibrated": payload["calibrated"],
+        "normalisation": payload["normalisation"],
         "estimators": sorted(payload["estimators"]),
         "card": payload["card"],
     }

@@ -23,8 +23,10 @@ if TYPE_CHECKING:
     import torch
 
 __all__ = [
+    "CT_ROBUST",
     "CT_WINDOW",
     "MR_PERCENTILES",
+    "MR_ROBUST",
     "WorkingGrid",
     "from_working_grid",
     "guess_modality",
@@ -45,10 +47,21 @@ CT_WINDOW: tuple[float, float] = (-125.0, 275.0)
 #: matching bottom cut removes rare negative or dark reconstruction artefacts.
 MR_PERCENTILES: tuple[float, float] = (0.5, 99.5)
 
+#: Robust CT map: HU -> (HU - centre) / scale. The centre and scale are the mean and standard
+#: deviation of windowed abdominal CT (the median over the tuning volumes of the development
+#: data), so features tuned on z-scored CT keep their meaning while every scan shares one map.
+CT_ROBUST: tuple[float, float] = (-55.0, 95.0)
+
+#: Robust MR map: x -> x / median(body) * gain + shift. With these numbers the body's median
+#: reads 1.5 and the empty field around it -0.5, about where the per-volume z-score put them on
+#: the tuning volumes of the development data.
+MR_ROBUST: tuple[float, float] = (1.5, -0.5)
+
 #: Above this many voxels, statistics that need sorting are taken on a regular subsample.
 _MAX_STAT_VOXELS = 2_000_000
 
 Modality = Literal["auto", "ct", "mr"]
+Normalisation = Literal["zscore", "robust"]
 
 
 def _subsample(array: np.ndarray) -> np.ndarray:
@@ -86,21 +99,32 @@ def normalise_intensity(
     array: np.ndarray,
     modality: Modality = "auto",
     *,
+    method: Normalisation = "zscore",
     ct_window: Sequence[float] = CT_WINDOW,
     mr_percentiles: Sequence[float] = MR_PERCENTILES,
 ) -> np.ndarray:
-    """Clip by modality, then z-score over the whole volume; returns a new float32 array.
+    """Clip by modality, then scale; returns a new float32 array.
 
     "ct" clips to `ct_window` (HU); "mr" clips to the `mr_percentiles` of the volume; "auto"
-    picks one with `guess_modality`. The z-score uses every voxel, background included, as the
-    paper does. A constant volume (zero standard deviation after clipping) becomes all zeros
-    rather than NaN.
+    picks one with `guess_modality`. Then, by `method`:
+
+    - "zscore": the z-score over every voxel, background included, as the paper does (what the
+      trained checkpoints expect). The mean and spread then depend on the field of view and on
+      how much air the scan holds, so the same tissue gets other values in another scan.
+    - "robust": values that mean the same in every scan. CT keeps the Hounsfield scale through
+      one fixed map (:data:`CT_ROBUST`), so a CT stored already windowed and an unclipped one
+      come out identical. MR divides by the median of the body (voxels above a tenth of the
+      bright end), which does not move with the field of view or the coil gain (:data:`MR_ROBUST`).
+
+    A constant volume (zero spread after clipping) becomes all zeros rather than NaN.
 
     Raises:
-        ValueError: unknown modality, or NaN/infinite values in `array`.
+        ValueError: unknown modality or method, or NaN/infinite values in `array`.
     """
     if modality not in ("auto", "ct", "mr"):
         raise ValueError(f"modality must be 'auto', 'ct' or 'mr', got {modality!r}")
+    if method not in ("zscore", "robust"):
+        raise ValueError(f"method must be 'zscore' or 'robust', got {method!r}")
     arr = np.asarray(array)
     if arr.size == 0:
         return arr.astype(np.float32)
@@ -114,14 +138,34 @@ def normalise_intensity(
         lo, hi = (float(v) for v in np.percentile(_subsample(arr), mr_percentiles))
     out = arr.astype(np.float32, copy=True)
     np.clip(out, lo, hi, out=out)
-    mean = float(out.mean(dtype=np.float64))
-    std = float(out.std(dtype=np.float64))
-    out -= np.float32(mean)
-    if std > 1e-6 * max(1.0, abs(mean), hi - lo):
-        out /= np.float32(std)
+    if method == "robust":
+        centre, scale = CT_ROBUST if modality == "ct" else _mr_reference(out, hi)
+    else:
+        centre = float(out.mean(dtype=np.float64))
+        scale = float(out.std(dtype=np.float64))
+    out -= np.float32(centre)
+    if scale > 1e-6 * max(1.0, abs(centre), hi - lo):
+        out /= np.float32(scale)
     else:
         out[...] = 0.0
     return out
+
+
+def _mr_reference(clipped: np.ndarray, bright: float) -> tuple[float, float]:
+    """(centre, scale) for robust MR: ``x / median(body) * MR_ROBUST[0] + MR_ROBUST[1]``.
+
+    The body is every voxel above a tenth of the clipped bright end: air and the dark field
+    around the patient sit near zero in MR, every tissue well above it.
+    """
+    sample = _subsample(clipped)
+    body = sample[sample > 0.1 * bright]
+    ref = float(np.median(body)) if body.size else 0.0
+    gain, shift = MR_ROBUST
+    if ref <= 0:
+        return 0.0, 0.0
+    # x * gain / ref + shift == (x - centre) / scale
+    scale = ref / gain
+    return -shift * scale, scale
 
 
 @dataclass(frozen=True)

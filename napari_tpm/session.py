@@ -16,16 +16,20 @@ and the label at a prior is ``s > -logit(prior)``; see docs/architecture.md.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy import ndimage
 
 from napari_tpm.checkpoints import TPMModel, load_model
+from napari_tpm.options import SegmentOptions
 from napari_tpm.postprocess import keep_connected, limit_range
 from napari_tpm.preprocess import WorkingGrid, normalise_intensity
 from napari_tpm.progress import Progress
@@ -45,9 +49,12 @@ from napari_tpm.tpm import (
     squared_distance,
     support_pixel_features,
 )
+from napari_tpm.tpm.transductive import transductive_tpm
 
 #: in-plane size of the square grid the encoder sees (the paper's 256 x 256).
 WORKING_SIZE = 256
+#: log-odds are bounded to +-this before 3D smoothing (P between 0.7 % and 99.3 %).
+_SMOOTH_BOUND = 5.0
 #: bytes per voxel the session holds for a query volume (normalised copy, score, class, output).
 _BYTES_PER_VOXEL = 4 + 4 + 1 + 1 + 1
 
@@ -140,7 +147,11 @@ class SegmentationSession:
         device: str | torch.device = "auto",
         *,
         batch_size: int | None = None,
+        options: SegmentOptions | None = None,
+        **overrides: Any,
     ) -> None:
+        base = options or SegmentOptions()
+        self.options = dataclasses.replace(base, **overrides) if overrides else base
         self.device = resolve_device(device)
         self.model = load_model(model, device=self.device) if isinstance(model, str) else model
         self.model.encoder.to(self.device).eval()
@@ -159,6 +170,9 @@ class SegmentationSession:
         self._support: _Support | None = None
         self._prototypes: list[tuple[torch.Tensor, torch.Tensor]] = []
         self._negative: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._support_prototypes: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self._slice_bias: torch.Tensor | None = None  # (n, K) per-slice log prior ratios
+        self.refine_trace: list[float] = []  # query log-likelihood per refinement step
         self._background_value: int | None = BACKGROUND_LABEL
         self._offset = 0.0
         self._low: torch.Tensor | None = None  # (n, K, h, w) float32 per-class log-odds
@@ -193,6 +207,7 @@ class SegmentationSession:
         model.encoder.to(self.device).eval()
         self.model = model
         self._views.clear()
+        self._normalised = None  # the new model may scale intensities differently
         self._reset_support()
 
     def set_image(
@@ -254,7 +269,9 @@ class SegmentationSession:
         if axis not in self._views:
             image = self._require_image()
             if self._normalised is None:
-                self._normalised = normalise_intensity(image, modality=self._modality)
+                self._normalised = normalise_intensity(
+                    image, modality=self._modality, method=self.model.normalisation
+                )
             self._views[axis] = _make_view(self._normalised, self._spacing, axis)
         return self._views[axis]
 
@@ -288,6 +305,8 @@ class SegmentationSession:
     def _reset_support(self) -> None:
         self._support = None
         self._prototypes = []
+        self._support_prototypes = []
+        self._slice_bias = None
         self._negative = None
         self._low = None
         self._score = None
@@ -336,7 +355,9 @@ class SegmentationSession:
             sview, sidx = query, np.asarray(indices)
         else:
             sspacing = self._spacing if support_spacing is None else tuple(support_spacing)
-            snorm = normalise_intensity(np.asarray(support_image), modality=self._modality)
+            snorm = normalise_intensity(
+                np.asarray(support_image), modality=self._modality, method=self.model.normalisation
+            )
             sview, sidx = _make_view(snorm, sspacing, axis, only=indices), np.arange(len(indices))
         self._encode(sview, sidx)
         feats = sview.features[torch.from_numpy(sidx)].float()  # (S, C, h, w)
@@ -368,6 +389,98 @@ class SegmentationSession:
         self._fit_prototypes(k)
         self._calibrate()
         yield from self._score_all(query, start=self._start_index(query))
+        yield from self._refine(query)
+        yield from self._smooth(query)
+
+    def _smooth(self, query: _Volume) -> Iterator[Progress]:
+        """3D Gaussian smoothing of the cached class log-odds (``options.smooth_mm``).
+
+        Scores are computed slice by slice; an organ is smooth across slices, so averaging the
+        log-odds over a few millimetres in 3D removes single-slice speckle and fills one-slice
+        gaps. Sigma is set in millimetres and converted per axis (feature pixels in-plane,
+        slices across), so it means the same on any scan.
+        """
+        mm = self.options.smooth_mm
+        if mm <= 0 or self._low is None:
+            return
+        s = self._require_support()
+        n, _, h, _ = self._low.shape
+        grid = query.grid
+        inplane = [sp for a, sp in enumerate(self._spacing) if a != s.axis]
+        # mm per feature pixel: the working grid's mm per pixel times the working/feature ratio
+        mm_per_px = max(grid.shape_hw[0] * inplane[0], grid.shape_hw[1] * inplane[1]) / h
+        sigma = (mm / self._spacing[s.axis], 0.0, mm / mm_per_px, mm / mm_per_px)
+        # log-odds far from every prototype run to -100s; bounded first, so a confident
+        # background voxel counts as confident, not as a hundred of them
+        bounded = self._low.clamp(-_SMOOTH_BOUND, _SMOOTH_BOUND).numpy()
+        low = torch.from_numpy(ndimage.gaussian_filter(bounded, sigma, mode="nearest"))
+        self._low = low
+        for lo, hi in _outward_batches(n, self._start_index(query), self.batch_size):
+            self._to_native(query, low[lo:hi], lo, hi)
+            yield Progress(n, n, "smooth", (lo, hi))
+
+    def _refine(self, query: _Volume) -> Iterator[Progress]:
+        """Transductive TPM on the finished first pass, then rescore (no encoder call)."""
+        opts = self.options
+        if opts.refine < 1:
+            return
+        s = self._require_support()
+        n = query.slices.shape[0]
+        yield Progress(n, n, "refine", None)
+        result = transductive_tpm(
+            query.features,
+            self._support_prototypes,
+            [x.shape[0] for x in s.pixel_features],
+            lambda f, p: self._low_scores(f, p) + self._offset,
+            sigma_f=float(self.model.sigma_f),
+            n_iter=opts.refine,
+            support_weight=opts.refine_weight,
+            slice_priors=opts.slice_priors,
+            smoothing=opts.prior_smoothing,
+            valid=_content_mask(query.grid, query.features.shape[-2:]),
+            gate=self._refine_gate(query) if opts.refine_gate else None,
+        )
+        self.refine_trace = result.log_likelihood
+        self._prototypes = result.prototypes
+        self._slice_bias = result.slice_bias if opts.slice_priors else None
+        if opts.recalibrate:
+            self._calibrate()
+        yield from self._score_all(query, start=self._start_index(query))
+
+    def _refine_gate(self, query: _Volume) -> torch.Tensor:
+        """(n, K, h, w) bool: the first pass's 3D components each class may learn from.
+
+        Only the component(s) touching the paint (same volume) or the largest one (another
+        volume's support) pull the prototypes: a look-alike organ elsewhere in the volume would
+        otherwise drag the prototype towards itself and spread the error.
+        """
+        s = self._require_support()
+        low = self._low
+        assert low is not None
+        k = low.shape[1]
+        best = low.max(1)
+        fg = (best.values > 0).numpy()
+        cls = best.indices.numpy()
+        h, w = low.shape[-2:]
+        seeds = np.zeros(fg.shape, np.int64)
+        if s.same_volume:
+            down = F.interpolate(s.masks_working[:, None].float(), size=(h, w), mode="nearest")[
+                :, 0
+            ].long()
+            for j, i in enumerate(s.indices):
+                seeds[i] = down[j].numpy()
+        gate = np.zeros((fg.shape[0], k, h, w), bool)
+        for c in range(k):
+            mask = fg & (cls == c)
+            lab, n = ndimage.label(mask, structure=np.ones((3, 3, 3), bool))
+            if n == 0:
+                continue
+            hit = np.unique(lab[(seeds == c + 1) & mask])
+            hit = hit[hit > 0]
+            if hit.size == 0:
+                hit = np.asarray([int(np.argmax(np.bincount(lab.ravel())[1:])) + 1])
+            gate[:, c] = np.isin(lab, hit)
+        return torch.from_numpy(gate)
 
     def _start_index(self, query: _Volume) -> int:
         s = self._support
@@ -383,6 +496,8 @@ class SegmentationSession:
         assert s is not None
         self.n_prototypes = k
         self._prototypes = [self._fit_one(x, k) for x in s.pixel_features]
+        self._support_prototypes = list(self._prototypes)
+        self._slice_bias = None
         self._negative = None
         if s.negative_features is not None:
             # background strokes often cover several tissues: give them up to 3 modes
@@ -395,12 +510,15 @@ class SegmentationSession:
         gmm = fit_spherical_gmm(x, k, self.model.sigma_f, seed=0, n_init=3)
         return gmm.means.float(), gmm.weights.float()
 
-    def _low_scores(self, feats: torch.Tensor) -> torch.Tensor:
+    def _low_scores(
+        self, feats: torch.Tensor, prototypes: list[tuple[torch.Tensor, torch.Tensor]] | None = None
+    ) -> torch.Tensor:
         """Per-class log-odds at prior 0.5 for features (B, C, h, w) -> (B, K, h, w)."""
         m = self.model
         feats = feats.float()
-        if len(self._prototypes) == 1 and self._negative is None:
-            means, weights = self._prototypes[0]
+        prototypes = self._prototypes if prototypes is None else prototypes
+        if len(prototypes) == 1 and self._negative is None:
+            means, weights = prototypes[0]
             d2 = squared_distance(feats, means)
             if means.shape[0] == 1 and m.calibrated:
                 s = log_odds_single(d2[:, 0], m.t_d, m.alpha)
@@ -410,7 +528,7 @@ class SegmentationSession:
         # several classes: one prototype (or mixture) per class, background = all wide Gaussians
         # plus, when background strokes were painted, the tight mixture around their features
         per_class = []
-        for means, weights in self._prototypes:
+        for means, weights in prototypes:
             d2 = squared_distance(feats, means)
             per_class.append(mixture_log_densities(d2, weights, m.sigma_f, m.sigma_b))
         log_f = torch.stack([p[0] for p in per_class], 1)  # (B, K, h, w)
@@ -456,6 +574,8 @@ class SegmentationSession:
             idx = np.arange(lo, hi)
             self._encode(query, idx)
             batch = self._low_scores(query.features[lo:hi]) + self._offset
+            if self._slice_bias is not None:
+                batch = batch + self._slice_bias[lo:hi, :, None, None]
             if low is None:
                 low = torch.zeros((n, *batch.shape[1:]), dtype=torch.float32)
             low[lo:hi] = batch
@@ -484,6 +604,10 @@ class SegmentationSession:
         self._fit_prototypes(k)
         self._calibrate()
         for _ in self._score_all(query, start=0):
+            pass
+        for _ in self._refine(query):
+            pass
+        for _ in self._smooth(query):
             pass
 
     def _require_support(self) -> _Support:
@@ -679,6 +803,18 @@ def _class_mask(
             m = grid.to_working(native, pad_value=0.0)[0, 0] > 0
         out[m & (out == 0)] = code
     return out
+
+
+def _content_mask(grid: WorkingGrid, hw: tuple[int, int]) -> torch.Tensor:
+    """(h, w) bool: feature-map pixels whose centre lies on the slice content, not the padding."""
+    h, w = (int(v) for v in hw)
+    ys = (torch.arange(h) + 0.5) * grid.size / h
+    xs = (torch.arange(w) + 0.5) * grid.size / w
+    top, left = grid.offset
+    ch, cw = grid.content_hw
+    rows = (ys >= top) & (ys < top + ch)
+    cols = (xs >= left) & (xs < left + cw)
+    return rows[:, None] & cols[None, :]
 
 
 def _pixels(features: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

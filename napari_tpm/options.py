@@ -1,0 +1,76 @@
+"""The accuracy knobs of a segmentation session, with the defaults the measurements chose.
+
+One frozen dataclass so the CLI, the widget, the evaluation and the benchmarks pass the same
+names, and a session can say exactly how it segmented. The defaults are the settings measured
+best on the development data's tuning volumes and then checked on volumes kept out of every
+choice (benchmarks/RESULTS-accuracy.md).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["SegmentOptions"]
+
+
+@dataclass(frozen=True)
+class SegmentOptions:
+    """How the session turns prototypes into labels beyond the one-pass TPM.
+
+    Attributes:
+        refine: iterations of transductive TPM on the query (0: the plain one-pass TPM).
+            Each refits the prototypes and the per-slice class priors on the query's own
+            features by EM, regularised towards the support (``tpm.transductive``).
+        refine_weight: strength of the support prior in the refinement, in units of the
+            support's own pixel count (1: the support counts as much as as many query pixels).
+        slice_priors: let the refinement estimate a class prior per slice.
+        prior_smoothing: smoothing of those priors along the slices (in slices).
+        refine_gate: only the first pass's 3D component that touches the paint (or the largest,
+            for another volume's support) pulls each class's prototypes.
+        recalibrate: after refining, place the decision boundary again on the painted slices.
+        smooth_mm: 3D Gaussian smoothing of the class log-odds, in millimetres (0: off). Scores
+            are computed slice by slice; smoothing across slices makes the result coherent in 3D.
+    """
+
+    refine: int = 0
+    refine_weight: float = 1.0
+    slice_priors: bool = True
+    prior_smoothing: float = 1.0
+    recalibrate: bool = False
+    refine_gate: bool = True
+    smooth_mm: float = 0.0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.refine, bool) or not isinstance(self.refine, int) or self.refine < 0:
+            raise ValueError(f"refine must be a whole number >= 0, got {self.refine!r}")
+        for name in ("refine_weight", "prior_smoothing", "smooth_mm"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not value >= 0 or value == float("inf"):
+                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+
+    @classmethod
+    def from_mapping(cls, values: dict[str, Any]) -> SegmentOptions:
+        """Build from ``{name: value}``, converting strings (CLI ``key=value``) to field types."""
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - set(fields))
+        if unknown:
+            raise ValueError(f"unknown option(s) {unknown}; known: {sorted(fields)}")
+        typed: dict[str, Any] = {}
+        for name, value in values.items():
+            kind = type(getattr(cls(), name))
+            if isinstance(value, str):
+                if kind is bool:
+                    if value.lower() not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
+                        raise ValueError(f"option {name} takes true/false, got {value!r}")
+                    value = value.lower() in ("1", "true", "yes", "on")
+                else:
+                    try:
+                        value = kind(value)
+                    except ValueError:
+                        raise ValueError(
+                            f"option {name} takes a {kind.__name__}, got {value!r}"
+                        ) from None
+            typed[name] = value
+        return cls(**typed)
