@@ -155,7 +155,6 @@ def _not_gzip(folder: Path) -> Path:
         (_image_4d, None, [], "4D"),
         (_nan_image, None, [], "NaN"),
         (None, _no_paint, [], "empty"),
-        (None, _two_slices, [], "single slice"),
         (None, _other_grid, [], "grid"),
         (None, None, ["--prototypes", "0"], "at least 1"),
         (None, None, ["--prior", "1.5"], "between 0 and 1"),
@@ -175,6 +174,15 @@ def test_bad_input_exits_2_with_one_line(case, tmp_path, capsys, image, paint, e
     assert "Traceback" not in err[0]
     assert not out.exists()
     assert not list(tmp_path.iterdir())
+
+
+def test_paint_on_two_slices_of_one_axis_is_accepted(case, tmp_path):
+    """Corrections on a second slice are support too (the session takes several slices)."""
+    folder, _, _ = case
+    out = tmp_path / "two.nii.gz"
+    argv = [folder / "ct.nii.gz", "--support-labels", _two_slices(folder), "--out", out]
+    assert run_cli(*argv, "--checkpoint", "filterbank", "--quiet") == 0
+    assert read_volume(out).shape == SHAPE
 
 
 def test_too_large_volume_is_refused(case, tmp_path, capsys, monkeypatch):
