@@ -433,6 +433,7 @@ class SegmentationSession:
             [x.shape[0] for x in s.pixel_features],
             lambda f, p: self._low_scores(f, p) + self._offset,
             sigma_f=float(self.model.sigma_f),
+            sigma_b=float(self.model.sigma_b),
             n_iter=opts.refine,
             support_weight=opts.refine_weight,
             slice_priors=opts.slice_priors,

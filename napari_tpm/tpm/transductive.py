@@ -84,6 +84,8 @@ def refine_means(
     support_weight: float,
     sigma_f: float,
     weights: torch.Tensor | None = None,
+    sigma_b: float | None = None,
+    gate: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """M-step for one class's means ``[J, C]`` (MAP towards the support's means).
 
@@ -95,16 +97,23 @@ def refine_means(
         support_weight: ``lambda``; the prior counts as ``lambda * n_s`` query pixels.
         sigma_f: the tight spread, for the split of ``resp`` between the J components.
         weights: ``[J]`` mixture weights (None: uniform).
+        sigma_b: the wide spread. The background Gaussian is tied to the same centre, so a
+            voxel's pull is ``r / sigma_f^2 + (1 - r) / sigma_b^2`` (scaled by ``sigma_f^2``):
+            exactly the maximiser of the expected TPM log-likelihood. None: foreground only.
+        gate: ``[B, h, w]`` bool, the voxels allowed to pull (None: all).
     """
     f = l2_normalize(features.float(), dim=1)
     j = support_means.shape[0]
+    pull = resp if sigma_b is None else resp + (1 - resp) * (sigma_f / sigma_b) ** 2
+    if gate is not None:
+        pull = pull * gate.to(pull.dtype)
     if j == 1:
-        gamma = resp[:, None]
+        gamma = pull[:, None]
     else:
         w = torch.full((j,), 1.0 / j) if weights is None else weights.float()
         d2 = squared_distance(f, support_means)
         log_g = torch.log(w)[None, :, None, None] - d2 / (2.0 * sigma_f**2)
-        gamma = torch.softmax(log_g, 1) * resp[:, None]
+        gamma = torch.softmax(log_g, 1) * pull[:, None]
     pulled = torch.einsum("bjhw,bchw->jc", gamma, f)
     prior = support_weight * support_count * l2_normalize(support_means.float(), dim=-1)
     return l2_normalize(prior + pulled, dim=-1)
@@ -145,6 +154,7 @@ def transductive_tpm(
     score_fn: ScoreFn,
     *,
     sigma_f: float,
+    sigma_b: float | None = None,
     n_iter: int = 3,
     support_weight: float = 1.0,
     slice_priors: bool = True,
@@ -162,6 +172,7 @@ def transductive_tpm(
         score_fn: ``(features chunk, prototypes) -> [b, K, h, w]`` calibrated class log-odds
             (the session's scorer, so background strokes and calibration are included).
         sigma_f: the model's tight spread.
+        sigma_b: the model's wide spread (see :func:`refine_means`).
         n_iter: EM iterations.
         support_weight: strength of the support prior, in units of its own pixel count.
         slice_priors: also estimate per-slice class priors.
@@ -182,17 +193,18 @@ def transductive_tpm(
         resp = class_posteriors(scores, bias)  # E-step
         if slice_priors:
             bias = slice_log_priors(resp, smoothing, valid)
-        pull = resp if gate is None else resp * gate.to(resp.dtype)
         protos = [
             (
                 refine_means(
                     features,
-                    pull[:, c],
+                    resp[:, c],
                     prototypes[c][0],
                     float(support_counts[c]),
                     support_weight,
                     sigma_f,
                     prototypes[c][1],
+                    sigma_b=sigma_b,
+                    gate=None if gate is None else gate[:, c],
                 ),
                 prototypes[c][1].float(),
             )
