@@ -38,6 +38,7 @@ can be A/B-tested without editing this file. Writes a section to benchmarks/RESU
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 from dataclasses import dataclass
@@ -163,7 +164,11 @@ def route_session_options(pairs: list[str]) -> dict[str, dict]:
     import ast
     import inspect
 
+    from napari_tpm.options import SegmentOptions
     from napari_tpm.session import SegmentationSession as S
+
+    # the session's accuracy knobs arrive through **overrides: route them to the constructor
+    options = {f.name for f in dataclasses.fields(SegmentOptions)}
 
     targets = {
         "init": S.__init__,
@@ -181,7 +186,7 @@ def route_session_options(pairs: list[str]) -> dict[str, dict]:
         except (ValueError, SyntaxError):
             value = text
         for name, fn in targets.items():
-            if key in inspect.signature(fn).parameters:
+            if key in inspect.signature(fn).parameters or (name == "init" and key in options):
                 routed[name][key] = value
                 break
         else:

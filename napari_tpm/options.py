@@ -20,6 +20,9 @@ class SegmentOptions:
     """How the session turns prototypes into labels beyond the one-pass TPM.
 
     Attributes:
+        connected: keep only the 3D regions connected to the paint (the largest region when the
+            support came from another volume). An organ is one 3D region; look-alike tissue
+            elsewhere is the commonest error of a prototype model.
         refine: iterations of transductive TPM on the query (0: the plain one-pass TPM).
             Each refits the prototypes and the per-slice class priors on the query's own
             features by EM, regularised towards the support (``tpm.transductive``).
@@ -34,6 +37,7 @@ class SegmentOptions:
             are computed slice by slice; smoothing across slices makes the result coherent in 3D.
     """
 
+    connected: bool = True
     refine: int = 0
     refine_weight: float = 1.0
     slice_priors: bool = True

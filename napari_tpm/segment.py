@@ -26,6 +26,7 @@ from napari_tpm._cli import (
     os_error_line,
     positive_int,
 )
+from napari_tpm.options import SegmentOptions
 from napari_tpm.segment_checks import (
     check_inputs_fit_memory,
     check_intensities,
@@ -136,8 +137,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--connected",
-        action="store_true",
-        help="keep only 3D regions connected to the painted slice (largest one for atlas use)",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="keep only 3D regions connected to the paint (largest one for atlas use); on by "
+        "default, --no-connected keeps every region",
+    )
+    p.add_argument(
+        "--option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a segmentation option (napari_tpm.options.SegmentOptions), e.g. refine=2 or "
+        "smooth_mm=3; repeatable",
     )
     p.add_argument(
         "--range",
@@ -183,6 +194,17 @@ def build_parser() -> argparse.ArgumentParser:
         "./tpm-demo) and print the Dice per organ",
     )
     return p
+
+
+def _parse_options(pairs: list[str]) -> SegmentOptions:
+    """``--option KEY=VALUE`` pairs -> SegmentOptions (ValueError names a bad key or value)."""
+    values = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--option takes KEY=VALUE, got {pair!r}")
+        values[key.strip()] = value.strip()
+    return SegmentOptions.from_mapping(values)
 
 
 def _drain(gen: Iterator, quiet: bool, desc: str) -> None:
@@ -296,7 +318,12 @@ def run(args: argparse.Namespace) -> dict:
         checkpoint = args.checkpoint
         if checkpoint == DEFAULT:  # the registry's default for this image's modality
             checkpoint = default_for_image(image.array, args.modality)
-        session = SegmentationSession(checkpoint, device=args.device, batch_size=args.batch_size)
+        session = SegmentationSession(
+            checkpoint,
+            device=args.device,
+            batch_size=args.batch_size,
+            options=_parse_options(args.option),
+        )
         session.set_image(image.array, image.spacing, modality=args.modality)
         if args.adapt_steps is not None:
             from napari_tpm.adapt import check_adaptable, run_adaptation_for_cli

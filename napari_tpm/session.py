@@ -654,7 +654,7 @@ class SegmentationSession:
         *,
         out: np.ndarray | None = None,
         z_range: tuple[int, int] | None = None,
-        connected: bool = False,
+        connected: bool | None = None,
         keep_paint: bool = True,
     ) -> np.ndarray:
         """Label volume at ``prior`` (None: :meth:`auto_prior`), with the paint's label values.
@@ -663,9 +663,10 @@ class SegmentationSession:
         integer array on the image's grid, e.g. a Labels layer's buffer) is overwritten in place.
         ``z_range`` keeps slices lo..hi (inclusive) along the slice axis; ``connected`` keeps the
         3D components that touch the painted region (the largest one when the support came from
-        another volume). ``keep_paint`` writes the user's paint over the result on the painted
-        slices (background strokes as 0); the paper's protocol scores those slices with the model
-        like any other, so the evaluation turns it off. Slices not computed yet are 0.
+        another volume); None takes ``options.connected``. ``keep_paint`` writes the user's paint
+        over the result on the painted slices (background strokes as 0); the paper's protocol
+        scores those slices with the model like any other, so the evaluation turns it off.
+        Slices not computed yet are 0.
         """
         s = self._require_support()
         if self._score is None:
@@ -685,6 +686,8 @@ class SegmentationSession:
         else:
             lut = np.asarray(s.label_values, dtype=out.dtype)
             np.multiply(lut[self._best], fg, out=view, casting="unsafe")
+        if connected is None:
+            connected = self.options.connected
         if s.same_volume and keep_paint:
             _apply_paint(view, s, self._background_value)
         if z_range is not None:

@@ -22,6 +22,8 @@ from magicgui.widgets import (
 )
 from qtpy.QtWidgets import QSizePolicy
 
+from napari_tpm.options import SegmentOptions
+
 CPU_NOTICE = (
     "Running on CPU: the first segmentation of a large volume takes a while. "
     "Later adjustments reuse the cached features and are fast."
@@ -140,7 +142,8 @@ class Layout:
         self.z_min_spinbox = SpinBox(label="First slice", min=0, max=0, value=0)
         self.z_max_spinbox = SpinBox(label="Last slice", min=0, max=0, value=0)
         self.connected_checkbox = CheckBox(
-            text="Keep only regions connected to the paint", value=False
+            text="Keep only regions connected to the paint",
+            value=SegmentOptions().connected,
         )
         self.auto_update_checkbox = CheckBox(
             text="Auto-update after painting (1 s delay)", value=False
