@@ -19,6 +19,8 @@ Modes (the support):
   (cyclic), passed as ``support_image``.
 * ``multi``: all four organs painted at once on the one slice showing the most of them (ties:
   largest summed area); organs absent from that slice are not scored in this mode.
+* ``alone``: each of those organs painted by itself on that same slice, segmented alone: the
+  single-organ figure the joint ``multi`` result is compared with.
 
 Splits: tune on ``--split tune`` only, report ``--split holdout`` (see accuracy_cases.py; the
 TotalSegmentator and AMOS volumes are always held out). Dice is over the whole volume; an organ
@@ -53,7 +55,7 @@ import accuracy_cases as ac
 import accuracy_forest as af
 import accuracy_report as ar
 
-MODES = ("same", "cross", "multi")
+MODES = ("same", "cross", "multi", "alone")
 
 
 @dataclass
@@ -113,6 +115,13 @@ def build_jobs(
         shown_scored = tuple(o for o in shown if o in present and o in organs)
         if shown_scored:
             jobs.append(Job("multi", shown, renum[paint], case.name, [z]))
+    if "alone" in modes and present:
+        # each organ by itself on the multi mode's slice: what "multi" must not lose to
+        z = ac.multi_slice(labels, case.values)
+        for organ in present:
+            truth = labels == case.values[organ]
+            if truth[z].any():
+                jobs.append(Job("alone", (organ,), ac.organ_paint(truth, [z]), case.name, [z]))
     return jobs
 
 

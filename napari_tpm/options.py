@@ -23,12 +23,19 @@ class SegmentOptions:
         connected: keep only the 3D regions connected to the paint (the largest region when the
             support came from another volume). An organ is one 3D region; look-alike tissue
             elsewhere is the commonest error of a prototype model.
+        class_calibration: with several structures, place each one's decision boundary on
+            its own painted count (models without a learned threshold) instead of one shared
+            boundary for all.
         refine: iterations of transductive TPM on the query (0: the plain one-pass TPM).
             Each refits the prototypes and the per-slice class priors on the query's own
             features by EM, regularised towards the support (``tpm.transductive``).
+        refine_atlas: the same, used when the support was painted on another volume (an atlas or
+            another patient): there the support's prototype misses the query's appearance and
+            the refinement gains most, while on the painted scan itself it loses a little.
         refine_weight: strength of the support prior in the refinement, in units of the
             support's own pixel count (1: the support counts as much as as many query pixels).
-        slice_priors: let the refinement estimate a class prior per slice.
+        slice_priors: let the refinement estimate a class prior per slice (off: no gain measured
+            on the tuning volumes).
         prior_smoothing: smoothing of those priors along the slices (in slices).
         refine_gate: only the first pass's 3D component that touches the paint (or the largest,
             for another volume's support) pulls each class's prototypes.
@@ -38,17 +45,21 @@ class SegmentOptions:
     """
 
     connected: bool = True
+    class_calibration: bool = False
     refine: int = 0
+    refine_atlas: int = 2
     refine_weight: float = 1.0
-    slice_priors: bool = True
+    slice_priors: bool = False
     prior_smoothing: float = 1.0
     recalibrate: bool = False
     refine_gate: bool = True
     smooth_mm: float = 0.0
 
     def __post_init__(self) -> None:
-        if isinstance(self.refine, bool) or not isinstance(self.refine, int) or self.refine < 0:
-            raise ValueError(f"refine must be a whole number >= 0, got {self.refine!r}")
+        for name in ("refine", "refine_atlas"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name} must be a whole number >= 0, got {value!r}")
         for name in ("refine_weight", "prior_smoothing", "smooth_mm"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not value >= 0 or value == float("inf"):

@@ -334,7 +334,7 @@ def run(args: argparse.Namespace) -> dict:
             )
         _drain(
             session.segment(
-                paint.array.astype(np.int64),
+                paint.array,
                 support_image=None if support_image is image else support_image.array,
                 support_spacing=support_image.spacing,
                 n_prototypes=args.prototypes,

@@ -172,6 +172,7 @@ class SegmentationSession:
         self._negative: tuple[torch.Tensor, torch.Tensor] | None = None
         self._support_prototypes: list[tuple[torch.Tensor, torch.Tensor]] = []
         self._slice_bias: torch.Tensor | None = None  # (n, K) per-slice log prior ratios
+        self._class_offsets: torch.Tensor | None = None  # (K,) per-class calibration
         self.refine_trace: list[float] = []  # query log-likelihood per refinement step
         self._background_value: int | None = BACKGROUND_LABEL
         self._offset = 0.0
@@ -422,19 +423,20 @@ class SegmentationSession:
     def _refine(self, query: _Volume) -> Iterator[Progress]:
         """Transductive TPM on the finished first pass, then rescore (no encoder call)."""
         opts = self.options
-        if opts.refine < 1:
-            return
         s = self._require_support()
+        iterations = opts.refine if s.same_volume else opts.refine_atlas
+        if iterations < 1:
+            return
         n = query.slices.shape[0]
         yield Progress(n, n, "refine", None)
         result = transductive_tpm(
             query.features,
             self._support_prototypes,
             [x.shape[0] for x in s.pixel_features],
-            lambda f, p: self._low_scores(f, p) + self._offset,
+            lambda f, p: self._calibrated_scores(f, p),
             sigma_f=float(self.model.sigma_f),
             sigma_b=float(self.model.sigma_b),
-            n_iter=opts.refine,
+            n_iter=iterations,
             support_weight=opts.refine_weight,
             slice_priors=opts.slice_priors,
             smoothing=opts.prior_smoothing,
@@ -541,6 +543,15 @@ class SegmentationSession:
             log_b = torch.logaddexp(log_b, neg_f[:, None])
         return log_f - log_b
 
+    def _calibrated_scores(
+        self, feats: torch.Tensor, prototypes: list[tuple[torch.Tensor, torch.Tensor]] | None
+    ) -> torch.Tensor:
+        """Class log-odds with the calibration (shared and per-class offsets) applied."""
+        low = self._low_scores(feats, prototypes) + self._offset
+        if self._class_offsets is not None:
+            low = low + self._class_offsets[None, :, None, None]
+        return low
+
     def _calibrate(self) -> None:
         """Offset added to every score so that prior 0.5 reproduces the paint on its slices.
 
@@ -550,6 +561,7 @@ class SegmentationSession:
         the painted count: the ideal class prior of the support itself.
         """
         self._offset = 0.0
+        self._class_offsets = None
         if self.model.calibrated:
             return
         s = self._support
@@ -560,9 +572,13 @@ class SegmentationSession:
         size = WORKING_SIZE
         up = F.interpolate(low, size=(size, size), mode="bilinear", align_corners=False)
         best = up.max(1).values
-        icp = icp_from_scores(best.reshape(-1), sum(s.counts_working))
-        icp = float(np.clip(icp, 1e-4, 1 - 1e-4))
-        self._offset = math.log(icp / (1 - icp))
+        self._offset = _logit_icp(best, sum(s.counts_working))
+        k = up.shape[1]
+        if k > 1 and self.options.class_calibration:
+            # each class its own boundary: its painted count on its own scores. One shared
+            # offset lets a class with close prototypes (kidney) swallow the others' share.
+            per = [_logit_icp(up[:, c], s.counts_working[c]) - self._offset for c in range(k)]
+            self._class_offsets = torch.tensor(per, dtype=torch.float32)
 
     def _score_all(self, query: _Volume, *, start: int) -> Iterator[Progress]:
         n = query.slices.shape[0]
@@ -574,7 +590,7 @@ class SegmentationSession:
         for lo, hi in _outward_batches(n, start, self.batch_size):
             idx = np.arange(lo, hi)
             self._encode(query, idx)
-            batch = self._low_scores(query.features[lo:hi]) + self._offset
+            batch = self._calibrated_scores(query.features[lo:hi], self._prototypes)
             if self._slice_bias is not None:
                 batch = batch + self._slice_bias[lo:hi, :, None, None]
             if low is None:
@@ -807,6 +823,12 @@ def _class_mask(
             m = grid.to_working(native, pad_value=0.0)[0, 0] > 0
         out[m & (out == 0)] = code
     return out
+
+
+def _logit_icp(scores: torch.Tensor, count: int) -> float:
+    """logit of the prior at which exactly ``count`` of ``scores`` are foreground (clipped)."""
+    icp = float(np.clip(icp_from_scores(scores.reshape(-1), count), 1e-4, 1 - 1e-4))
+    return math.log(icp / (1 - icp))
 
 
 def _content_mask(grid: WorkingGrid, hw: tuple[int, int]) -> torch.Tensor:
