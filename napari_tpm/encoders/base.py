@@ -85,4 +85,3 @@ class Encoder(nn.Module):
 
     def extra_repr(self) -> str:
         return f"name={self.name!r}, stride={self.stride}, out_channels={self.out_channels}"
-
