@@ -18,19 +18,33 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy import ndimage
 
+from napari_tpm._session_data import (
+    WORKING_SIZE,
+    VolumeTooLargeError,
+    _apply_paint,
+    _check_prior,
+    _check_prototypes,
+    _class_mask,
+    _content_mask,
+    _logit_icp,
+    _make_view,
+    _outward_batches,
+    _pixels,
+    _Support,
+    _Volume,
+    available_memory_bytes,
+    resolve_device,
+)
 from napari_tpm.checkpoints import TPMModel, load_model
 from napari_tpm.options import SegmentOptions
-from napari_tpm.postprocess import keep_connected, limit_range
+from napari_tpm.postprocess import keep_connected, limit_range, smooth_scores
 from napari_tpm.preprocess import WorkingGrid, normalise_intensity
 from napari_tpm.progress import Progress
 from napari_tpm.support import (
@@ -41,93 +55,16 @@ from napari_tpm.support import (
 )
 from napari_tpm.tpm import (
     fit_spherical_gmm,
-    icp_from_scores,
     l2_normalize,
     log_odds_multi,
     log_odds_single,
     mixture_log_densities,
     squared_distance,
-    support_pixel_features,
 )
 from napari_tpm.tpm.transductive import transductive_tpm
 
-#: in-plane size of the square grid the encoder sees (the paper's 256 x 256).
-WORKING_SIZE = 256
-#: log-odds are bounded to +-this before 3D smoothing (P between 0.7 % and 99.3 %).
-_SMOOTH_BOUND = 5.0
 #: bytes per voxel the session holds for a query volume (normalised copy, score, class, output).
-_BYTES_PER_VOXEL = 4 + 4 + 1 + 1 + 1
-
-
-class VolumeTooLargeError(ValueError):
-    """The volume would need more memory than this machine has available."""
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """Turn "auto" into the best available device; refuse devices that are not there.
-
-    MPS is never chosen automatically: users report wrong results with it, so it is opt-in.
-    """
-    if isinstance(device, torch.device):
-        return device
-    name = str(device).lower()
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' was requested but no CUDA GPU is available")
-    if name == "mps" and not (
-        getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()
-    ):
-        raise ValueError("device 'mps' was requested but MPS is not available")
-    try:
-        return torch.device(name)
-    except RuntimeError as err:
-        raise ValueError(f"unknown device {device!r} (use auto, cpu or cuda)") from err
-
-
-def available_memory_bytes() -> int:
-    """Memory the process may still use: MemAvailable from /proc/meminfo, else free pages."""
-    try:
-        with open("/proc/meminfo") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        return int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
-    except (ValueError, OSError, AttributeError):
-        return 1 << 62
-
-
-@dataclass
-class _Volume:
-    """A volume seen along one slice axis: normalised slices and the working grid."""
-
-    slices: np.ndarray  # (n, H, W) float32, slice axis moved to the front
-    grid: WorkingGrid
-    pad_value: float
-    features: torch.Tensor | None = None  # (n, C, h, w) float16, CPU
-    encoded: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
-
-
-@dataclass
-class _Support:
-    """What the prototypes are fitted from: per-class support pixel features and geometry."""
-
-    axis: int
-    indices: tuple[int, ...]  # painted slices along the axis (ascending)
-    index: int  # the painted slice nearest the middle of the painted ones
-    n_slices: int  # slices along the axis in the support volume (for LinEst's location)
-    label_values: tuple[int, ...]
-    pixel_features: list[torch.Tensor]  # per class (N_k, C), unit-normalised
-    negative_features: torch.Tensor | None  # (N, C) features under background strokes
-    fraction: float  # painted fraction of the working grid on the middle slice (LinEst's size)
-    same_volume: bool
-    masks_native: dict[int, np.ndarray]  # painted slice index -> (H, W) paint (native grid)
-    counts_working: list[int]  # painted pixels per class on the working grid, all slices
-    features: torch.Tensor  # (S, C, h, w) float32 features of the painted slices
-    masks_working: torch.Tensor  # (S, size, size) int64 class index + 1 (0 none, -1 background)
+_BYTES_PER_VOXEL = 20  # measured: 18.6 bytes per voxel held by a session (2026-12-02)
 
 
 class SegmentationSession:
@@ -411,10 +348,7 @@ class SegmentationSession:
         # mm per feature pixel: the working grid's mm per pixel times the working/feature ratio
         mm_per_px = max(grid.shape_hw[0] * inplane[0], grid.shape_hw[1] * inplane[1]) / h
         sigma = (mm / self._spacing[s.axis], 0.0, mm / mm_per_px, mm / mm_per_px)
-        # log-odds far from every prototype run to -100s; bounded first, so a confident
-        # background voxel counts as confident, not as a hundred of them
-        bounded = self._low.clamp(-_SMOOTH_BOUND, _SMOOTH_BOUND).numpy()
-        low = torch.from_numpy(ndimage.gaussian_filter(bounded, sigma, mode="nearest"))
+        low = torch.from_numpy(smooth_scores(self._low.numpy(), sigma))
         self._low = low
         for lo, hi in _outward_batches(n, self._start_index(query), self.batch_size):
             self._to_native(query, low[lo:hi], lo, hi)
@@ -460,30 +394,16 @@ class SegmentationSession:
         s = self._require_support()
         low = self._low
         assert low is not None
-        k = low.shape[1]
         best = low.max(1)
-        fg = (best.values > 0).numpy()
-        cls = best.indices.numpy()
-        h, w = low.shape[-2:]
-        seeds = np.zeros(fg.shape, np.int64)
+        first = ((best.indices + 1) * (best.values > 0)).to(torch.uint8).numpy()
+        seeds = np.zeros_like(first)
         if s.same_volume:
-            down = F.interpolate(s.masks_working[:, None].float(), size=(h, w), mode="nearest")[
-                :, 0
-            ].long()
+            h, w = low.shape[-2:]
+            down = F.interpolate(s.masks_working[:, None].float(), size=(h, w), mode="nearest")
             for j, i in enumerate(s.indices):
-                seeds[i] = down[j].numpy()
-        gate = np.zeros((fg.shape[0], k, h, w), bool)
-        for c in range(k):
-            mask = fg & (cls == c)
-            lab, n = ndimage.label(mask, structure=np.ones((3, 3, 3), bool))
-            if n == 0:
-                continue
-            hit = np.unique(lab[(seeds == c + 1) & mask])
-            hit = hit[hit > 0]
-            if hit.size == 0:
-                hit = np.asarray([int(np.argmax(np.bincount(lab.ravel())[1:])) + 1])
-            gate[:, c] = np.isin(lab, hit)
-        return torch.from_numpy(gate)
+                seeds[i] = down[j, 0].clamp_min(0).to(torch.uint8).numpy()
+        kept = torch.from_numpy(keep_connected(first, seeds, fallback="largest"))
+        return torch.stack([kept == c + 1 for c in range(low.shape[1])], 1)
 
     def _start_index(self, query: _Volume) -> int:
         s = self._support
@@ -783,117 +703,6 @@ class SegmentationSession:
 
 
 # ---------------------------------------------------------------------- helpers
-def _make_view(
-    normalised: np.ndarray,
-    spacing: tuple[float, float, float],
-    axis: int,
-    only: tuple[int, ...] | None = None,
-) -> _Volume:
-    """The volume along ``axis`` on its working grid; ``only`` keeps just those slices."""
-    slices = np.moveaxis(normalised, axis, 0)
-    if only is not None:
-        slices = slices[list(only)]
-    inplane = tuple(s for a, s in enumerate(spacing) if a != axis)
-    grid = WorkingGrid.fit(slices.shape[1:], inplane, size=WORKING_SIZE)
-    return _Volume(
-        slices=slices,
-        grid=grid,
-        pad_value=float(normalised.min()),
-        encoded=np.zeros(slices.shape[0], bool),
-    )
-
-
-def _class_mask(
-    grid: WorkingGrid, plane: np.ndarray, values: tuple[int, ...], background: int | None
-) -> torch.Tensor:
-    """Painted plane -> working grid map: class index + 1, -1 for background strokes, else 0.
-
-    Each value is resampled on its own so a stroke thinner than one working pixel keeps the
-    pixels it touches instead of vanishing between nearest-neighbour samples.
-    """
-    nearest = grid.to_working_mask(torch.from_numpy(plane.astype(np.int64)))
-    out = torch.zeros(nearest.shape, dtype=torch.int64)
-    codes = [(v, c + 1) for c, v in enumerate(values)]
-    if background is not None:
-        codes.append((background, -1))
-    for value, code in codes:
-        m = nearest == value
-        if not m.any() and (plane == value).any():
-            native = torch.from_numpy((plane == value).astype(np.float32))[None, None]
-            m = grid.to_working(native, pad_value=0.0)[0, 0] > 0
-        out[m & (out == 0)] = code
-    return out
-
-
-def _logit_icp(scores: torch.Tensor, count: int) -> float:
-    """logit of the prior at which exactly ``count`` of ``scores`` are foreground (clipped)."""
-    icp = float(np.clip(icp_from_scores(scores.reshape(-1), count), 1e-4, 1 - 1e-4))
-    return math.log(icp / (1 - icp))
-
-
-def _content_mask(grid: WorkingGrid, hw: tuple[int, int]) -> torch.Tensor:
-    """(h, w) bool: feature-map pixels whose centre lies on the slice content, not the padding."""
-    h, w = (int(v) for v in hw)
-    ys = (torch.arange(h) + 0.5) * grid.size / h
-    xs = (torch.arange(w) + 0.5) * grid.size / w
-    top, left = grid.offset
-    ch, cw = grid.content_hw
-    rows = (ys >= top) & (ys < top + ch)
-    cols = (xs >= left) & (xs < left + cw)
-    return rows[:, None] & cols[None, :]
-
-
-def _pixels(features: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Unit features (N, C) of the pixels under ``mask`` (S, size, size), slices (S, C, h, w)."""
-    return torch.cat(
-        [support_pixel_features(f, m.to(torch.float32)) for f, m in zip(features, mask) if m.any()]
-    )
-
-
-def _apply_paint(view: np.ndarray, support: _Support, background: int | None) -> None:
-    """Write the user's paint over ``view`` (slice axis first): painted structures keep their
-    label, background strokes become 0. What the user painted is never contradicted."""
-    for i, plane in support.masks_native.items():
-        painted = (plane != 0) & (plane != background)
-        view[i][painted] = plane[painted]
-        if background is not None:
-            view[i][plane == background] = 0
-
-
-def _outward_batches(n: int, start: int, size: int) -> Iterator[tuple[int, int]]:
-    """Contiguous batches of ``range(n)`` visiting ``start`` first, then alternately up and down.
-
-    Streaming outward from the painted slice shows the user the region they care about first.
-    """
-    start = min(max(int(start), 0), max(n - 1, 0))
-    up, down = start, start
-    first = True
-    while up < n or down > 0:
-        if first or (up < n and (up - start) <= (start - down)) or down <= 0:
-            hi = min(up + size, n)
-            if hi > up:
-                yield up, hi
-            up = hi
-            first = False
-        else:
-            lo = max(down - size, 0)
-            yield lo, down
-            down = lo
-
-
-def _check_prototypes(k: int) -> int:
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise ValueError(f"the number of prototypes must be a whole number >= 1, got {k!r}")
-    return int(k)
-
-
-def _check_prior(prior: float) -> float:
-    p = float(prior)
-    if not (0.0 < p < 1.0) or math.isnan(p):
-        raise ValueError(f"the class prior must lie strictly between 0 and 1, got {prior!r}")
-    return p
-
-
 __all__ = [
     "SegmentationSession",
     "SupportError",

@@ -113,7 +113,7 @@ def test_estimators_are_not_available_without_statistics(generic):
 def test_ce_t_is_the_sessions_label_at_prior_one_half(session, cases):
     case = cases[0].load()
     rec = evaluate_binary(session, case, None, 5, Options(device="cpu", prototypes=(1,)))[0]
-    labels = session.labels(0.5, keep_paint=False)
+    labels = session.labels(0.5, keep_paint=False, connected=False)
     truth = case.labels == 5
     assert rec["methods"]["CE-T"]["n_pred"] == int((labels == 5).sum())
     assert rec["methods"]["CE-T"]["dice"] == pytest.approx(dice(labels == 5, truth), abs=1e-6)
@@ -121,7 +121,7 @@ def test_ce_t_is_the_sessions_label_at_prior_one_half(session, cases):
     assert rec["same_volume"] and rec["support"] == rec["query"]
     # the volume ICP predicts the true count in 3D
     assert rec["dice_icp"] == pytest.approx(
-        dice(session.labels(rec["icp"], keep_paint=False) == 5, truth), abs=1e-6
+        dice(session.labels(rec["icp"], keep_paint=False, connected=False) == 5, truth), abs=1e-6
     )
 
 
@@ -135,7 +135,7 @@ def test_estimator_priors_come_from_the_checkpoint(session, cases):
             }
         },
     )
-    s = SegmentationSession(model, device="cpu", batch_size=8)
+    s = SegmentationSession(model, device="cpu", batch_size=8, connected=False)
     query, support = cases[1].load(), cases[2].load()
     rec = evaluate_binary(s, query, support, 1, Options(device="cpu", prototypes=(1,)))[0]
     truth = query.labels == 1

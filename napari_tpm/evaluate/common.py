@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from napari_tpm.options import SegmentOptions
 from napari_tpm.progress import Progress
 from napari_tpm.session import SegmentationSession
 from napari_tpm.tpm import AvgEst, LinEst, score_threshold
@@ -38,6 +39,11 @@ class Options:
     batch_size: int | None = None
     prior_grid: np.ndarray = field(default_factory=default_prior_grid)
     seed: int = 0
+    #: the session's options; the paper's protocol scores the plain one-pass TPM (no
+    #: refinement, no connectivity filter), so that is the default here
+    segment: SegmentOptions = field(
+        default_factory=lambda: SegmentOptions(connected=False, refine_atlas=0)
+    )
 
     def __post_init__(self) -> None:
         self.protocol = self.protocol.upper()
@@ -144,7 +150,9 @@ SessionFactory = Callable[[str], SegmentationSession]
 
 def default_session_factory(options: Options) -> SessionFactory:
     def make(checkpoint: str) -> SegmentationSession:
-        return SegmentationSession(checkpoint, options.device, batch_size=options.batch_size)
+        return SegmentationSession(
+            checkpoint, options.device, batch_size=options.batch_size, options=options.segment
+        )
 
     return make
 
