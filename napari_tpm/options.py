@@ -66,6 +66,17 @@ class SegmentOptions:
                 raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
 
     @classmethod
+    def from_pairs(cls, pairs: list[str], base: dict[str, Any] | None = None) -> SegmentOptions:
+        """From CLI ``KEY=VALUE`` strings over ``base`` values (ValueError names a bad one)."""
+        values = dict(base or {})
+        for pair in pairs:
+            key, sep, value = pair.partition("=")
+            if not sep or not key.strip():
+                raise ValueError(f"--option takes KEY=VALUE, got {pair!r}")
+            values[key.strip()] = value.strip()
+        return cls.from_mapping(values)
+
+    @classmethod
     def from_mapping(cls, values: dict[str, Any]) -> SegmentOptions:
         """Build from ``{name: value}``, converting strings (CLI ``key=value``) to field types."""
         fields = {f.name: f for f in dataclasses.fields(cls)}

@@ -196,17 +196,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _parse_options(pairs: list[str]) -> SegmentOptions:
-    """``--option KEY=VALUE`` pairs -> SegmentOptions (ValueError names a bad key or value)."""
-    values = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise ValueError(f"--option takes KEY=VALUE, got {pair!r}")
-        values[key.strip()] = value.strip()
-    return SegmentOptions.from_mapping(values)
-
-
 def _drain(gen: Iterator, quiet: bool, desc: str) -> None:
     """Run a Progress generator to the end behind a tqdm bar on stderr."""
     from tqdm import tqdm
@@ -322,7 +311,7 @@ def run(args: argparse.Namespace) -> dict:
             checkpoint,
             device=args.device,
             batch_size=args.batch_size,
-            options=_parse_options(args.option),
+            options=SegmentOptions.from_pairs(args.option),
         )
         session.set_image(image.array, image.spacing, modality=args.modality)
         if args.adapt_steps is not None:

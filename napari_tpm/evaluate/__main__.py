@@ -24,6 +24,7 @@ from napari_tpm._cli import (
     os_error_line,
     positive_int,
 )
+from napari_tpm.options import SegmentOptions
 
 EXAMPLES = """\
 examples:
@@ -76,6 +77,14 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="tie-breaking of the multi-class slice")
     p.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a session option (napari_tpm.options.SegmentOptions) over the protocol's plain "
+        "TPM (connected=false, refine_atlas=0), e.g. refine_atlas=2; repeatable",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -198,6 +207,14 @@ def _check_patterns(patterns: Sequence[str | None], **fill: Sequence) -> None:
                         raise BadInput(f"checkpoint {path} (from {pattern!r}) does not exist")
 
 
+def _segment_options(pairs: list[str]) -> SegmentOptions:
+    """The protocol's plain TPM (no connectivity filter, no refinement) with ``--option``s."""
+    try:
+        return SegmentOptions.from_pairs(pairs, {"connected": "false", "refine_atlas": "0"})
+    except ValueError as err:
+        raise BadInput(str(err)) from None
+
+
 def _check_out_folder(out: Path) -> None:
     """The report folder must be creatable and writable: checked before the evaluation runs."""
     from napari_tpm.atomic import OutputError, check_writable_folder, describe_os_error
@@ -235,6 +252,7 @@ def _run(args: argparse.Namespace) -> int:
         device=args.device,
         batch_size=args.batch_size,
         seed=args.seed,
+        segment=_segment_options(args.option),
     )
     results = runner.Results()
     start = time.perf_counter()

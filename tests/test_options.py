@@ -1,0 +1,57 @@
+"""Session options: one set of names for the session, the CLIs and the benchmarks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_tpm.options import SegmentOptions
+from napari_tpm.phantom import make_phantom
+from napari_tpm.session import SegmentationSession
+
+
+def test_pairs_are_typed_and_checked():
+    opts = SegmentOptions.from_pairs(["refine=2", "connected=false", "smooth_mm=1.5"])
+    assert opts.refine == 2 and opts.connected is False and opts.smooth_mm == 1.5
+    base = SegmentOptions.from_pairs([], {"refine_atlas": "0"})
+    assert base.refine_atlas == 0 and base.connected is True
+    for bad, message in [
+        (["nope=1"], "unknown option"),
+        (["refine=two"], "takes a int"),
+        (["connected=maybe"], "true/false"),
+        (["refine"], "KEY=VALUE"),
+        (["refine=-1"], ">= 0"),
+        (["smooth_mm=nan"], "finite"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            SegmentOptions.from_pairs(bad)
+
+
+def test_session_defaults_and_overrides():
+    s = SegmentationSession("filterbank", device="cpu", refine=1, connected=False)
+    assert s.options.refine == 1 and s.options.connected is False
+    with pytest.raises(TypeError):
+        SegmentationSession("filterbank", device="cpu", not_an_option=1)
+
+
+def test_connected_default_drops_a_detached_blob_and_smoothing_keeps_the_organ():
+    ph = make_phantom(shape=(24, 96, 96), seed=3)
+    truth = ph.labels == 5
+    z = 12
+    paint = np.zeros(truth.shape, np.uint8)
+    paint[z][truth[z]] = 5
+    plain = SegmentationSession("filterbank", device="cpu", connected=False)
+    plain.set_image(ph.image, ph.spacing)
+    list(plain.segment(paint))
+    loose = plain.labels(0.5) > 0
+    default = SegmentationSession("filterbank", device="cpu")
+    default.set_image(ph.image, ph.spacing)
+    list(default.segment(paint))
+    kept = default.labels(0.5) > 0
+    assert (kept <= loose).all()  # connectivity only removes
+    smooth = SegmentationSession("filterbank", device="cpu", smooth_mm=3.0)
+    smooth.set_image(ph.image, ph.spacing)
+    list(smooth.segment(paint))
+    result = smooth.labels(0.5) > 0
+    dice = 2 * (result & truth).sum() / (result.sum() + truth.sum())
+    assert dice > 0.8
