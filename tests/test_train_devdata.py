@@ -120,3 +120,19 @@ def test_setting_2_on_the_mr_layout_reads_the_label_beside_each_image(dev_root, 
     assert main(argv) == 0, capsys.readouterr().err
     card = load_model(out / "model.pt").card["training"]
     assert len(card["data"]) == 5
+
+
+def test_robust_normalisation_is_trained_with_and_stored_in_the_model(dev_root, tmp_path):
+    """The model must carry the intensity map it was trained with, so the session uses it."""
+    path = dev_root / "sabs_ct" / "sabs_16_ct.nii.gz"
+    z = load_training_volume(path, size=32, cache_dir=tmp_path)
+    r = load_training_volume(path, size=32, cache_dir=tmp_path, normalisation="robust")
+    assert not np.allclose(z.image, r.image)
+    assert len(list(tmp_path.glob("sabs_16_ct.*.npz"))) == 2  # one cache entry per map
+
+    out = tmp_path / "run"
+    argv = [str(path), "--encoder", "hybrid", "--normalisation", "robust", "--steps", "1"]
+    assert main([*argv, *_common(out)]) == 0
+    model = load_model(out / "model.pt")
+    assert model.normalisation == "robust"
+    assert model.card["training"]["config"]["normalisation"] == "robust"

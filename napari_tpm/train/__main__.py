@@ -61,6 +61,13 @@ def _data_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--size", type=positive_int, default=256, help="working grid (default 256)")
     p.add_argument("--modality", choices=("auto", "ct", "mr"), default="auto")
     p.add_argument(
+        "--normalisation",
+        choices=("zscore", "robust"),
+        default="zscore",
+        help="intensity map of the model: per-volume z-score (the paper's) or the fixed "
+        "per-modality map of the filter bank (robust; what the hybrid encoder is trained with)",
+    )
+    p.add_argument(
         "--sv-min-size",
         type=positive_int,
         default=None,
@@ -269,6 +276,7 @@ def _load_volumes(args, dist) -> list:
                 size=args.size,
                 modality=p.modality,
                 min_size=min_size,
+                normalisation=args.normalisation,
             )
             for i, p in enumerate(phantoms)
         ]
@@ -298,6 +306,7 @@ def _load_volumes(args, dist) -> list:
                             p,
                             size=args.size,
                             modality=args.modality,
+                            normalisation=args.normalisation,
                             min_size=args.sv_min_size,
                             cache_dir=args.cache_dir,
                         )
@@ -399,6 +408,7 @@ def cmd_train(args) -> int:
         min_support_px=args.min_support_px,
         augment=not args.no_augment,
         seed=args.seed,
+        normalisation=args.normalisation,
         device=args.device,
         amp=args.amp,
         channels_last=args.channels_last,

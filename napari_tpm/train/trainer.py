@@ -75,6 +75,7 @@ class TrainConfig:
     min_slice_px: int = 20
     augment: bool = True
     seed: int = 2021
+    normalisation: str = "zscore"  # the model's intensity map: "zscore" (paper) or "robust"
     device: str = "auto"
     amp: bool = False
     channels_last: bool = False
@@ -170,6 +171,7 @@ def new_model(config: TrainConfig):
         estimators={},
         card={},
         calibrated=False,
+        **({} if config.normalisation == "zscore" else {"normalisation": config.normalisation}),
     )
 
 

@@ -77,11 +77,14 @@ def to_working_volume(
     *,
     size: int = 256,
     modality: str = "auto",
+    normalisation: str = "zscore",
 ) -> tuple[np.ndarray, tuple[float, float, float], str]:
     """Normalise like the session and resample every slice onto the square working grid.
 
-    Returns the float32 ``(z, size, size)`` image, its spacing and the modality used. Padding
-    takes the volume minimum, as the session's `WorkingGrid.to_working` does.
+    ``normalisation`` is the model's (``TPMModel.normalisation``): "zscore" as in the paper, or
+    "robust", the fixed per-modality map the filter bank uses. Returns the float32
+    ``(z, size, size)`` image, its spacing and the modality used. Padding takes the volume
+    minimum, as the session's `WorkingGrid.to_working` does.
     """
     import torch
 
@@ -91,7 +94,8 @@ def to_working_volume(
     if arr.ndim != 3:
         raise ValueError(f"expected a (z, y, x) volume, got shape {arr.shape}")
     used = guess_modality(arr) if modality == "auto" else modality
-    norm = normalise_intensity(arr, used)
+    method = {} if normalisation == "zscore" else {"method": normalisation}
+    norm = normalise_intensity(arr, used, **method)
     grid = WorkingGrid.fit(arr.shape[1:], spacing[1:], size)
     pad = float(norm.min()) if norm.size else 0.0
     out = np.empty((arr.shape[0], size, size), dtype=np.float32)
@@ -116,23 +120,32 @@ def volume_from_array(
     min_size: int | None = None,
     cache_dir: str | os.PathLike | None = None,
     content_hash: str | None = None,
+    normalisation: str = "zscore",
 ) -> TrainingVolume:
     """A `TrainingVolume` from an in-memory array (phantoms, tests, the user's own image).
 
     ``min_size`` None picks the paper's value for the modality; with ``cache_dir`` the
     supervoxels are cached there.
     """
-    image, new_spacing, used = to_working_volume(array, spacing, size=size, modality=modality)
+    image, new_spacing, used = to_working_volume(
+        array, spacing, size=size, modality=modality, normalisation=normalisation
+    )
     ms = DEFAULT_MIN_SIZE.get(used, 5000) if min_size is None else int(min_size)
     if cache_dir is None:
         sv = compute_supervoxels(image, new_spacing, min_size=ms)
     else:
         key = content_hash or _array_digest(array)
-        key = hashlib.sha256(f"{key}|size={size}|modality={used}".encode()).hexdigest()
+        key = hashlib.sha256(f"{key}|{_params(size, used, normalisation)}".encode()).hexdigest()
         sv = cached_supervoxels(
             image, new_spacing, cache_dir, name=name, content_hash=key, min_size=ms
         )
     return TrainingVolume(name, image, new_spacing, sv, "", used)
+
+
+def _params(size: int, modality: str, normalisation: str) -> str:
+    """The preparation parameters in a supervoxel cache key (z-score keys stay as they were)."""
+    text = f"size={size}|modality={modality}"
+    return text if normalisation == "zscore" else f"{text}|normalisation={normalisation}"
 
 
 def _array_digest(array: np.ndarray) -> str:
@@ -245,18 +258,21 @@ def load_training_volume(
     min_size: int | None = None,
     cache_dir: str | os.PathLike | None = None,
     supervoxels: bool = True,
+    normalisation: str = "zscore",
 ) -> TrainingVolume:
     """Read one volume file or DICOM folder and prepare it (supervoxels cached on disk)."""
     from napari_tpm.io import read_volume
 
     path = Path(path)
     vol = read_volume(path)
-    image, spacing, used = to_working_volume(vol.array, vol.spacing, size=size, modality=modality)
+    image, spacing, used = to_working_volume(
+        vol.array, vol.spacing, size=size, modality=modality, normalisation=normalisation
+    )
     name = _stem(path)
     sv = None
     if supervoxels:
         ms = DEFAULT_MIN_SIZE.get(used, 5000) if min_size is None else int(min_size)
-        key = hashlib.sha256(f"{file_digest(path)}|size={size}|modality={used}".encode())
+        key = hashlib.sha256(f"{file_digest(path)}|{_params(size, used, normalisation)}".encode())
         sv = cached_supervoxels(
             image,
             spacing,
