@@ -157,6 +157,7 @@ def _prepare_volumes(
     modality: str,
     min_size: int | None,
     cache_dir: str | os.PathLike | None,
+    normalisation: str = "zscore",
 ) -> Iterator[tuple[Progress, Any]]:
     from napari_tpm.train.volumes import TrainingVolume, volume_from_array
 
@@ -174,6 +175,7 @@ def _prepare_volumes(
                 modality=modality,
                 min_size=min_size,
                 cache_dir=cache_dir,
+                normalisation=normalisation,
             )
         if vol.supervoxels is None or int(vol.supervoxels.max()) < 1:
             raise ValueError(f"volume {i} has no supervoxels (is the image empty or constant?)")
@@ -236,8 +238,15 @@ def adapt(
         **(config or {}),
     )
     prepared = []
+    # the volume is seen through the model's own intensity map, as the session will show it
+    norm = str(getattr(model, "normalisation", "zscore"))
     for progress, vol in _prepare_volumes(
-        volumes, size=size, modality=modality, min_size=min_size, cache_dir=cache_dir
+        volumes,
+        size=size,
+        modality=modality,
+        min_size=min_size,
+        cache_dir=cache_dir,
+        normalisation=norm,
     ):
         prepared.append(vol)
         yield progress

@@ -68,3 +68,33 @@ def test_adaptation_trains_only_the_hybrids_head_and_last_block(one_torch_thread
     last = len(model.encoder.blocks) - 1
     assert changed
     assert all(k.startswith(("head.", f"blocks.{last}.")) for k in changed), changed
+
+
+def test_adapting_a_robust_hybrid_uses_its_own_intensity_map(one_torch_thread, monkeypatch):
+    from napari_tpm import adapt as adapt_module
+    from napari_tpm.phantom import make_phantom_dataset
+    from napari_tpm.train import volumes as volumes_module
+    from napari_tpm.train.trainer import TrainConfig, new_model
+
+    seen = []
+    real = volumes_module.volume_from_array
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("normalisation"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(volumes_module, "volume_from_array", spy)
+    torch.manual_seed(0)
+    model = new_model(TrainConfig(encoder="hybrid", normalisation="robust"))
+    p = make_phantom_dataset(1, shape=(10, 48, 48), seed=4)[0]
+    run = adapt_module.adapt(
+        model, [(p.image, p.spacing)], steps=1, size=48, min_size=60, device="cpu",
+        analysis_episodes=0, config={"min_support_px": 25},
+    )  # fmt: skip
+    try:
+        while True:
+            next(run)
+    except StopIteration as stop:
+        adapted = stop.value
+    assert seen == ["robust"]
+    assert adapted.normalisation == "robust"
