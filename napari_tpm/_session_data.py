@@ -159,10 +159,17 @@ def _pixels(features: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     )
 
 
-def _apply_paint(view: np.ndarray, support: _Support, background: int | None) -> None:
+def _apply_paint(
+    view: np.ndarray, support: _Support, background: int | None, part: slice | None = None
+) -> None:
     """Write the user's paint over ``view`` (slice axis first): painted structures keep their
-    label, background strokes become 0. What the user painted is never contradicted."""
+    label, background strokes become 0. What the user painted is never contradicted.
+
+    ``part`` limits the writing to those slices of ``view``."""
+    lo, hi, _ = (part or slice(None)).indices(view.shape[0])
     for i, plane in support.masks_native.items():
+        if not lo <= i < hi:
+            continue
         painted = (plane != 0) & (plane != background)
         view[i][painted] = plane[painted]
         if background is not None:

@@ -592,6 +592,7 @@ class SegmentationSession:
         z_range: tuple[int, int] | None = None,
         connected: bool | None = None,
         keep_paint: bool = True,
+        slices: tuple[int, int] | None = None,
     ) -> np.ndarray:
         """Label volume at ``prior`` (None: :meth:`auto_prior`), with the paint's label values.
 
@@ -602,7 +603,9 @@ class SegmentationSession:
         another volume); None takes ``options.connected``. ``keep_paint`` writes the user's paint
         over the result on the painted slices (background strokes as 0); the paper's protocol
         scores those slices with the model like any other, so the evaluation turns it off.
-        Slices not computed yet are 0.
+        ``slices=(lo, hi)`` rewrites only those slices along the slice axis (inclusive) and
+        skips the 3D connectivity step: a live slider redraws the displayed slice in
+        milliseconds, and a full call follows when it rests. Slices not computed yet are 0.
         """
         s = self._require_support()
         if self._score is None:
@@ -615,20 +618,27 @@ class SegmentationSession:
             out = np.zeros(shape, dtype=dtype)
         elif out.shape != shape:
             raise ValueError(f"out has shape {out.shape}, the image {shape}")
-        view = np.moveaxis(out, s.axis, 0)
-        fg = self._score > threshold
+        full = np.moveaxis(out, s.axis, 0)
+        if slices is None:
+            lo_s, hi_s = 0, full.shape[0] - 1
+        else:  # the live slider: only the displayed slices, no 3D step
+            lo_s, hi_s = sorted(min(max(int(i), 0), full.shape[0] - 1) for i in slices)
+            connected = False
+        part = slice(lo_s, hi_s + 1)
+        view = full[part]
+        fg = self._score[part] > threshold
         if len(s.label_values) == 1:
             np.multiply(fg, s.label_values[0], out=view, casting="unsafe")
         else:
             lut = np.asarray(s.label_values, dtype=out.dtype)
-            np.multiply(lut[self._best], fg, out=view, casting="unsafe")
+            np.multiply(lut[self._best[part]], fg, out=view, casting="unsafe")
         if connected is None:
             connected = self.options.connected
         if s.same_volume and keep_paint:
-            _apply_paint(view, s, self._background_value)
+            _apply_paint(full, s, self._background_value, part)
         if z_range is not None:
             lo, hi = sorted(int(z) for z in z_range)
-            limit_range(view, lo, hi, axis=0, inplace=True)
+            limit_range(view, lo - lo_s, hi - lo_s, axis=0, inplace=True)
         if connected:
             # seeds: the paint when it lies in this volume; none (largest component) otherwise
             seeds = np.zeros(view.shape, dtype=view.dtype)

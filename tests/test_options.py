@@ -55,3 +55,17 @@ def test_connected_default_drops_a_detached_blob_and_smoothing_keeps_the_organ()
     result = smooth.labels(0.5) > 0
     dice = 2 * (result & truth).sum() / (result.sum() + truth.sum())
     assert dice > 0.8
+
+
+def test_labels_of_a_few_slices_match_the_full_result_there():
+    ph = make_phantom(shape=(24, 96, 96), seed=3)
+    paint = np.zeros(ph.labels.shape, np.uint8)
+    paint[12][ph.labels[12] == 5] = 5
+    s = SegmentationSession("filterbank", device="cpu", connected=False)
+    s.set_image(ph.image, ph.spacing)
+    list(s.segment(paint))
+    full = s.labels(0.3)
+    buf = np.full(full.shape, 7, np.uint8)
+    s.labels(0.3, out=buf, slices=(10, 12))
+    assert (buf[10:13] == full[10:13]).all()
+    assert (buf[:10] == 7).all() and (buf[13:] == 7).all()  # nothing else is touched

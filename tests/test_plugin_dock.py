@@ -87,6 +87,8 @@ def test_connected_ticked_before_segmenting_is_honoured(qtbot, make_napari_viewe
 
     _viewer, widget, _ = _dock(make_napari_viewer, phantom)
     widget.prior_spinbox.value = 0.9  # generous: stray blobs away from the liver
+    assert widget.connected_checkbox.value  # on by default (SegmentOptions.connected)
+    widget.connected_checkbox.value = False  # a user who turned it off, then on again
     box = widget.connected_checkbox.native
     qtbot.mouseClick(box, Qt.MouseButton.LeftButton, pos=QPoint(8, box.height() // 2))
     assert widget.connected_checkbox.value

@@ -400,9 +400,14 @@ class Controller:
         if layer is None or image is None or image.data is not state.segmented_data:
             return  # the preview belongs to another image; the next Segment rebuilds it
         connected = bool(self.ui.connected_checkbox.value) and not quick
+        shown = self.displayed_slice(image, session.axis) if quick else None
         try:
             session.labels(
-                self.prior(), out=layer.data, z_range=self.z_range(), connected=connected
+                self.prior(),
+                out=layer.data,
+                z_range=self.z_range(),
+                connected=connected,
+                slices=None if shown is None else (shown, shown),
             )
         except ValueError as exc:
             self.error(str(exc))
@@ -420,6 +425,15 @@ class Controller:
         self.full_timer.stop()
         summary = self.summary()
         self.status(f"{done_text}. {summary}" if done_text else summary)
+
+    def displayed_slice(self, image: Any, axis: int) -> int | None:
+        """Index along ``axis`` of the image slice the viewer shows (None in 3D view)."""
+        if self.viewer.dims.ndisplay != 2 or axis not in self.viewer.dims.not_displayed:
+            return None
+        try:
+            return round(float(image.world_to_data(self.viewer.dims.point)[axis]))
+        except (IndexError, ValueError, TypeError):
+            return None
 
     def summary(self) -> str:
         layer, session = self.result_layer, self.state.session
