@@ -97,13 +97,24 @@ def _make_view(
     spacing: tuple[float, float, float],
     axis: int,
     only: tuple[int, ...] | None = None,
+    mm: float | None = None,
 ) -> _Volume:
-    """The volume along ``axis`` on its working grid; ``only`` keeps just those slices."""
+    """The volume along ``axis`` on its working grid; ``only`` keeps just those slices.
+
+    ``mm`` (an encoder's ``working_mm``) fixes the working pixel at that many millimetres, so
+    the encoder's scales mean the same distance on every scan; the square then grows or
+    shrinks with the field of view (a multiple of 8, 64 to 512). Without it every slice fills
+    the paper's 256 x 256 square, whatever its size in millimetres.
+    """
     slices = np.moveaxis(normalised, axis, 0)
     if only is not None:
         slices = slices[list(only)]
     inplane = tuple(s for a, s in enumerate(spacing) if a != axis)
-    grid = WorkingGrid.fit(slices.shape[1:], inplane, size=WORKING_SIZE)
+    size = WORKING_SIZE
+    if mm:
+        fov = max(slices.shape[1] * inplane[0], slices.shape[2] * inplane[1])
+        size = int(min(512, max(64, 8 * math.ceil(fov / mm / 8))))
+    grid = WorkingGrid.fit(slices.shape[1:], inplane, size=size)
     return _Volume(
         slices=slices,
         grid=grid,

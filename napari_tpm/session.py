@@ -197,6 +197,11 @@ class SegmentationSession:
         self._normalised: np.ndarray | None = None
         self._reset_support()
 
+    @property
+    def _working_mm(self) -> float | None:
+        """The encoder's fixed working pixel size in mm, if it asks for one."""
+        return getattr(self.model.encoder, "working_mm", None)
+
     def _require_image(self) -> np.ndarray:
         if self._image is None:
             raise ValueError("no image: call set_image() first")
@@ -210,7 +215,9 @@ class SegmentationSession:
                 self._normalised = normalise_intensity(
                     image, modality=self._modality, method=self.model.normalisation
                 )
-            self._views[axis] = _make_view(self._normalised, self._spacing, axis)
+            self._views[axis] = _make_view(
+                self._normalised, self._spacing, axis, mm=self._working_mm
+            )
         return self._views[axis]
 
     # --------------------------------------------------------------- encoding
@@ -296,7 +303,8 @@ class SegmentationSession:
             snorm = normalise_intensity(
                 np.asarray(support_image), modality=self._modality, method=self.model.normalisation
             )
-            sview, sidx = _make_view(snorm, sspacing, axis, only=indices), np.arange(len(indices))
+            sview = _make_view(snorm, sspacing, axis, only=indices, mm=self._working_mm)
+            sidx = np.arange(len(indices))
         self._encode(sview, sidx)
         feats = sview.features[torch.from_numpy(sidx)].float()  # (S, C, h, w)
         planes = {i: np.take(paint, i, axis=axis) for i in indices}
@@ -489,7 +497,7 @@ class SegmentationSession:
         # slices with only background strokes say nothing about how much is foreground
         with_fg = (s.masks_working > 0).flatten(1).any(1)
         low = self._low_scores(s.features[with_fg])  # (S', K, h, w)
-        size = WORKING_SIZE
+        size = s.masks_working.shape[-1]
         up = F.interpolate(low, size=(size, size), mode="bilinear", align_corners=False)
         best = up.max(1).values
         self._offset = _logit_icp(best, sum(s.counts_working))
@@ -714,6 +722,7 @@ class SegmentationSession:
 
 # ---------------------------------------------------------------------- helpers
 __all__ = [
+    "WORKING_SIZE",
     "SegmentationSession",
     "SupportError",
     "VolumeTooLargeError",

@@ -173,6 +173,9 @@ class FilterBankEncoder(Encoder):
             scaled by 1/sqrt(n_channels), so a group's weight does not grow with its size).
         group_stats: ``{group: (centre, scale)}`` standardising each group's raw channels.
         anchor: value of the constant channel appended before the unit normalisation.
+        working_mm: when set, the session puts slices on a working grid of this many
+            millimetres per pixel (see ``session._make_view``), so every scale above is a fixed
+            distance in the body; None keeps the paper's 256-pixel square.
     """
 
     name = "filterbank"
@@ -193,6 +196,7 @@ class FilterBankEncoder(Encoder):
         group_weights: dict[str, float] | None = None,
         group_stats: dict[str, tuple[float, float]] | None = None,
         anchor: float = 1.0,
+        working_mm: float | None = None,
     ) -> None:
         super().__init__()
         unknown = set(groups) - set(GROUPS)
@@ -218,6 +222,9 @@ class FilterBankEncoder(Encoder):
         stats.update(group_stats or {})
         self.group_stats = {g: (float(stats[g][0]), float(stats[g][1])) for g in self.groups}
         self.anchor = float(anchor)
+        if working_mm is not None and not 0.1 <= float(working_mm) <= 10.0:
+            raise ValueError(f"working_mm must lie in [0.1, 10] mm, got {working_mm!r}")
+        self.working_mm = None if working_mm is None else float(working_mm)
         self._sizes = self._group_sizes()
         self.out_channels = sum(self._sizes.values()) + 1
 
@@ -252,6 +259,7 @@ class FilterBankEncoder(Encoder):
             "group_weights": dict(self.group_weights),
             "group_stats": {g: list(v) for g, v in self.group_stats.items()},
             "anchor": self.anchor,
+            "working_mm": self.working_mm,
         }
 
     # ------------------------------------------------------------------ features
