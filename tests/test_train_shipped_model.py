@@ -1,0 +1,29 @@
+"""The trained model shipped by issue 11: small, safe to load, the MR default, card honest."""
+
+from __future__ import annotations
+
+import json
+
+from napari_tpm import zoo
+from napari_tpm.checkpoints import load_model
+
+NAME = "hybrid-abd-cpu2500"
+
+
+def test_shipped_hybrid_is_small_loads_and_carries_its_intensity_map():
+    folder = zoo.model_dir()
+    weights = folder / f"{NAME}.pt"
+    assert weights.stat().st_size < 50 * 2**20
+    model = load_model(NAME)
+    assert model.encoder.config()["name"] == "hybrid"
+    assert model.normalisation == "robust"  # what it was trained with
+    assert model.calibrated and {"sp", "mp"} <= set(model.estimators)
+    card = json.loads((folder / f"{NAME}.json").read_text())
+    assert card["card"]["training"]["steps"] == 2500
+
+
+def test_mr_default_is_the_hybrid_and_ct_stays_the_filter_bank():
+    assert zoo.default_model("mr") == NAME
+    assert zoo.default_model("ct") == zoo.FILTERBANK
+    text = (zoo.model_dir() / f"{NAME}.md").read_text().lower()
+    assert "research" in text and "non-commercial" in text  # research-only data, said so
