@@ -1,4 +1,4 @@
-"""The trained model shipped by issue 11: small, safe to load, the MR default, card honest."""
+"""The trained model shipped by issue 11: small, safe to load, in the zoo, card honest."""
 
 from __future__ import annotations
 
@@ -22,8 +22,11 @@ def test_shipped_hybrid_is_small_loads_and_carries_its_intensity_map():
     assert card["card"]["training"]["steps"] == 2500
 
 
-def test_mr_default_is_the_hybrid_and_ct_stays_the_filter_bank():
-    assert zoo.default_model("mr") == NAME
+def test_hybrid_is_offered_and_the_measured_defaults_stay_the_filter_bank():
+    # with the product's settings (connected regions, support-slice calibration) the filter
+    # bank measured higher same-scan Dice on MR (benchmarks/RESULTS-accuracy.md)
+    assert NAME in zoo.list_models()
+    assert zoo.default_model("mr") == zoo.FILTERBANK
     assert zoo.default_model("ct") == zoo.FILTERBANK
     text = (zoo.model_dir() / f"{NAME}.md").read_text().lower()
     assert "research" in text and "non-commercial" in text  # research-only data, said so
