@@ -42,6 +42,7 @@ from napari_tpm._session_data import (
     available_memory_bytes,
     resolve_device,
 )
+from napari_tpm._threads import one_cpu_thread
 from napari_tpm.checkpoints import TPMModel, load_model
 from napari_tpm.options import SegmentOptions
 from napari_tpm.postprocess import keep_connected, limit_range, smooth_scores
@@ -61,7 +62,7 @@ from napari_tpm.tpm import (
     mixture_log_densities,
     squared_distance,
 )
-from napari_tpm.tpm.transductive import transductive_tpm
+from napari_tpm.tpm.transductive import TransductiveResult, transductive_tpm
 
 #: bytes per voxel the session holds for a query volume (normalised copy, score, class, output).
 _BYTES_PER_VOXEL = 20  # measured: 18.6 bytes per voxel held by a session (2026-12-02)
@@ -332,8 +333,9 @@ class SegmentationSession:
         )
         self.label_values = values
         yield Progress(0, query.slices.shape[0], "support", None)
-        self._fit_prototypes(k)
-        self._calibrate()
+        with one_cpu_thread(self.device):
+            self._fit_prototypes(k)
+            self._calibrate()
         yield from self._score_all(query, start=self._start_index(query))
         yield from self._refine(query)
         yield from self._smooth(query)
@@ -371,7 +373,20 @@ class SegmentationSession:
             return
         n = query.slices.shape[0]
         yield Progress(n, n, "refine", None)
-        result = transductive_tpm(
+        with one_cpu_thread(self.device):
+            result = self._transduce(query, iterations)
+        self.refine_trace = result.log_likelihood
+        self._prototypes = result.prototypes
+        self._slice_bias = result.slice_bias if opts.slice_priors else None
+        if opts.recalibrate:
+            self._calibrate()
+        yield from self._score_all(query, start=self._start_index(query))
+
+    def _transduce(self, query: _Volume, iterations: int) -> TransductiveResult:
+        """EM of :func:`transductive_tpm` on the cached query features (see ``_refine``)."""
+        opts = self.options
+        s = self._require_support()
+        return transductive_tpm(
             query.features,
             self._support_prototypes,
             [x.shape[0] for x in s.pixel_features],
@@ -385,12 +400,6 @@ class SegmentationSession:
             valid=_content_mask(query.grid, query.features.shape[-2:]),
             gate=self._refine_gate(query) if opts.refine_gate else None,
         )
-        self.refine_trace = result.log_likelihood
-        self._prototypes = result.prototypes
-        self._slice_bias = result.slice_bias if opts.slice_priors else None
-        if opts.recalibrate:
-            self._calibrate()
-        yield from self._score_all(query, start=self._start_index(query))
 
     def _refine_gate(self, query: _Volume) -> torch.Tensor:
         """(n, K, h, w) bool: the first pass's 3D components each class may learn from.
@@ -518,13 +527,14 @@ class SegmentationSession:
         for lo, hi in _outward_batches(n, start, self.batch_size):
             idx = np.arange(lo, hi)
             self._encode(query, idx)
-            batch = self._calibrated_scores(query.features[lo:hi], self._prototypes)
-            if self._slice_bias is not None:
-                batch = batch + self._slice_bias[lo:hi, :, None, None]
-            if low is None:
-                low = torch.zeros((n, *batch.shape[1:]), dtype=torch.float32)
-            low[lo:hi] = batch
-            self._to_native(query, batch, lo, hi)
+            with one_cpu_thread(self.device):
+                batch = self._calibrated_scores(query.features[lo:hi], self._prototypes)
+                if self._slice_bias is not None:
+                    batch = batch + self._slice_bias[lo:hi, :, None, None]
+                if low is None:
+                    low = torch.zeros((n, *batch.shape[1:]), dtype=torch.float32)
+                low[lo:hi] = batch
+                self._to_native(query, batch, lo, hi)
             yield Progress(int(self._done.sum()), n, "segment", (lo, hi))
         self._low = low
 
@@ -546,8 +556,9 @@ class SegmentationSession:
         query = self._view(s.axis)
         if not query.encoded.all():
             raise ValueError("the volume is not fully encoded yet: run segment() to the end first")
-        self._fit_prototypes(k)
-        self._calibrate()
+        with one_cpu_thread(self.device):
+            self._fit_prototypes(k)
+            self._calibrate()
         for _ in self._score_all(query, start=0):
             pass
         for _ in self._refine(query):

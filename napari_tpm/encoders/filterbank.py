@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
+from napari_tpm._threads import one_cpu_thread
 from napari_tpm.encoders.base import Encoder
 
 #: Feature groups in channel order; ``groups`` picks a subset.
@@ -346,7 +347,7 @@ class FilterBankEncoder(Encoder):
     def features(self, x: torch.Tensor) -> torch.Tensor:
         # Reduced precision buys nothing for a few small convolutions and would blur the
         # soft-tissue contrast the bank relies on, so bf16 autocast is switched off here.
-        with torch.autocast(device_type=x.device.type, enabled=False):
+        with torch.autocast(device_type=x.device.type, enabled=False), one_cpu_thread(x.device):
             raw = self.raw_groups(x.float())
         parts = []
         for g in self.groups:
