@@ -194,7 +194,7 @@ def test_tables_have_every_row_and_column(generic, tmp_path):
     assert [r.label for r in t2.rows][-1] == "ADNet++ (max rule)"
     assert t2.columns == t1.columns
     paths = write_report(generic, tmp_path)
-    text = paths["markdown"].read_text()
+    text = paths["markdown"].read_text(encoding="utf-8")
     for label in labels:
         assert f"| {label} |" in text
     assert paths["figure"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

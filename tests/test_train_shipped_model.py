@@ -18,7 +18,7 @@ def test_shipped_hybrid_is_small_loads_and_carries_its_intensity_map():
     assert model.encoder.config()["name"] == "hybrid"
     assert model.normalisation == "robust"  # what it was trained with
     assert model.calibrated and {"sp", "mp"} <= set(model.estimators)
-    card = json.loads((folder / f"{NAME}.json").read_text())
+    card = json.loads((folder / f"{NAME}.json").read_text(encoding="utf-8"))
     assert card["card"]["training"]["steps"] == 2500
 
 
@@ -28,5 +28,5 @@ def test_hybrid_is_offered_and_the_measured_defaults_stay_the_filter_bank():
     assert NAME in zoo.list_models()
     assert zoo.default_model("mr") == zoo.FILTERBANK
     assert zoo.default_model("ct") == zoo.FILTERBANK
-    text = (zoo.model_dir() / f"{NAME}.md").read_text().lower()
+    text = (zoo.model_dir() / f"{NAME}.md").read_text(encoding="utf-8").lower()
     assert "research" in text and "non-commercial" in text  # research-only data, said so

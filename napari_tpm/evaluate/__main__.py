@@ -315,7 +315,7 @@ def _run(args: argparse.Namespace) -> int:
     results.meta["device"] = args.device
     paths = report.write_report(results, args.out)
     if not args.quiet:
-        print(paths["markdown"].read_text())
+        print(paths["markdown"].read_text(encoding="utf-8"))
     for kind, path in paths.items():
         print(f"wrote {kind}: {path}", file=sys.stderr)
     return 0

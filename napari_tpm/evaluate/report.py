@@ -113,9 +113,9 @@ def write_report(results: Results, out: str | Path) -> dict[str, Path]:
         paths["figure"] = fig
         body.append(f"![Dice vs class prior]({FILES['figure']})\n")
     paths["markdown"] = out / FILES["markdown"]
-    paths["markdown"].write_text("\n".join(body))
+    paths["markdown"].write_text("\n".join(body), encoding="utf-8")
     paths["csv"] = out / FILES["csv"]
-    paths["csv"].write_text(to_csv(tables))
+    paths["csv"].write_text(to_csv(tables), encoding="utf-8")
     paths["json"] = out / FILES["json"]
     payload: dict[str, Any] = {
         "meta": results.meta,
