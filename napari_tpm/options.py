@@ -23,6 +23,9 @@ class SegmentOptions:
         connected: keep only the 3D regions connected to the paint (the largest region when the
             support came from another volume). An organ is one 3D region; look-alike tissue
             elsewhere is the commonest error of a prototype model.
+        grow_scribbles: a thin, elongated stroke is grown on its slice to the region the model
+            assigns to it (``napari_tpm.scribble``) before it defines the prototype and the
+            calibration; a filled region is used as painted.
         class_calibration: with several structures, place each one's decision boundary on
             its own painted count (models without a learned threshold) instead of one shared
             boundary for all.
@@ -45,6 +48,7 @@ class SegmentOptions:
     """
 
     connected: bool = True
+    grow_scribbles: bool = True
     class_calibration: bool = False
     refine: int = 0
     refine_atlas: int = 2

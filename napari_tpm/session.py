@@ -48,6 +48,7 @@ from napari_tpm.options import SegmentOptions
 from napari_tpm.postprocess import keep_connected, limit_range, smooth_scores
 from napari_tpm.preprocess import WorkingGrid, normalise_intensity
 from napari_tpm.progress import Progress
+from napari_tpm.scribble import grow_scribbles
 from napari_tpm.support import (
     BACKGROUND_LABEL,
     SupportError,
@@ -312,6 +313,9 @@ class SegmentationSession:
         masks = torch.stack(
             [_class_mask(sview.grid, planes[i], values, background_label) for i in indices]
         )
+        if self.options.grow_scribbles:
+            with one_cpu_thread(self.device):
+                masks = grow_scribbles(masks, feats, self._stroke_scores)
         pix = [_pixels(feats, masks == c + 1) for c in range(len(values))]
         counts = [int((masks == c + 1).sum()) for c in range(len(values))]
         negative = _pixels(feats, masks == -1) if parsed.has_background else None
@@ -421,6 +425,11 @@ class SegmentationSession:
                 seeds[i] = down[j, 0].clamp_min(0).to(torch.uint8).numpy()
         kept = torch.from_numpy(keep_connected(first, seeds, fallback="largest"))
         return torch.stack([kept == c + 1 for c in range(low.shape[1])], 1)
+
+    def _stroke_scores(self, feats: torch.Tensor, pixels: torch.Tensor) -> torch.Tensor:
+        """(h, w) log-odds of one slice against the mean of a stroke's pixel features."""
+        proto = l2_normalize(pixels.mean(0, keepdim=True), dim=1)
+        return self._low_scores(feats, [(proto, torch.ones(1))])[0, 0]
 
     def _start_index(self, query: _Volume) -> int:
         s = self._support
