@@ -28,6 +28,7 @@ __all__ = [
     "MR_PERCENTILES",
     "MR_ROBUST",
     "WorkingGrid",
+    "check_intensity_range",
     "from_working_grid",
     "guess_modality",
     "normalise_intensity",
@@ -93,6 +94,26 @@ def guess_modality(array: np.ndarray) -> Literal["ct", "mr"]:
     if lo <= -100 and np.count_nonzero(sample == lo) >= 0.05 * sample.size:
         return "ct"  # HU already clipped to a window: air and fat sit at its lower bound
     return "mr"
+
+
+def check_intensity_range(image: np.ndarray, what: str = "the image") -> None:
+    """Refuse a constant image, and values too large for the normalisation (ValueError).
+
+    A constant image carries no information, yet a prototype model would still label part of
+    it; values beyond a quarter of the float32 range overflow the statistics (MR percentiles
+    and z-scores turn into NaN, then an empty result).
+    """
+    if image.size == 0:
+        return
+    lo, hi = float(np.min(image)), float(np.max(image))
+    if lo == hi:
+        raise ValueError(f"{what} is constant (every voxel is {lo:g}); there is nothing to segment")
+    limit = float(np.finfo(np.float32).max)
+    if max(abs(lo), abs(hi)) > limit / 4:
+        raise ValueError(
+            f"{what} holds values from {lo:.3g} to {hi:.3g}, too large for the intensity "
+            "normalisation; rescale the image first"
+        )
 
 
 def normalise_intensity(

@@ -13,6 +13,7 @@ import math
 import numpy as np
 
 from napari_tpm._cli import BadInput
+from napari_tpm.preprocess import check_intensity_range
 
 #: Peak resident memory of ``segment`` per query voxel beyond the loaded inputs (bytes).
 #: Measured 2026-12-02 on the 2-core CPU machine with /usr/bin/time: phantoms of 40 and 160
@@ -89,20 +90,11 @@ def check_label_values(paint: np.ndarray, name: str) -> None:
 
 
 def check_intensities(image: np.ndarray, what: str, modality: str = "auto") -> None:
-    """Refuse a constant image, and values whose normalisation statistics are not finite.
+    """``preprocess.check_intensity_range`` as the CLI's one-line error (checked before work).
 
-    A constant image carries no information, yet the prototype model would still label a
-    part of it; values beyond the float32 range overflow the normalisation (MR percentiles
-    and z-scores turn into NaN and an empty result).
+    ``modality`` is accepted for the callers' symmetry; the limits do not depend on it.
     """
-    if image.size == 0:
-        return
-    lo, hi = float(np.min(image)), float(np.max(image))
-    if lo == hi:
-        raise BadInput(f"{what} is constant (every voxel is {lo:g}); there is nothing to segment")
-    limit = float(np.finfo(np.float32).max)
-    if max(abs(lo), abs(hi)) > limit / 4:
-        raise BadInput(
-            f"{what} holds values from {lo:.3g} to {hi:.3g}, too large for the intensity "
-            f"normalisation ({modality}); rescale the image first"
-        )
+    try:
+        check_intensity_range(image, what)
+    except ValueError as err:
+        raise BadInput(str(err)) from None

@@ -46,7 +46,7 @@ from napari_tpm._threads import one_cpu_thread
 from napari_tpm.checkpoints import TPMModel, load_model
 from napari_tpm.options import SegmentOptions
 from napari_tpm.postprocess import keep_connected, limit_range, smooth_scores
-from napari_tpm.preprocess import WorkingGrid, normalise_intensity
+from napari_tpm.preprocess import WorkingGrid, check_intensity_range, normalise_intensity
 from napari_tpm.progress import Progress
 from napari_tpm.scribble import grow_scribbles
 from napari_tpm.support import (
@@ -192,6 +192,7 @@ class SegmentationSession:
             )
         if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
             raise ValueError("the image contains NaN or infinite voxels")
+        check_intensity_range(array)
         self._image = array
         self._spacing = spacing
         self._modality = modality

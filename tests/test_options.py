@@ -69,3 +69,13 @@ def test_labels_of_a_few_slices_match_the_full_result_there():
     s.labels(0.3, out=buf, slices=(10, 12))
     assert (buf[10:13] == full[10:13]).all()
     assert (buf[:10] == 7).all() and (buf[13:] == 7).all()  # nothing else is touched
+
+
+def test_session_refuses_constant_and_overflowing_images():
+    s = SegmentationSession("filterbank", device="cpu")
+    with pytest.raises(ValueError, match="constant"):
+        s.set_image(np.full((4, 16, 16), 7.0, np.float32))
+    huge = np.zeros((4, 16, 16), np.float64)
+    huge[0, 0, 0] = 1e300
+    with pytest.raises(ValueError, match="too large"):
+        s.set_image(huge)
