@@ -99,3 +99,13 @@ def test_cache_is_written_once_and_reused(tmp_path, phantom_image, monkeypatch):
     np.testing.assert_array_equal(first, again)
     with pytest.raises(AssertionError, match="recomputed"):  # other parameters: a new key
         sv.cached_supervoxels(image, spacing, tmp_path, name="p", min_size=101)
+
+
+def test_kernels_release_the_gil():
+    """The GUI thread must keep running while Adapt computes supervoxels in its worker."""
+    from napari_tpm.train import supervoxels as sv
+
+    if not sv.HAVE_NUMBA:
+        pytest.skip("numba is not installed")
+    kernels = [sv._count_edges, sv._build_edges, sv._radix_argsort, sv._find, sv._merge]
+    assert all(k.targetoptions.get("nogil") for k in kernels)

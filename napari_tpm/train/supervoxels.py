@@ -34,6 +34,8 @@ from typing import Any
 import numpy as np
 from scipy import ndimage as ndi
 
+# nogil: the kernels touch only their own arrays, so they release the GIL; napari's GUI thread
+# then stays responsive while "Adapt to this volume" computes supervoxels in its worker.
 try:  # numba turns the union-find loops from minutes into seconds
     from numba import njit as _njit
 
@@ -106,7 +108,7 @@ def scale_to_255(image: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------- compiled kernels
 
 
-@_njit(cache=True)
+@_njit(cache=True, nogil=True)
 def _count_edges(mask: np.ndarray, dirs: np.ndarray) -> int:
     nz, ny, nx = mask.shape
     n = 0
@@ -122,7 +124,7 @@ def _count_edges(mask: np.ndarray, dirs: np.ndarray) -> int:
     return n
 
 
-@_njit(cache=True)
+@_njit(cache=True, nogil=True)
 def _build_edges(
     img: np.ndarray,
     mask: np.ndarray,
@@ -150,7 +152,7 @@ def _build_edges(
                         i += 1
 
 
-@_njit(cache=True)
+@_njit(cache=True, nogil=True)
 def _radix_argsort(costs: np.ndarray, order: np.ndarray, tmp: np.ndarray) -> np.ndarray:
     """Stable LSD radix argsort of non-negative float32 (their bit patterns sort as uint32).
 
@@ -186,7 +188,7 @@ def _radix_argsort(costs: np.ndarray, order: np.ndarray, tmp: np.ndarray) -> np.
     return order
 
 
-@_njit(cache=True)
+@_njit(cache=True, nogil=True)
 def _find(parent: np.ndarray, a: int) -> int:
     """Root of ``a``; roots hold ``-size`` so one array serves both (fewer cache misses)."""
     while parent[a] >= 0:
@@ -197,7 +199,7 @@ def _find(parent: np.ndarray, a: int) -> int:
     return a
 
 
-@_njit(cache=True)
+@_njit(cache=True, nogil=True)
 def _merge(
     costs: np.ndarray,
     ids: np.ndarray,
