@@ -30,6 +30,16 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
+@pytest.fixture
+def errors(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every message the dock widget shows with show_error, in order (GUI tests)."""
+    from napari_tpm._widget import _controller
+
+    seen: list[str] = []
+    monkeypatch.setattr(_controller, "show_error", seen.append)
+    return seen
+
+
 def _have_display() -> bool:
     """True when Qt can open windows: a DISPLAY, or an Xvfb binary for pytest-xvfb to start."""
     return bool(os.environ.get("DISPLAY")) or shutil.which("Xvfb") is not None

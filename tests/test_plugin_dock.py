@@ -30,15 +30,6 @@ def phantom():
     return make_phantom(shape=SHAPE, seed=3)
 
 
-@pytest.fixture
-def errors(monkeypatch):
-    from napari_tpm._widget import _controller
-
-    seen: list[str] = []
-    monkeypatch.setattr(_controller, "show_error", seen.append)
-    return seen
-
-
 def _dock(make_napari_viewer, phantom, paint=True):
     viewer = make_napari_viewer()
     viewer.add_image(phantom.image, name="phantom", scale=phantom.spacing)

@@ -64,16 +64,6 @@ def phantom():
 
 
 @pytest.fixture
-def errors(monkeypatch):
-    """Every message the widget shows with show_error, in order."""
-    from napari_tpm._widget import _controller
-
-    seen: list[str] = []
-    monkeypatch.setattr(_controller, "show_error", seen.append)
-    return seen
-
-
-@pytest.fixture
 def setup(make_napari_viewer, phantom):
     """A viewer with the phantom, the widget (through the manifest) and a painted support."""
     viewer = make_napari_viewer()
