@@ -38,6 +38,7 @@ __all__ = [
     "clean_stale_partials",
     "describe_os_error",
     "fsync_file",
+    "prepare_output_folder",
 ]
 
 _PARTIAL = ".partial-"
@@ -52,6 +53,24 @@ def describe_os_error(err: OSError) -> str:
     if err.errno is not None and err.errno in errno.errorcode:
         return os.strerror(err.errno).lower()
     return str(err).splitlines()[0] if str(err) else type(err).__name__
+
+
+def prepare_output_folder(folder: Path, option: str, purpose: str) -> Path:
+    """Create ``folder`` if needed and probe it for writing, before any work is done.
+
+    Raises OutputError with one line: ``folder`` is a file, cannot be created, or cannot be
+    written (``option`` names the CLI flag, ``purpose`` what the folder is for).
+    """
+    if folder.exists() and not folder.is_dir():
+        raise OutputError(f"{option} {folder} is a file; give a folder for {purpose}")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise OutputError(
+            f"{option}: cannot create the folder {folder} ({describe_os_error(err)})"
+        ) from None
+    check_writable_folder(folder, option)
+    return folder
 
 
 def check_writable_folder(folder: str | os.PathLike, what: str = "output") -> Path:

@@ -217,17 +217,10 @@ def _segment_options(pairs: list[str]) -> SegmentOptions:
 
 def _check_out_folder(out: Path) -> None:
     """The report folder must be creatable and writable: checked before the evaluation runs."""
-    from napari_tpm.atomic import OutputError, check_writable_folder, describe_os_error
+    from napari_tpm.atomic import OutputError, prepare_output_folder
 
-    if out.exists() and not out.is_dir():
-        raise BadInput(f"--out {out} is a file; give a folder for the report")
     try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        reason = describe_os_error(err)
-        raise BadInput(f"--out: cannot create the folder {out} ({reason})") from None
-    try:
-        check_writable_folder(out, "--out")
+        prepare_output_folder(out, "--out", "the report")
     except OutputError as err:
         raise BadInput(str(err)) from None
 

@@ -78,18 +78,11 @@ def read_checkpoint(path: Path, report: Any = None) -> tuple[dict[str, Any], Pat
 
 def check_run_dir(out: str, export: str | None) -> Path:
     """The run folder, created and probed for writing before any work (one-line errors)."""
-    from napari_tpm.atomic import OutputError, check_writable_folder, describe_os_error
+    from napari_tpm.atomic import OutputError, check_writable_folder, prepare_output_folder
 
     run_dir = Path(out).expanduser()
-    if run_dir.exists() and not run_dir.is_dir():
-        raise BadInput(f"--out {out} is a file; give a folder for the run (checkpoints, log)")
     try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        reason = describe_os_error(err)
-        raise BadInput(f"--out: cannot create the folder {out} ({reason})") from None
-    try:
-        check_writable_folder(run_dir, "--out")
+        prepare_output_folder(run_dir, "--out", "the run (checkpoints, log)")
         if export is not None:
             if Path(export).is_dir():
                 raise BadInput(f"--export {export} is a folder; give a file name like model.pt")
