@@ -89,6 +89,9 @@ class TPMModel:
             (``preprocess.normalise_intensity`` method): "zscore", the paper's per-volume
             z-score that every trained checkpoint so far expects, or "robust", one fixed map per
             modality that keeps values comparable across scans.
+        head: None (TPM's tied Gaussians), or a compared scoring head of
+            :mod:`napari_tpm.tpm.heads` (``train --head dspnet|mper``); stored as its config
+            and weights, and used by ``evaluate`` (`napari_tpm.evaluate.head_session`).
     """
 
     encoder: Encoder
@@ -101,6 +104,7 @@ class TPMModel:
     name: str = ""
     calibrated: bool = False
     normalisation: str = "zscore"
+    head: Any = None
 
     def __post_init__(self) -> None:
         if self.normalisation not in ("zscore", "robust"):
@@ -201,6 +205,7 @@ def load_model(name_or_path: str | os.PathLike, device: str | torch.device = "cp
         raise CheckpointError(f"{path}: cannot rebuild its encoder: {exc}") from exc
     _load_weights(encoder, payload["state_dict"], path)
     encoder.to(device).eval()
+    head = _load_head(payload.get("head"), path, device)
     return TPMModel(
         encoder=encoder,
         alpha=float(payload["alpha"]),
@@ -212,7 +217,28 @@ def load_model(name_or_path: str | os.PathLike, device: str | torch.device = "cp
         name=str(payload.get("name") or name),
         calibrated=bool(payload.get("calibrated", True)),
         normalisation=str(payload.get("normalisation", "zscore")),
+        head=head,
     )
+
+
+def _load_head(entry: Any, path: Path, device: str | torch.device):
+    """The compared head stored in a checkpoint (``{"config", "state_dict"}``), or None."""
+    if entry is None:
+        return None
+    from napari_tpm.tpm.heads import build_head
+
+    try:
+        if not isinstance(entry, dict) or not isinstance(entry.get("state_dict"), dict):
+            raise ValueError("the head entry needs a config and a state_dict")
+        head = build_head(entry.get("config"))
+        own = head.state_dict()
+        state = entry["state_dict"]
+        if set(state) != set(own) or any(state[k].shape != own[k].shape for k in own):
+            raise ValueError("its weights do not fit its config")
+        head.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()})
+    except (TypeError, ValueError, AttributeError) as exc:
+        raise CheckpointError(f"{path}: cannot rebuild its scoring head: {exc}") from None
+    return head.to(device).eval()
 
 
 def validate_payload(payload: dict, where: str) -> None:
@@ -301,6 +327,17 @@ def save_model(
         "estimators": _plain(model.estimators or {}, "estimators"),
         "card": _plain(merged, "card"),
     }
+    if model.head is not None:
+        payload["head"] = {
+            "config": _plain(model.head.config(), "head config"),
+            "state_dict": {
+                k: (v.to(torch.float16) if half and v.is_floating_point() else v)
+                .detach()
+                .cpu()
+                .clone()
+                for k, v in model.head.state_dict().items()
+            },
+        }
     summary = {
         "name": model.name,
         "format": FORMAT,
@@ -315,6 +352,7 @@ def save_model(
         "calibrated": payload["calibrated"],
         "normalisation": payload["normalisation"],
         "estimators": sorted(payload["estimators"]),
+        **({"head": payload["head"]["config"]} if "head" in payload else {}),
         "card": payload["card"],
     }
     text = json.dumps(summary, indent=2, sort_keys=False) + "\n"

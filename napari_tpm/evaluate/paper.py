@@ -13,13 +13,14 @@ from .common import (
     Results,
     SessionFactory,
     Sessions,
-    default_session_factory,
     multiclass_jobs,
     pair_rng,
     shows,
     with_prototypes,
 )
 from .datasets import Case, DatasetSpec
+from .head_session import head_name
+from .head_session import session_factory as head_session_factory
 from .multiclass import evaluate_multiclass
 from .protocols import checkpoint_path, paper_folds, pattern_fields
 
@@ -103,7 +104,8 @@ def run_paper(
             "prior_grid": [float(p) for p in options.prior_grid],
         }
     )
-    factory = session_factory or default_session_factory(options)
+    # checkpoints trained with --head dspnet|mper score with their head (head_session.py)
+    factory = session_factory or head_session_factory(options)
     adnet_opts = with_prototypes(options, (1,))
     units = [len(f.volumes) if do_mc else len(f.queries) for f in chosen]
     total, done = sum(units) * len(runs), 0
@@ -138,6 +140,7 @@ def run_paper(
                             group = spec.class_groups.get(organ, "") if setting == 2 else ""
                             ckpt = path(pattern, group)
                             meta = {**base, "model": model, "checkpoint": ckpt, "organ": organ}
+                            meta["head"] = head_name(sessions(ckpt).model)
                             results.records.extend(
                                 evaluate_binary(sessions(ckpt), query, support, value, opts, meta)
                             )

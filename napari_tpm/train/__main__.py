@@ -139,6 +139,12 @@ def build_parser() -> argparse.ArgumentParser:
         default="tpm",
         help="adnet adds the threshold loss (weight 1)",
     )
+    t.add_argument(
+        "--head",
+        choices=("tpm", "dspnet", "mper"),
+        default="tpm",
+        help="scoring head: TPM (default) or a compared DSPNet-/MPER-style head (tpm/heads.py)",
+    )
     t.add_argument("--steps", type=non_negative_int, default=50_000)
     t.add_argument("--batch-size", type=positive_int, default=1, help="episodes per step")
     t.add_argument("--lr", type=float, default=1e-3)
@@ -401,6 +407,7 @@ def cmd_train(args) -> int:
         init=None if args.init == "none" else args.init,
         from_checkpoint=args.from_checkpoint,
         mode=args.mode,
+        head=args.head,
         steps=args.steps,
         batch_size=args.batch_size,
         lr=args.lr,
@@ -456,7 +463,7 @@ def cmd_train(args) -> int:
             raise RuntimeError("DDP ranks ended with different weights")
         barrier(dist)
         if dist.is_main:
-            if config.analysis_episodes:
+            if config.analysis_episodes and config.head == "tpm":  # TPM distances only
                 model.estimators = fit_estimators(
                     model,
                     volumes,

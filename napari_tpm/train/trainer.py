@@ -45,6 +45,7 @@ from napari_tpm.tpm import (
 from napari_tpm.train.checkpointing import CHECKPOINT_FORMAT, read_checkpoint, save_checkpoint_file
 from napari_tpm.train.ddp import DistInfo, barrier, mean_across, resolve_device
 from napari_tpm.train.episodes import EpisodeConfig, EpisodeDataset, EpisodeRange, worker_init
+from napari_tpm.train.head_losses import episode_model
 from napari_tpm.train.losses import EpisodeModel
 from napari_tpm.train.runlog import CsvLog
 from napari_tpm.train.volumes import TrainingVolume
@@ -58,6 +59,7 @@ class TrainConfig:
     init: str | None = None  # torchvision ImageNet state dict for the ResNet trunk
     from_checkpoint: str | None = None  # fine-tune this model instead of a fresh encoder
     mode: str = "tpm"  # "tpm" or "adnet" (adds the T loss)
+    head: str = "tpm"  # scoring head: "tpm", or a compared head "dspnet" / "mper" (tpm.heads)
     steps: int = 50_000
     batch_size: int = 1
     lr: float = 1e-3
@@ -90,6 +92,10 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.mode not in ("tpm", "adnet"):
             raise ValueError(f"mode must be 'tpm' or 'adnet', got {self.mode!r}")
+        if self.head not in ("tpm", "dspnet", "mper"):
+            raise ValueError(f"head must be 'tpm', 'dspnet' or 'mper', got {self.head!r}")
+        if self.head != "tpm" and self.max_classes > 1:
+            raise ValueError("the compared heads train on binary episodes (max_classes 1)")
         if self.trainable not in ("all", "last"):
             raise ValueError(f"trainable must be 'all' or 'last', got {self.trainable!r}")
         if self.steps < 0 or self.batch_size < 1 or self.max_classes < 1:
@@ -262,9 +268,11 @@ class Trainer:
         encoder = model.encoder
         if hasattr(encoder, "set_runtime"):
             encoder.set_runtime(bf16=use_bf16, channels_last=config.channels_last)
-        self.net = EpisodeModel(
+        self.net = episode_model(
+            model,
             encoder,
             float(theta),
+            config.head,
             alpha=alpha,
             bg_weight=config.bg_weight,
             align_weight=config.align_weight,
