@@ -90,6 +90,7 @@ class _Support:
     counts_working: list[int]  # painted pixels per class on the working grid, all slices
     features: torch.Tensor  # (S, C, h, w) float32 features of the painted slices
     masks_working: torch.Tensor  # (S, size, size) int64 class index + 1 (0 none, -1 background)
+    radius_mm: list[float] = field(default_factory=list)  # per class: inscribed radius of paint
 
 
 def _make_view(

@@ -45,6 +45,10 @@ class SegmentOptions:
         recalibrate: after refining, place the decision boundary again on the painted slices.
         smooth_mm: 3D Gaussian smoothing of the class log-odds, in millimetres (0: off). Scores
             are computed slice by slice; smoothing across slices makes the result coherent in 3D.
+        neck: with ``connected``, cut what joins the organ through a neck thinner than twice
+            this fraction of the paint's inscribed radius (2-10 mm; 0: off). Leaks into touching
+            look-alike tissue (kidney into spleen, spleen along the colon) pass through such
+            necks (:mod:`napari_tpm.necks`).
     """
 
     connected: bool = True
@@ -58,13 +62,14 @@ class SegmentOptions:
     recalibrate: bool = False
     refine_gate: bool = True
     smooth_mm: float = 0.0
+    neck: float = 0.25
 
     def __post_init__(self) -> None:
         for name in ("refine", "refine_atlas"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"{name} must be a whole number >= 0, got {value!r}")
-        for name in ("refine_weight", "prior_smoothing", "smooth_mm"):
+        for name in ("refine_weight", "prior_smoothing", "smooth_mm", "neck"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not value >= 0 or value == float("inf"):
                 raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")

@@ -44,6 +44,7 @@ from napari_tpm._session_data import (
 )
 from napari_tpm._threads import one_cpu_thread
 from napari_tpm.checkpoints import TPMModel, load_model
+from napari_tpm.necks import cut_necks, inscribed_radius_mm, neck_radius_mm
 from napari_tpm.options import SegmentOptions
 from napari_tpm.postprocess import keep_connected, limit_range, smooth_scores
 from napari_tpm.preprocess import WorkingGrid, check_intensity_range, normalise_intensity
@@ -299,6 +300,7 @@ class SegmentationSession:
 
         self._reset_support()
         query = self._view(axis)
+        sspacing = self._spacing
         if same_volume:
             sview, sidx = query, np.asarray(indices)
         else:
@@ -318,6 +320,11 @@ class SegmentationSession:
             with one_cpu_thread(self.device):
                 masks = grow_scribbles(masks, feats, self._stroke_scores)
         pix = [_pixels(feats, masks == c + 1) for c in range(len(values))]
+        plane_mm = [sp for a, sp in enumerate(sspacing) if a != axis]  # the painted plane's mm
+        radius = [
+            max(inscribed_radius_mm(plane == v, plane_mm) for plane in planes.values())
+            for v in values
+        ]
         counts = [int((masks == c + 1).sum()) for c in range(len(values))]
         negative = _pixels(feats, masks == -1) if parsed.has_background else None
         middle = indices.index(parsed.middle)
@@ -335,6 +342,7 @@ class SegmentationSession:
             counts_working=counts,
             features=feats,
             masks_working=masks,
+            radius_mm=radius,
         )
         self.label_values = values
         yield Progress(0, query.slices.shape[0], "support", None)
@@ -674,6 +682,14 @@ class SegmentationSession:
             if s.same_volume:
                 _apply_paint(seeds, s, self._background_value)
             view[...] = keep_connected(view, seeds)
+            if self.options.neck > 0:
+                others = [sp for a, sp in enumerate(self._spacing) if a != s.axis]
+                spacing = (self._spacing[s.axis], *others)
+                radii = {
+                    v: neck_radius_mm(r, self.options.neck)
+                    for v, r in zip(s.label_values, s.radius_mm, strict=True)
+                }
+                view[...] = cut_necks(view, seeds if s.same_volume else None, spacing, radii)
         return out
 
     def probabilities(self, prior: float | None = None) -> np.ndarray:
