@@ -1,0 +1,233 @@
+"""Does a 3D graph cut (napari_tpm.graphcut) on the session's log-odds beat the default labels?
+
+Issue 10 item 3. For each case of the split and each organ (liver, rkidney, lkidney, spleen),
+modes ``same`` (the organ's middle labelled slice of the scan itself) and ``cross`` (that slice
+of the next volume of the split group), built by ``bench_accuracy.build_jobs`` exactly as the
+accuracy benchmark builds them:
+
+1. ``cache``: run ``SegmentationSession`` with default options; keep the default result
+   ``labels(prior=None)`` (auto prior, regions connected to the paint, paint written in) and
+   the log-odds at that prior, ``scores() + logit(auto_prior())`` (``labels()`` keeps
+   ``scores() > -logit(prior)``), cropped to the default result's box plus 30 mm, with the raw
+   image, the truth and the paint, in /tmp/napari_tpm_probe_graphcut/<case>|<mode>|<organ>.npz.
+2. ``sweep``: from the cache only, ``graph_cut`` at each weight x sigma scale x log-odds bound,
+   the paint as forced foreground (same scan), the default result as the box, then the same
+   connectivity filter as the session (``keep_connected`` seeded by the paint; the largest
+   component for another scan's support); mean Dice per set and mode vs the default.
+
+Run (2-core CPU):
+    OMP_NUM_THREADS=1 nice -n 5 python benchmarks/probe_graphcut.py cache --split tune
+    OMP_NUM_THREADS=1 nice -n 5 python benchmarks/probe_graphcut.py sweep --split tune
+    ... sweep --split holdout --weights 1 --sigma-scales 2 --bounds 5   (once, at the end)
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from itertools import product
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import accuracy_cases as ac
+from bench_accuracy import build_jobs
+
+CACHE = Path("/tmp/napari_tpm_probe_graphcut")
+MODES = ["same", "cross"]
+SETS = ["sabs_ct", "chaos_t2spir"]
+CROP_MM = 30.0
+
+
+def _crop_box(mask: np.ndarray, spacing) -> tuple[slice, ...] | None:
+    idx = np.nonzero(mask)
+    if idx[0].size == 0:
+        return None
+    return tuple(
+        slice(
+            max(int(i.min()) - math.ceil(CROP_MM / sp), 0),
+            int(i.max()) + math.ceil(CROP_MM / sp) + 1,
+        )
+        for i, sp in zip(idx, spacing)
+    )
+
+
+def cache(split: str) -> None:
+    import torch
+
+    from napari_tpm.session import SegmentationSession
+
+    torch.manual_seed(0)
+    CACHE.mkdir(exist_ok=True)
+    for case in ac.select_cases(split, SETS):
+        image, labels, spacing = case.load()
+        jobs = build_jobs(case, labels, MODES, list(ac.ORGANS), [1])
+        todo = [j for j in jobs if not (CACHE / f"{case.name}|{j.key}.npz").exists()]
+        if not todo:
+            continue
+        t0 = time.perf_counter()
+        session = SegmentationSession("default", device="cpu")
+        session.set_image(image, spacing)
+        for job in todo:
+            for _ in session.segment(
+                job.paint, support_image=job.image, support_spacing=job.spacing
+            ):
+                pass
+            default = session.labels(None) > 0
+            p = session.auto_prior()
+            truth = labels == case.values[job.organs[0]]
+            box = _crop_box(default, spacing)
+            if box is None:
+                box = tuple(slice(0, 0) for _ in range(3))
+            log_odds = np.asarray(session.scores())[box] + math.log(p / (1 - p))
+            # the exact equivalent of labels(): > 0 on the log-odds, before connectivity
+            np.savez_compressed(
+                CACHE / f"{case.name}|{job.key}.npz",
+                image=image[box].astype(np.float32),
+                log_odds=log_odds.astype(np.float32),
+                default=default[box],
+                truth=truth[box],
+                paint=(job.paint[box] > 0) if job.image is None else np.zeros(0, bool),
+                truth_total=int(truth.sum()),
+                default_dice=ac.dice(default, truth),
+                spacing=np.asarray(spacing),
+                prior=p,
+            )
+        print(f"{case.name}: {len(todo)} jobs, {time.perf_counter() - t0:.0f} s", flush=True)
+
+
+def _dice(pred: np.ndarray, truth: np.ndarray, truth_total: int) -> float:
+    total = int(pred.sum()) + truth_total
+    return 1.0 if total == 0 else float(2 * np.logical_and(pred, truth).sum() / total)
+
+
+def sweep(split: str, weights, scales, bounds, margin: float, detail: bool = False) -> None:
+    from napari_tpm.graphcut import graph_cut
+    from napari_tpm.postprocess import keep_connected
+
+    settings = list(product(weights, scales, bounds))
+    rows: dict[tuple, list[float]] = {}
+    organs: dict[tuple, list[float]] = {}  # (set, mode, organ, setting) -> Dice
+    times: list[float] = []
+    cut_times: list[float] = []
+    for case in ac.select_cases(split, SETS):
+        for path in sorted(CACHE.glob(f"{case.name}|*.npz")):
+            mode, organ = path.stem.split("|")[1:]
+            if mode not in MODES:
+                continue
+            z = np.load(path)
+            truth, total = z["truth"], int(z["truth_total"])
+            key = (case.set, mode)
+            rows.setdefault((*key, "default"), []).append(float(z["default_dice"]))
+            organs.setdefault((*key, organ, "default"), []).append(float(z["default_dice"]))
+            if z["default"].size == 0 or not z["default"].any():
+                for st in settings:
+                    rows.setdefault(key + st, []).append(float(z["default_dice"]))
+                    organs.setdefault((*key, organ, *st), []).append(float(z["default_dice"]))
+                continue
+            paint = z["paint"] if z["paint"].size else None
+            spacing = tuple(float(v) for v in z["spacing"])
+            assert abs(_dice(z["default"], truth, total) - float(z["default_dice"])) < 1e-9
+            for w, sc, b in settings:
+                s = z["log_odds"] if b is None else np.clip(z["log_odds"], -b, b)
+                t0 = time.perf_counter()
+                cut = graph_cut(
+                    s,
+                    z["image"],
+                    spacing,
+                    weight=w,
+                    sigma=1e12 if sc is None else None,
+                    sigma_scale=1.0 if sc is None else sc,
+                    bbox_margin_mm=margin,
+                    region=z["default"],
+                    seeds=paint,
+                )
+                cut_times.append(time.perf_counter() - t0)
+                seeds = None if paint is None else paint.astype(np.uint8)
+                cut = keep_connected(cut.astype(np.uint8), seeds) > 0
+                times.append(time.perf_counter() - t0)
+                d = _dice(cut, truth, total)
+                rows.setdefault((*key, w, sc, b), []).append(d)
+                organs.setdefault((*key, organ, w, sc, b), []).append(d)
+        print(f"{case.name} done [{sum(times):.0f} s of cuts]", file=sys.stderr, flush=True)
+    keys = sorted({k[:2] for k in rows})
+    print(
+        f"\nsplit {split}; mean Dice (n per cell in the header); per organ and setting: cut "
+        f"mean {np.mean(cut_times):.2f} s (max {np.max(cut_times):.2f}), cut + connectivity "
+        f"mean {np.mean(times):.2f} s (max {np.max(times):.2f})\n"
+    )
+    print(
+        "| setting | "
+        + " | ".join(f"{s} {m} ({len(rows[(s, m, 'default')])})" for s, m in keys)
+        + " | mean |"
+    )
+    print("|---" * (len(keys) + 2) + "|")
+    for st in [("default",), *settings]:
+        vals = [np.mean(rows[k + st]) for k in keys]
+        name = (
+            "default labels(prior=None)"
+            if st == ("default",)
+            else (
+                f"w={st[0]}, sigma x{st[1] if st[1] is not None else ' inf (no edge term)'}, "
+                f"bound {st[2] if st[2] is not None else 'none'}"
+            )
+        )
+        print(f"| {name} | " + " | ".join(f"{v:.3f}" for v in vals) + f" | {np.mean(vals):.3f} |")
+    if detail:
+        _detail(organs, keys, settings)
+
+
+def _detail(organs: dict, keys: list, settings: list) -> None:
+    """Per organ: default vs each setting, and how many organ-cases got better / worse."""
+    print(
+        "\n| set | mode | organ | n | default | "
+        + " | ".join(f"w={w} sx{sc} b{b}" for w, sc, b in settings)
+        + " |"
+    )
+    print("|---" * (5 + len(settings)) + "|")
+    for s, m in keys:
+        for organ in ac.ORGANS:
+            base = organs.get((s, m, organ, "default"))
+            if not base:
+                continue
+            cells = []
+            for st in settings:
+                new = np.asarray(organs[(s, m, organ, *st)])
+                diff = new - np.asarray(base)
+                up, down = int((diff > 0.005).sum()), int((diff < -0.005).sum())
+                cells.append(f"{new.mean():.3f} (+{up}/-{down})")
+            print(
+                f"| {s} | {m} | {organ} | {len(base)} | {np.mean(base):.3f} | "
+                + " | ".join(cells)
+                + " |"
+            )
+
+
+def _num(text: str):
+    return None if text.lower() in ("none", "inf") else float(text)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("phase", choices=("cache", "sweep"))
+    ap.add_argument("--split", choices=("tune", "holdout"), default="tune")
+    ap.add_argument("--weights", nargs="+", type=float, default=[0.5, 1, 2, 4])
+    ap.add_argument("--sigma-scales", nargs="+", type=_num, default=[1.0, 4.0, None])
+    ap.add_argument("--bounds", nargs="+", type=_num, default=[None])
+    ap.add_argument("--margin-mm", type=float, default=10.0)
+    ap.add_argument("--detail", action="store_true", help="per-organ table with wins/losses")
+    args = ap.parse_args()
+    if args.phase == "cache":
+        cache(args.split)
+    else:
+        sweep(args.split, args.weights, args.sigma_scales, args.bounds, args.margin_mm, args.detail)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
