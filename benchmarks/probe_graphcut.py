@@ -24,6 +24,7 @@ Run (2-core CPU):
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 import time
@@ -60,6 +61,7 @@ def _crop_box(mask: np.ndarray, spacing) -> tuple[slice, ...] | None:
 def cache(split: str) -> None:
     import torch
 
+    from napari_tpm.postprocess import keep_connected
     from napari_tpm.session import SegmentationSession
 
     torch.manual_seed(0)
@@ -78,8 +80,15 @@ def cache(split: str) -> None:
                 job.paint, support_image=job.image, support_spacing=job.spacing
             ):
                 pass
-            default = session.labels(None) > 0
             p = session.auto_prior()
+            session_default = session.labels(None) > 0  # whatever the session's code does now
+            # the baseline, independent of the session's 3D clean-up of the day: labels()'s
+            # threshold (scores > -logit(prior)), the paint written in, connected to the paint
+            fg = (np.asarray(session.scores()) > -math.log(p / (1 - p))).astype(np.uint8)
+            own = job.paint if job.image is None else None
+            if own is not None:
+                fg[own > 0] = 1
+            default = keep_connected(fg, own) > 0
             truth = labels == case.values[job.organs[0]]
             box = _crop_box(default, spacing)
             if box is None:
@@ -95,10 +104,27 @@ def cache(split: str) -> None:
                 paint=(job.paint[box] > 0) if job.image is None else np.zeros(0, bool),
                 truth_total=int(truth.sum()),
                 default_dice=ac.dice(default, truth),
+                session_dice=ac.dice(session_default, truth),
                 spacing=np.asarray(spacing),
                 prior=p,
             )
         print(f"{case.name}: {len(todo)} jobs, {time.perf_counter() - t0:.0f} s", flush=True)
+
+
+def _radii(case: ac.CaseSpec) -> dict[str, float]:
+    """Inscribed radius (mm) of each job's paint, which sets the session's neck radius."""
+    from napari_tpm.necks import inscribed_radius_mm
+
+    path = CACHE / f"{case.name}.radius.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    _, labels, spacing = case.load()
+    out = {}
+    for job in build_jobs(case, labels, MODES, list(ac.ORGANS), [1]):
+        plane_mm = (job.spacing or spacing)[1:]  # the paint lies on axial slices (axis 0)
+        out[job.key] = max(inscribed_radius_mm(job.paint[z] > 0, plane_mm) for z in job.slices)
+    path.write_text(json.dumps(out))
+    return out
 
 
 def _dice(pred: np.ndarray, truth: np.ndarray, truth_total: int) -> float:
@@ -106,8 +132,12 @@ def _dice(pred: np.ndarray, truth: np.ndarray, truth_total: int) -> float:
     return 1.0 if total == 0 else float(2 * np.logical_and(pred, truth).sum() / total)
 
 
-def sweep(split: str, weights, scales, bounds, margin: float, detail: bool = False) -> None:
+def sweep(
+    split: str, weights, scales, bounds, margin: float, neck: float, detail: bool = False
+) -> None:
+    """``neck`` > 0: both the baseline and the cut go through the session's neck cut."""
     from napari_tpm.graphcut import graph_cut
+    from napari_tpm.necks import cut_necks, neck_radius_mm
     from napari_tpm.postprocess import keep_connected
 
     settings = list(product(weights, scales, bounds))
@@ -116,6 +146,7 @@ def sweep(split: str, weights, scales, bounds, margin: float, detail: bool = Fal
     times: list[float] = []
     cut_times: list[float] = []
     for case in ac.select_cases(split, SETS):
+        radii = _radii(case) if neck > 0 else {}
         for path in sorted(CACHE.glob(f"{case.name}|*.npz")):
             mode, organ = path.stem.split("|")[1:]
             if mode not in MODES:
@@ -123,16 +154,28 @@ def sweep(split: str, weights, scales, bounds, margin: float, detail: bool = Fal
             z = np.load(path)
             truth, total = z["truth"], int(z["truth_total"])
             key = (case.set, mode)
-            rows.setdefault((*key, "default"), []).append(float(z["default_dice"]))
-            organs.setdefault((*key, organ, "default"), []).append(float(z["default_dice"]))
-            if z["default"].size == 0 or not z["default"].any():
-                for st in settings:
-                    rows.setdefault(key + st, []).append(float(z["default_dice"]))
-                    organs.setdefault((*key, organ, *st), []).append(float(z["default_dice"]))
-                continue
             paint = z["paint"] if z["paint"].size else None
+            seeds = None if paint is None else paint.astype(np.uint8)
             spacing = tuple(float(v) for v in z["spacing"])
             assert abs(_dice(z["default"], truth, total) - float(z["default_dice"])) < 1e-9
+            r = neck_radius_mm(radii[f"{mode}|{organ}"], neck) if neck > 0 else 0.0
+
+            def post(fg: np.ndarray, r: float = r, seeds=seeds, spacing=spacing) -> np.ndarray:
+                out = keep_connected(fg.astype(np.uint8), seeds)
+                if r > 0:  # the session's neck cut, in its order (after connectivity)
+                    out = cut_necks(out, seeds, spacing, {1: r})
+                return out > 0
+
+            base = _dice(post(z["default"]), truth, total) if z["default"].any() else 0.0
+            rows.setdefault((*key, "default"), []).append(base)
+            organs.setdefault((*key, organ, "default"), []).append(base)
+            if "session_dice" in z:
+                rows.setdefault((*key, "session"), []).append(float(z["session_dice"]))
+            if z["default"].size == 0 or not z["default"].any():
+                for st in settings:
+                    rows.setdefault(key + st, []).append(base)
+                    organs.setdefault((*key, organ, *st), []).append(base)
+                continue
             for w, sc, b in settings:
                 s = z["log_odds"] if b is None else np.clip(z["log_odds"], -b, b)
                 t0 = time.perf_counter()
@@ -148,8 +191,7 @@ def sweep(split: str, weights, scales, bounds, margin: float, detail: bool = Fal
                     seeds=paint,
                 )
                 cut_times.append(time.perf_counter() - t0)
-                seeds = None if paint is None else paint.astype(np.uint8)
-                cut = keep_connected(cut.astype(np.uint8), seeds) > 0
+                cut = post(cut)
                 times.append(time.perf_counter() - t0)
                 d = _dice(cut, truth, total)
                 rows.setdefault((*key, w, sc, b), []).append(d)
@@ -167,11 +209,15 @@ def sweep(split: str, weights, scales, bounds, margin: float, detail: bool = Fal
         + " | mean |"
     )
     print("|---" * (len(keys) + 2) + "|")
-    for st in [("default",), *settings]:
+    extra = [("session",)] if all((*k, "session") in rows for k in keys) else []
+    for st in [*extra, ("default",), *settings]:
         vals = [np.mean(rows[k + st]) for k in keys]
         name = (
-            "default labels(prior=None)"
-            if st == ("default",)
+            {
+                "default": "baseline: threshold, paint, connected" + (", neck" if neck else ""),
+                "session": "(session's labels(None) at cache time)",
+            }[st[0]]
+            if isinstance(st[0], str)
             else (
                 f"w={st[0]}, sigma x{st[1] if st[1] is not None else ' inf (no edge term)'}, "
                 f"bound {st[2] if st[2] is not None else 'none'}"
@@ -208,24 +254,98 @@ def _detail(organs: dict, keys: list, settings: list) -> None:
             )
 
 
+def live(split: str, weight: float, scale: float, margin: float) -> None:
+    """The cut under the session's own 3D clean-up of the day, against its ``labels(None)``.
+
+    Runs the sessions again (no cache): the cut's result goes through the same steps
+    ``labels()`` applies after its threshold (``SegmentationSession._clean_3d`` where the
+    session has it: connectivity, neck cut, outline snap; else ``keep_connected``), then the
+    paint is written in, as ``labels()`` does.
+    """
+    import torch
+
+    from napari_tpm.graphcut import graph_cut
+    from napari_tpm.postprocess import keep_connected
+    from napari_tpm.session import SegmentationSession
+
+    torch.manual_seed(0)
+    rows: dict[tuple, list[float]] = {}
+    times: list[float] = []
+    for case in ac.select_cases(split, SETS):
+        image, labels, spacing = case.load()
+        session = SegmentationSession("default", device="cpu")
+        session.set_image(image, spacing)
+        for job in build_jobs(case, labels, MODES, list(ac.ORGANS), [1]):
+            for _ in session.segment(
+                job.paint, support_image=job.image, support_spacing=job.spacing
+            ):
+                pass
+            truth = labels == case.values[job.organs[0]]
+            default = session.labels(None)
+            p = session.auto_prior()
+            own = job.paint > 0 if job.image is None else None
+            t0 = time.perf_counter()
+            cut = graph_cut(
+                np.asarray(session.scores()) + math.log(p / (1 - p)),
+                image,
+                spacing,
+                weight=weight,
+                sigma_scale=scale,
+                bbox_margin_mm=margin,
+                region=session.labels(None, connected=True) > 0,
+                seeds=own,
+            ).astype(default.dtype)
+            cut *= session.label_values[0]
+            clean = getattr(session, "_clean_3d", None)
+            if clean is not None:
+                clean(cut)  # slice axis 0 here: the view is the array itself
+            else:
+                cut = keep_connected(cut, None if own is None else job.paint)
+            if own is not None:
+                cut[own] = session.label_values[0]
+            times.append(time.perf_counter() - t0)
+            key = (case.set, job.mode)
+            rows.setdefault((*key, "default"), []).append(ac.dice(default > 0, truth))
+            rows.setdefault((*key, "cut"), []).append(ac.dice(cut > 0, truth))
+        print(f"{case.name} done", file=sys.stderr, flush=True)
+    keys = sorted({k[:2] for k in rows})
+    print(f"\nsplit {split}, session options {session.options}")
+    print(f"cut + clean-up per organ: mean {np.mean(times):.2f} s, max {np.max(times):.2f} s\n")
+    print("| | " + " | ".join(f"{s} {m} ({len(rows[(s, m, 'cut')])})" for s, m in keys) + " |")
+    print("|---" * (len(keys) + 1) + "|")
+    for what, name in (("default", "session labels(None)"), ("cut", f"cut w={weight} sx{scale}")):
+        print(f"| {name} | " + " | ".join(f"{np.mean(rows[(*k, what)]):.3f}" for k in keys) + " |")
+
+
 def _num(text: str):
     return None if text.lower() in ("none", "inf") else float(text)
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("phase", choices=("cache", "sweep"))
+    ap.add_argument("phase", choices=("cache", "sweep", "live"))
     ap.add_argument("--split", choices=("tune", "holdout"), default="tune")
     ap.add_argument("--weights", nargs="+", type=float, default=[0.5, 1, 2, 4])
     ap.add_argument("--sigma-scales", nargs="+", type=_num, default=[1.0, 4.0, None])
     ap.add_argument("--bounds", nargs="+", type=_num, default=[None])
     ap.add_argument("--margin-mm", type=float, default=10.0)
+    ap.add_argument("--neck", type=float, default=0.0, help="the session's neck fraction (0.25)")
     ap.add_argument("--detail", action="store_true", help="per-organ table with wins/losses")
     args = ap.parse_args()
     if args.phase == "cache":
         cache(args.split)
+    elif args.phase == "live":
+        live(args.split, args.weights[0], args.sigma_scales[0], args.margin_mm)
     else:
-        sweep(args.split, args.weights, args.sigma_scales, args.bounds, args.margin_mm, args.detail)
+        sweep(
+            args.split,
+            args.weights,
+            args.sigma_scales,
+            args.bounds,
+            args.margin_mm,
+            args.neck,
+            args.detail,
+        )
     return 0
 
 
