@@ -91,6 +91,7 @@ class _Support:
     features: torch.Tensor  # (S, C, h, w) float32 features of the painted slices
     masks_working: torch.Tensor  # (S, size, size) int64 class index + 1 (0 none, -1 background)
     radius_mm: list[float] = field(default_factory=list)  # per class: inscribed radius of paint
+    intensity: list[tuple[float, float] | None] = field(default_factory=list)  # per class, raw
 
 
 def _make_view(

@@ -49,6 +49,10 @@ class SegmentOptions:
             this fraction of the paint's inscribed radius (2-10 mm; 0: off). Leaks into touching
             look-alike tissue (kidney into spleen, spleen along the colon) pass through such
             necks (:mod:`napari_tpm.necks`).
+        snap_mm: with ``connected``, re-decide the pixels within this many millimetres of the
+            outline by the organ's intensity at native resolution (0: off); the scores'
+            stride blur otherwise leaves the result a pixel or two small
+            (:mod:`napari_tpm.boundary`).
     """
 
     connected: bool = True
@@ -63,13 +67,14 @@ class SegmentOptions:
     refine_gate: bool = True
     smooth_mm: float = 0.0
     neck: float = 0.25
+    snap_mm: float = 3.0
 
     def __post_init__(self) -> None:
         for name in ("refine", "refine_atlas"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"{name} must be a whole number >= 0, got {value!r}")
-        for name in ("refine_weight", "prior_smoothing", "smooth_mm", "neck"):
+        for name in ("refine_weight", "prior_smoothing", "smooth_mm", "neck", "snap_mm"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not value >= 0 or value == float("inf"):
                 raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")

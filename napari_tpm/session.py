@@ -43,6 +43,7 @@ from napari_tpm._session_data import (
     resolve_device,
 )
 from napari_tpm._threads import one_cpu_thread
+from napari_tpm.boundary import intensity_model, snap_to_intensity
 from napari_tpm.checkpoints import TPMModel, load_model
 from napari_tpm.necks import cut_necks, inscribed_radius_mm, neck_radius_mm
 from napari_tpm.options import SegmentOptions
@@ -325,6 +326,13 @@ class SegmentationSession:
             max(inscribed_radius_mm(plane == v, plane_mm) for plane in planes.values())
             for v in values
         ]
+        intensity = []
+        if same_volume:  # the organ's intensity under the paint, for snapping the outline
+            raw = {i: np.take(image, i, axis=axis) for i in indices}
+            intensity = [
+                intensity_model(np.concatenate([raw[i][p == v] for i, p in planes.items()]))
+                for v in values
+            ]
         counts = [int((masks == c + 1).sum()) for c in range(len(values))]
         negative = _pixels(feats, masks == -1) if parsed.has_background else None
         middle = indices.index(parsed.middle)
@@ -343,6 +351,7 @@ class SegmentationSession:
             features=feats,
             masks_working=masks,
             radius_mm=radius,
+            intensity=intensity,
         )
         self.label_values = values
         yield Progress(0, query.slices.shape[0], "support", None)
@@ -677,20 +686,40 @@ class SegmentationSession:
             lo, hi = sorted(int(z) for z in z_range)
             limit_range(view, lo - lo_s, hi - lo_s, axis=0, inplace=True)
         if connected:
-            # seeds: the paint when it lies in this volume; none (largest component) otherwise
-            seeds = np.zeros(view.shape, dtype=view.dtype)
-            if s.same_volume:
-                _apply_paint(seeds, s, self._background_value)
-            view[...] = keep_connected(view, seeds)
-            if self.options.neck > 0:
-                others = [sp for a, sp in enumerate(self._spacing) if a != s.axis]
-                spacing = (self._spacing[s.axis], *others)
-                radii = {
-                    v: neck_radius_mm(r, self.options.neck)
-                    for v, r in zip(s.label_values, s.radius_mm, strict=True)
-                }
-                view[...] = cut_necks(view, seeds if s.same_volume else None, spacing, radii)
+            self._clean_3d(view)
+            if s.same_volume and keep_paint:  # the clean-up may trim an edge of the paint
+                _apply_paint(full, s, self._background_value, part)
+                if z_range is not None:  # ... but the range the user set still wins
+                    limit_range(view, lo - lo_s, hi - lo_s, axis=0, inplace=True)
         return out
+
+    def _clean_3d(self, view: np.ndarray) -> None:
+        """The 3D steps of :meth:`labels`, in place on the whole volume ``view`` (axis first).
+
+        Keep the components connected to the paint (the largest one for another volume's
+        support), cut thin necks into touching look-alike tissue (``options.neck``), snap the
+        outline to the organ's intensity (``options.snap_mm``), and keep what stays connected.
+        """
+        s = self._require_support()
+        opts = self.options
+        seeds = np.zeros(view.shape, dtype=view.dtype)
+        if s.same_volume:
+            _apply_paint(seeds, s, self._background_value)
+        view[...] = keep_connected(view, seeds)
+        others = [sp for a, sp in enumerate(self._spacing) if a != s.axis]
+        spacing = (self._spacing[s.axis], *others)
+        own_seeds = seeds if s.same_volume else None
+        if opts.neck > 0:
+            radii = {
+                v: neck_radius_mm(r, opts.neck)
+                for v, r in zip(s.label_values, s.radius_mm, strict=True)
+            }
+            view[...] = cut_necks(view, own_seeds, spacing, radii)
+        if opts.snap_mm > 0:
+            image = np.moveaxis(self._require_image(), s.axis, 0)
+            models = dict(zip(s.label_values, s.intensity, strict=True)) if s.intensity else None
+            view[...] = snap_to_intensity(view, image, spacing, models, band_mm=opts.snap_mm)
+            view[...] = keep_connected(view, seeds)
 
     def probabilities(self, prior: float | None = None) -> np.ndarray:
         """P(any foreground | x) on the image's grid (float32), at ``prior``."""

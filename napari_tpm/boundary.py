@@ -1,0 +1,110 @@
+"""Snap a result's outline to the organ's own intensity, at the image's native resolution.
+
+The prototype scores come from features at the encoder's stride, blurred over several pixels:
+next to an organ's edge a pixel's features mix organ and surroundings, so its score drops and
+the result comes out one or two pixels too small all around. On the tuning volumes most of the
+missed organ lay within two pixels of the true outline (benchmarks/RESULTS-accuracy.md). The
+organ's intensity, on the other hand, is sharp at native resolution and, on one scan, nearly
+constant inside an organ. So within a thin band around the result's outline (``band_mm``, in
+plane), a pixel belongs to the organ when its lightly smoothed intensity lies within
+``tolerance`` robust standard deviations of the organ's median intensity; the core deeper than
+the band is kept as scored. The organ's intensity comes from the paint when it lies in this
+volume (:func:`intensity_model`), otherwise from the result's own core.
+
+Measured on the tuning volumes: same-scan Dice 0.828 -> 0.856 (BTCV CT), 0.771 -> 0.781
+(CHAOS MR) with a 3 mm band.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+from scipy import ndimage
+
+__all__ = ["intensity_model", "snap_to_intensity"]
+
+
+def intensity_model(values: np.ndarray) -> tuple[float, float] | None:
+    """(median, robust sigma) of an organ's intensities; None for fewer than 10 values."""
+    values = np.asarray(values, dtype=np.float64).ravel()
+    if values.size < 10:
+        return None
+    median = float(np.median(values))
+    sigma = 1.4826 * float(np.median(np.abs(values - median)))
+    return median, max(sigma, 1e-3 * max(abs(median), 1.0))
+
+
+def _disk(radius_px: tuple[int, int]) -> np.ndarray:
+    """In-plane ellipse (1, 2ry+1, 2rx+1) for per-slice morphology."""
+    ry, rx = radius_px
+    y, x = np.mgrid[-ry : ry + 1, -rx : rx + 1]
+    return ((y / max(ry, 1e-9)) ** 2 + (x / max(rx, 1e-9)) ** 2 <= 1.0)[None]
+
+
+def snap_to_intensity(
+    labels: np.ndarray,
+    image: np.ndarray,
+    spacing: Sequence[float],
+    models: Mapping[int, tuple[float, float] | None] | None = None,
+    *,
+    band_mm: float = 3.0,
+    tolerance: float = 2.5,
+    smooth_px: float = 0.7,
+) -> np.ndarray:
+    """Re-decide the pixels within ``band_mm`` of each value's outline by intensity.
+
+    Args:
+        labels: integer volume, slice axis first (the axis the band is *not* taken along).
+        image: the raw image on the same grid.
+        spacing: voxel size in mm per axis of ``labels``.
+        models: (median, sigma) per label value; a value missing or None takes the model of
+            its own core (the result eroded by the band). None: every value from its core.
+        band_mm: half-width of the band around the outline, in plane.
+        tolerance: a band pixel is organ when ``|I - median| <= tolerance * sigma``.
+        smooth_px: in-plane Gaussian smoothing of the intensity before the test (noise).
+
+    Returns:
+        A new label array. Only pixels of the band change: a value's band pixels that do not
+        look like it become 0, and unlabelled band pixels that do become the value (a pixel
+        another value holds is never taken).
+    """
+    labels = np.asarray(labels)
+    image = np.asarray(image)
+    if labels.shape != image.shape or labels.ndim != 3:
+        raise ValueError(f"labels {labels.shape} and image {image.shape} must be one 3-D grid")
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"labels must be an integer array, got {labels.dtype}")
+    if len(spacing) != 3 or min(spacing) <= 0:
+        raise ValueError(f"spacing must be 3 positive numbers, got {tuple(spacing)}")
+    if band_mm < 0 or tolerance <= 0:
+        raise ValueError("band_mm must be >= 0 and tolerance > 0")
+    r = (round(band_mm / spacing[1]), round(band_mm / spacing[2]))
+    out = np.array(labels, copy=True)
+    if max(r) == 0:
+        return out
+    disk = _disk(r)
+    boxes = ndimage.find_objects(np.where(labels > 0, labels, 0).astype(np.intp))
+    for value, box in enumerate(boxes, start=1):
+        if box is None:
+            continue
+        box = (
+            box[0],
+            *(
+                slice(max(b.start - p - 2, 0), min(b.stop + p + 2, n))
+                for b, p, n in zip(box[1:], r, labels.shape[1:], strict=True)
+            ),
+        )
+        mask = labels[box] == value
+        inner = ndimage.binary_erosion(mask, disk)
+        band = ndimage.binary_dilation(mask, disk) & ~inner
+        model = (models or {}).get(value) or intensity_model(image[box][inner])
+        if model is None:
+            continue
+        median, sigma = model
+        smooth = ndimage.gaussian_filter(image[box].astype(np.float32), (0, smooth_px, smooth_px))
+        like = np.abs(smooth - median) <= tolerance * sigma
+        view = out[box]
+        view[band & mask & ~like] = 0
+        view[band & like & (view == 0)] = value
+    return out
