@@ -221,3 +221,15 @@ def _check_prior(prior: float) -> float:
     if not (0.0 < p < 1.0) or math.isnan(p):
         raise ValueError(f"the class prior must lie strictly between 0 and 1, got {prior!r}")
     return p
+
+
+def _bounding_box(array: np.ndarray, margin: tuple[int, ...]) -> tuple[slice, ...] | None:
+    """Slices of the box around ``array``'s non-zero voxels, grown by ``margin`` per axis."""
+    box = []
+    for axis, pad in enumerate(margin):
+        other = tuple(a for a in range(array.ndim) if a != axis)
+        hit = np.flatnonzero(array.any(axis=other))
+        if hit.size == 0:
+            return None
+        box.append(slice(max(int(hit[0]) - pad, 0), min(int(hit[-1]) + pad + 1, array.shape[axis])))
+    return tuple(box)

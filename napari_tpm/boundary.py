@@ -84,7 +84,7 @@ def snap_to_intensity(
     if max(r) == 0:
         return out
     disk = _disk(r)
-    boxes = ndimage.find_objects(np.where(labels > 0, labels, 0).astype(np.intp))
+    boxes = ndimage.find_objects(labels) if labels.min(initial=0) >= 0 else []
     for value, box in enumerate(boxes, start=1):
         if box is None:
             continue

@@ -90,19 +90,50 @@ def cut_necks(
     if len(spacing) != labels.ndim or min(spacing) <= 0:
         raise ValueError(f"spacing must be {labels.ndim} positive numbers, got {spacing}")
     out = np.array(labels, copy=True)
-    values = [int(v) for v in np.unique(labels) if v != 0]
-    boxes = ndimage.find_objects(np.where(labels > 0, labels, 0).astype(np.intp))
-    for value in values:
+    boxes = ndimage.find_objects(labels) if labels.min(initial=0) >= 0 else []
+    for value, box in enumerate(boxes, start=1):
         r = radius_mm.get(value, 0.0) if isinstance(radius_mm, Mapping) else float(radius_mm)
-        if r <= 0 or value > len(boxes) or boxes[value - 1] is None:
+        if r <= 0 or box is None:
             continue
-        box = _grow(boxes[value - 1], r, spacing, labels.shape)
+        box = _grow(box, r, spacing, labels.shape)
         mask = labels[box] == value
         seed = None if seeds is None else np.asarray(seeds[box]) == value
-        kept = _open_by_reconstruction(mask, seed, spacing, r)
-        if kept is not None:
-            out[box][mask & ~kept] = 0
+        # the decision needs no fine grid: on blocks of ~r/2.5 mm the erosion still spans >= 2
+        # blocks, and the outline itself stays the fine one (a 3 M-voxel liver: 4.9 s -> ~0.5 s)
+        factors = tuple(max(1, int(r / (2.5 * sp))) for sp in spacing)
+        coarse = _block_reduce(mask, factors, np.mean) >= 0.5
+        cseed = None if seed is None else _block_reduce(seed, factors, np.max) > 0
+        cspacing = tuple(sp * f for sp, f in zip(spacing, factors, strict=True))
+        kept = _open_by_reconstruction(coarse, cseed, cspacing, r)
+        if kept is None:
+            continue
+        if max(factors) > 1:  # one block of slack so the fine outline is never nicked
+            kept = ndimage.binary_dilation(kept, np.ones((3,) * kept.ndim, bool))
+        kept = _block_expand(kept, factors, mask.shape) & mask
+        if seed is not None:
+            kept |= mask & seed
+        out[box][mask & ~kept] = 0
     return out
+
+
+def _block_reduce(mask: np.ndarray, factors: tuple[int, ...], func) -> np.ndarray:
+    """``func`` over blocks of ``factors`` voxels (the array zero-padded to whole blocks)."""
+    if max(factors) == 1:
+        return mask
+    pad = [(0, -n % f) for n, f in zip(mask.shape, factors, strict=True)]
+    m = np.pad(mask, pad).astype(np.float32)
+    shape = []
+    for n, f in zip(m.shape, factors, strict=True):
+        shape += [n // f, f]
+    return func(m.reshape(shape), axis=tuple(range(1, 2 * mask.ndim, 2)))
+
+
+def _block_expand(coarse: np.ndarray, factors: tuple[int, ...], shape) -> np.ndarray:
+    """Nearest-neighbour upsampling of a block grid back to ``shape``."""
+    for axis, f in enumerate(factors):
+        if f > 1:
+            coarse = np.repeat(coarse, f, axis=axis)
+    return coarse[tuple(slice(0, n) for n in shape)]
 
 
 def _grow(box: tuple[slice, ...], r: float, spacing, shape) -> tuple[slice, ...]:
@@ -134,7 +165,4 @@ def _open_by_reconstruction(
     # every voxel goes with its nearest eroded part (a leak beyond a neck has its own), and
     # only within `REACH * r` of it: a thin strand with no part of its own is cut there too
     dist, nearest = ndimage.distance_transform_edt(~core, sampling=spacing, return_indices=True)
-    kept = mask & np.isin(parts[tuple(nearest)], keep) & (dist <= REACH * r)
-    if has_seed:
-        kept |= mask & seed
-    return kept
+    return mask & np.isin(parts[tuple(nearest)], keep) & (dist <= REACH * r)

@@ -29,6 +29,7 @@ from napari_tpm._session_data import (
     WORKING_SIZE,
     VolumeTooLargeError,
     _apply_paint,
+    _bounding_box,
     _check_prior,
     _check_prototypes,
     _class_mask,
@@ -705,8 +706,12 @@ class SegmentationSession:
         seeds = np.zeros(view.shape, dtype=view.dtype)
         if s.same_volume:
             _apply_paint(seeds, s, self._background_value)
-        view[...] = keep_connected(view, seeds)
         others = [sp for a, sp in enumerate(self._spacing) if a != s.axis]
+        view[...] = keep_connected(view, seeds)
+        box = _bounding_box(view, margin=(0, *(int(opts.snap_mm / sp) + 2 for sp in others)))
+        if box is None:
+            return
+        view, seeds = view[box], seeds[box]  # what follows works near the result only
         spacing = (self._spacing[s.axis], *others)
         own_seeds = seeds if s.same_volume else None
         if opts.neck > 0:
@@ -716,7 +721,7 @@ class SegmentationSession:
             }
             view[...] = cut_necks(view, own_seeds, spacing, radii)
         if opts.snap_mm > 0:
-            image = np.moveaxis(self._require_image(), s.axis, 0)
+            image = np.moveaxis(self._require_image(), s.axis, 0)[box]
             models = dict(zip(s.label_values, s.intensity, strict=True)) if s.intensity else None
             view[...] = snap_to_intensity(view, image, spacing, models, band_mm=opts.snap_mm)
             view[...] = keep_connected(view, seeds)

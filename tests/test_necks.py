@@ -131,3 +131,12 @@ def test_session_cuts_necks_only_when_asked():
         return 2 * (m & truth).sum() / (m.sum() + truth.sum())
 
     assert dice(cut == 5) >= dice(plain == 5) - 0.02
+
+
+def test_coarse_grid_decides_like_the_fine_one():
+    a = np.repeat(np.repeat(np.repeat(_dumbbell(), 3, 0), 3, 1), 3, 2)  # 1/3 mm voxels
+    seeds = np.zeros(a.shape, np.uint8)
+    seeds[30, 60, 30] = 1
+    out = cut_necks(a, seeds, (1 / 3, 1 / 3, 1 / 3), 3.0)  # blocks of 3 voxels
+    assert (out[:, :, :75] == a[:, :, :75]).all()
+    assert not out[:, :, 105:].any()
