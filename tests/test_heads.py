@@ -7,10 +7,12 @@ import pytest
 import torch
 
 # the phantom training volumes and the small run settings of the training-loop tests
+from test_evaluate_cli import chaos_like  # noqa: F401
 from test_train_cli import data_dir  # noqa: F401
 from test_train_loop import SMALL, volumes  # noqa: F401
 
 from napari_tpm.checkpoints import CheckpointError, load_model, save_model
+from napari_tpm.evaluate.__main__ import main as evaluate_main
 from napari_tpm.evaluate.head_session import HeadSession, head_name
 from napari_tpm.tpm.heads import build_head, consistency_loss
 from napari_tpm.train.__main__ import main
@@ -136,3 +138,22 @@ def test_the_cli_trains_a_head_and_the_session_scores_with_it(data_dir, tmp_path
     low = session._low_scores(feats)
     torch.testing.assert_close(low[:, 0], expected)
     assert session.scores().shape == image.shape
+
+
+def test_evaluate_paper_scores_a_head_checkpoint_with_its_head(chaos_like, tmp_path):  # noqa: F811
+    import json
+
+    torch.manual_seed(0)
+    model = new_model(TrainConfig(**SMALL))
+    model.head, model.calibrated = build_head("mper", model.encoder.out_channels), True
+    ckpt = save_model(model, tmp_path / "mper.pt")
+    out = tmp_path / "paper"
+    argv = [
+        "paper", "--dataset", "chaos", "--data", str(chaos_like), "--checkpoints", str(ckpt),
+        "--folds", "4", "--prototypes", "1", "--no-multiclass", "--device", "cpu",
+        "--out", str(out), "--quiet",
+    ]  # fmt: skip
+    assert evaluate_main(argv) == 0
+    records = json.loads((out / "per_volume.json").read_text())["records"]
+    assert records and {r["head"] for r in records} == {"mper"}
+    assert "compared mper head" in (out / "results.md").read_text()

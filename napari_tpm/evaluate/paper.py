@@ -141,6 +141,11 @@ def run_paper(
                             ckpt = path(pattern, group)
                             meta = {**base, "model": model, "checkpoint": ckpt, "organ": organ}
                             meta["head"] = head_name(sessions(ckpt).model)
+                            if meta["head"] != "tpm":
+                                results.note(
+                                    f"{ckpt} scores with its compared {meta['head']} head "
+                                    "(train --head): its rows are that head, not TPM"
+                                )
                             results.records.extend(
                                 evaluate_binary(sessions(ckpt), query, support, value, opts, meta)
                             )
