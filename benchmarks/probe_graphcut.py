@@ -1,24 +1,32 @@
-"""Does a 3D graph cut (napari_tpm.graphcut) on the session's log-odds beat the default labels?
+r"""Does a 3D graph cut (napari_tpm.graphcut) on the session's log-odds beat the default labels?
 
 Issue 10 item 3. For each case of the split and each organ (liver, rkidney, lkidney, spleen),
 modes ``same`` (the organ's middle labelled slice of the scan itself) and ``cross`` (that slice
 of the next volume of the split group), built by ``bench_accuracy.build_jobs`` exactly as the
 accuracy benchmark builds them:
 
-1. ``cache``: run ``SegmentationSession`` with default options; keep the default result
-   ``labels(prior=None)`` (auto prior, regions connected to the paint, paint written in) and
-   the log-odds at that prior, ``scores() + logit(auto_prior())`` (``labels()`` keeps
-   ``scores() > -logit(prior)``), cropped to the default result's box plus 30 mm, with the raw
-   image, the truth and the paint, in /tmp/napari_tpm_probe_graphcut/<case>|<mode>|<organ>.npz.
+1. ``cache``: run ``SegmentationSession`` with default options; keep the log-odds at the auto
+   prior, ``scores() + logit(auto_prior())`` (``labels()`` keeps ``scores() > -logit(prior)``),
+   and the baseline made from them as ``labels()`` made it before the neck and snap steps
+   (threshold, paint written in, ``keep_connected`` seeded by the paint / largest component for
+   another scan's support), cropped to that baseline's box plus 30 mm, with the raw image, the
+   truth and the paint, in /tmp/napari_tpm_probe_graphcut/<case>|<mode>|<organ>.npz.
 2. ``sweep``: from the cache only, ``graph_cut`` at each weight x sigma scale x log-odds bound,
-   the paint as forced foreground (same scan), the default result as the box, then the same
-   connectivity filter as the session (``keep_connected`` seeded by the paint; the largest
-   component for another scan's support); mean Dice per set and mode vs the default.
+   the paint as forced foreground (same scan), the baseline as the box, then the same
+   connectivity filter; ``--neck 0.25`` also puts both through the session's neck cut
+   (``napari_tpm.necks``, as ``labels()`` does from commit d51e72a). Mean Dice per set and mode.
+3. ``live``: one setting, sessions run again: the cut goes through the session's own 3D steps
+   of the day (``SegmentationSession._clean_3d``: connectivity, neck cut, outline snap) and is
+   compared with ``labels(None)``.
 
 Run (2-core CPU):
     OMP_NUM_THREADS=1 nice -n 5 python benchmarks/probe_graphcut.py cache --split tune
     OMP_NUM_THREADS=1 nice -n 5 python benchmarks/probe_graphcut.py sweep --split tune
-    ... sweep --split holdout --weights 1 --sigma-scales 2 --bounds 5   (once, at the end)
+    OMP_NUM_THREADS=1 nice -n 5 python benchmarks/probe_graphcut.py sweep --split tune --neck 0.25 \
+        --weights 2 4 8 16 --sigma-scales 0.5 1 2 --detail
+    OMP_NUM_THREADS=1 nice -n 5 python benchmarks/probe_graphcut.py live --split tune \
+        --weights 8 --sigma-scales 1
+    (then the one chosen setting once with --split holdout: cache, sweep, live)
 """
 
 from __future__ import annotations
@@ -271,6 +279,7 @@ def live(split: str, weight: float, scale: float, margin: float) -> None:
     torch.manual_seed(0)
     rows: dict[tuple, list[float]] = {}
     times: list[float] = []
+    cut_times: list[float] = []
     for case in ac.select_cases(split, SETS):
         image, labels, spacing = case.load()
         session = SegmentationSession("default", device="cpu")
@@ -295,6 +304,7 @@ def live(split: str, weight: float, scale: float, margin: float) -> None:
                 region=session.labels(None, connected=True) > 0,
                 seeds=own,
             ).astype(default.dtype)
+            cut_times.append(time.perf_counter() - t0)
             cut *= session.label_values[0]
             clean = getattr(session, "_clean_3d", None)
             if clean is not None:
@@ -310,7 +320,10 @@ def live(split: str, weight: float, scale: float, margin: float) -> None:
         print(f"{case.name} done", file=sys.stderr, flush=True)
     keys = sorted({k[:2] for k in rows})
     print(f"\nsplit {split}, session options {session.options}")
-    print(f"cut + clean-up per organ: mean {np.mean(times):.2f} s, max {np.max(times):.2f} s\n")
+    print(
+        f"per organ, full volume: cut {np.mean(cut_times):.2f} s mean, {np.max(cut_times):.2f} s "
+        f"max; cut + clean-up {np.mean(times):.2f} s mean, {np.max(times):.2f} s max\n"
+    )
     print("| | " + " | ".join(f"{s} {m} ({len(rows[(s, m, 'cut')])})" for s, m in keys) + " |")
     print("|---" * (len(keys) + 1) + "|")
     for what, name in (("default", "session labels(None)"), ("cut", f"cut w={weight} sx{scale}")):
