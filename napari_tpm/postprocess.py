@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Literal
 
+import cc3d
 import numpy as np
 from scipy import ndimage
 
@@ -71,11 +72,8 @@ def keep_connected(
     spleen, the edge of the left liver lobe) often meets the next slice only along an edge or a
     corner; 6-connectivity (`connectivity=1`) would cut such parts off.
 
-    Speed: one `ndimage.label` pass over the foreground of all values together; only the
-    components where two different values touch are split again per value, on their bounding
-    box. Everything else works on the foreground voxels alone. (Labelling each value on its
-    bounding box costs one full pass per value when false positives are scattered through the
-    volume.)
+    Speed: one pass of connected-components-3d labels every value's components at once (two
+    values that touch stay apart); everything after it works on the labelled voxels alone.
 
     Returns:
         A new array of the same dtype and shape.
@@ -85,23 +83,29 @@ def keep_connected(
     if seeds is not None and seeds.shape != labels.shape:
         raise ValueError(f"seeds shape {seeds.shape} does not match labels shape {labels.shape}")
     _check_labels(labels)
-    structure = _structure(labels.ndim, connectivity)
+    _structure(labels.ndim, connectivity)  # validates connectivity against ndim
+    if labels.ndim not in (2, 3):
+        raise ValueError(f"labels must be 2-D or 3-D, got {labels.ndim} dimensions")
     out = np.array(labels, copy=True, order="C")
-    foreground = out != 0
-    components, n = ndimage.label(foreground, structure=structure)
-    if n == 0:
+    if not out.any():
         return out
-    where = np.flatnonzero(foreground)  # flat indices of all labelled voxels
+    neighbours = {2: {1: 4, 2: 8}, 3: {1: 6, 2: 18, 3: 26}}[out.ndim][connectivity]
+    # connected-components-3d labels each value's components in one pass (values that touch
+    # stay apart), several times faster than scipy.ndimage.label on a CT-sized volume
+    units = cc3d.connected_components(
+        out.view(np.uint8) if out.dtype == bool else out, connectivity=neighbours
+    )
+    n_units = int(units.max())
+    where = np.flatnonzero(units)  # flat indices of all labelled voxels
+    unit_of = units.ravel()[where]
     values = out.ravel()[where]
-    units, n_units = _single_value_units(out, components, n, where, values, structure)
-
     unit_value = np.zeros(n_units + 1, dtype=out.dtype)
-    unit_value[units] = values
-    unit_size = np.bincount(units, minlength=n_units + 1)
+    unit_value[unit_of] = values
+    unit_size = np.bincount(unit_of, minlength=n_units + 1)
     keep = np.zeros(n_units + 1, dtype=bool)
     if seeds is not None:
         seed_values = np.ascontiguousarray(seeds).ravel()[where]
-        keep[units[seed_values == values]] = True
+        keep[unit_of[seed_values == values]] = True
     for value in np.unique(values):
         ids = np.flatnonzero((unit_value == value) & (unit_size > 0))
         if keep[ids].any() or fallback == "remove":
@@ -110,46 +114,8 @@ def keep_connected(
             keep[ids] = True
         else:
             keep[ids[np.argmax(unit_size[ids])]] = True
-    out.ravel()[where[~keep[units]]] = 0
+    out.ravel()[where[~keep[unit_of]]] = 0
     return out
-
-
-def _single_value_units(
-    labels: np.ndarray,
-    components: np.ndarray,
-    n: int,
-    where: np.ndarray,
-    values: np.ndarray,
-    structure: np.ndarray,
-) -> tuple[np.ndarray, int]:
-    """Per labelled voxel, the id of its connected same-value component (and the id count).
-
-    Components of the foreground holding one value are already that; components where values
-    touch (liver against kidney) are relabelled per value inside their bounding box and given
-    fresh ids after n.
-    """
-    units = components.ravel()[where]
-    lo = np.full(n + 1, np.iinfo(values.dtype).max if values.dtype != bool else 1, values.dtype)
-    hi = np.zeros(n + 1, dtype=values.dtype)
-    np.minimum.at(lo, units, values)
-    np.maximum.at(hi, units, values)
-    mixed = lo != hi
-    mixed[0] = False
-    if not mixed.any():
-        return units, n
-    in_mixed = mixed[units]
-    next_id = n + 1
-    for value in np.unique(values[in_mixed]):
-        select = in_mixed & (values == value)
-        coords = np.unravel_index(where[select], labels.shape)
-        start = [int(c.min()) for c in coords]
-        box = tuple(slice(s, int(c.max()) + 1) for s, c in zip(start, coords))
-        mask = (labels[box] == value) & mixed[components[box]]
-        sub, k = ndimage.label(mask, structure=structure)
-        local = np.ravel_multi_index(tuple(c - s for c, s in zip(coords, start)), sub.shape)
-        units[select] = sub.ravel()[local] + (next_id - 1)
-        next_id += k
-    return units, next_id - 1
 
 
 def limit_range(
