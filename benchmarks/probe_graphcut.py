@@ -1,4 +1,4 @@
-r"""Does a 3D graph cut (napari_tpm.graphcut) on the session's log-odds beat the default labels?
+r"""Does a 3D graph cut (benchmarks/accuracy_graphcut.py) on the log-odds beat the default labels?
 
 Issue 10 item 3. For each case of the split and each organ (liver, rkidney, lkidney, spleen),
 modes ``same`` (the organ's middle labelled slice of the scan itself) and ``cross`` (that slice
@@ -144,7 +144,8 @@ def sweep(
     split: str, weights, scales, bounds, margin: float, neck: float, detail: bool = False
 ) -> None:
     """``neck`` > 0: both the baseline and the cut go through the session's neck cut."""
-    from napari_tpm.graphcut import graph_cut
+    from accuracy_graphcut import graph_cut
+
     from napari_tpm.necks import cut_necks, neck_radius_mm
     from napari_tpm.postprocess import keep_connected
 
@@ -271,8 +272,8 @@ def live(split: str, weight: float, scale: float, margin: float) -> None:
     paint is written in, as ``labels()`` does.
     """
     import torch
+    from accuracy_graphcut import graph_cut
 
-    from napari_tpm.graphcut import graph_cut
     from napari_tpm.postprocess import keep_connected
     from napari_tpm.session import SegmentationSession
 

@@ -1,15 +1,18 @@
-"""The 3D graph cut of log-odds with image-edge pairwise terms (napari_tpm.graphcut)."""
+"""Graph-cut probe (benchmarks/accuracy_graphcut.py): measured, not used by the product."""
 
 from __future__ import annotations
 
 import math
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 pytest.importorskip("maxflow")
 
-from napari_tpm.graphcut import edge_sigma, graph_cut
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from accuracy_graphcut import edge_sigma, graph_cut
 
 
 def _dice(a: np.ndarray, b: np.ndarray) -> float:
