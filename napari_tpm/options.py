@@ -49,6 +49,8 @@ class SegmentOptions:
             this fraction of the paint's inscribed radius (2-10 mm; 0: off). Leaks into touching
             look-alike tissue (kidney into spleen, spleen along the colon) pass through such
             necks (:mod:`napari_tpm.necks`).
+        hard_negatives: unpainted pixels of the painted slices that still score as organ
+            (away from the paint) become background evidence, like background strokes.
         snap_mm: with ``connected``, re-decide the pixels within this many millimetres of the
             outline by the organ's intensity at native resolution (0: off); the scores'
             stride blur otherwise leaves the result a pixel or two small
@@ -67,6 +69,7 @@ class SegmentOptions:
     refine_gate: bool = True
     smooth_mm: float = 0.0
     neck: float = 0.25
+    hard_negatives: bool = False
     snap_mm: float = 3.0
 
     def __post_init__(self) -> None:

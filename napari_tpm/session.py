@@ -68,6 +68,11 @@ from napari_tpm.tpm import (
 )
 from napari_tpm.tpm.transductive import TransductiveResult, transductive_tpm
 
+#: working pixels around any paint never mined as look-alikes (~5-7 mm on a 256 grid)
+MINE_MARGIN = 4
+#: fewer mined pixels than this are noise, not a look-alike structure
+MINE_MIN_PIXELS = 16
+
 #: bytes per voxel the session holds for a query volume (normalised copy, score, class, output).
 _BYTES_PER_VOXEL = 20  # measured: 18.6 bytes per voxel held by a session (2026-12-02)
 
@@ -359,6 +364,9 @@ class SegmentationSession:
         with one_cpu_thread(self.device):
             self._fit_prototypes(k)
             self._calibrate()
+            if self.options.hard_negatives and same_volume and self._mine_negatives():
+                self._fit_prototypes(k)
+                self._calibrate()
         yield from self._score_all(query, start=self._start_index(query))
         yield from self._refine(query)
         yield from self._smooth(query)
@@ -470,6 +478,32 @@ class SegmentationSession:
         if s.negative_features is not None:
             # background strokes often cover several tissues: give them up to 3 modes
             self._negative = self._fit_one(s.negative_features, max(k, 3))
+
+    def _mine_negatives(self) -> bool:
+        """Add the painted slices' own false positives to the background evidence.
+
+        On a painted slice every unpainted pixel is, by the calibration's own assumption, not
+        the organ; those that still score as organ (a spleen next to the painted kidney) are
+        the look-alikes the prototype will confuse elsewhere. Pixels within
+        ``MINE_MARGIN`` working pixels of any paint are left out (an imprecise outline is not
+        a look-alike). Returns whether any were added (then refit and recalibrate).
+        """
+        s = self._support
+        assert s is not None
+        with_fg = (s.masks_working > 0).flatten(1).any(1)
+        feats, masks = s.features[with_fg], s.masks_working[with_fg]
+        low = self._calibrated_scores(feats, self._prototypes)  # (S', K, h, w)
+        size = masks.shape[-1]
+        up = F.interpolate(low, size=(size, size), mode="bilinear", align_corners=False)
+        g = MINE_MARGIN
+        near = F.max_pool2d((masks != 0)[:, None].float(), 2 * g + 1, stride=1, padding=g)
+        hard = (up.max(1).values > 0) & (near[:, 0] == 0)
+        if int(hard.sum()) < MINE_MIN_PIXELS:
+            return False
+        mined = _pixels(feats, hard)
+        old = s.negative_features
+        s.negative_features = mined if old is None else torch.cat([old, mined])
+        return True
 
     def _fit_one(self, x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(means [K, C], weights [K]) of one class: the masked average or an EM mixture."""

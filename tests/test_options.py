@@ -80,3 +80,27 @@ def test_session_refuses_constant_and_overflowing_images():
     huge[0, 0, 0] = 1e300
     with pytest.raises(ValueError, match="too large"):
         s.set_image(huge)
+
+
+def test_hard_negatives_mine_the_painted_slices_look_alikes():
+    # two blobs of one intensity close together; only the larger one is painted, on a slice
+    # that shows both: the smaller one is a look-alike the prototype confuses
+    rng = np.random.default_rng(0)
+    zz, yy, xx = np.mgrid[:20, :96, :96]
+    img = np.full((20, 96, 96), -900.0)
+    img[:, ((yy[0] - 48) / 40) ** 2 + ((xx[0] - 48) / 44) ** 2 <= 1] = 0.0
+    a = ((zz - 10) / 6) ** 2 + ((yy - 48) / 9) ** 2 + ((xx - 28) / 9) ** 2 <= 1
+    b = ((zz - 10) / 6) ** 2 + ((yy - 70) / 7) ** 2 + ((xx - 34) / 7) ** 2 <= 1
+    img[a | b] = 60.0
+    img = (img + rng.normal(0, 5, img.shape)).astype(np.float32)
+    paint = np.zeros(img.shape, np.uint8)
+    paint[10][a[10]] = 1
+    found = {}
+    for mine in (False, True):
+        s = SegmentationSession("filterbank", device="cpu", hard_negatives=mine, connected=False)
+        s.set_image(img, (3.0, 1.0, 1.0))
+        list(s.segment(paint))
+        found[mine] = s.labels(0.5) > 0
+    assert found[False][b].sum() > 50  # the look-alike is taken without mining
+    assert found[True][b].sum() < found[False][b].sum() / 4
+    assert found[True][a].sum() >= found[False][a].sum()
