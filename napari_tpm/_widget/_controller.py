@@ -214,7 +214,7 @@ class Controller:
         if session is None or layer is None:
             return False
         try:
-            session.labels(self.prior(), out=layer.data, z_range=self.z_range())
+            session.labels(self.prior(), out=layer.data, z_range=self.z_range(), connected=False)
         except ValueError:
             return False  # the scores of this run are not allocated yet
         layer.refresh()
