@@ -84,13 +84,14 @@ def test_connected_ticked_before_segmenting_is_honoured(qtbot, make_napari_viewe
     qtbot.mouseClick(box, Qt.MouseButton.LeftButton, pos=QPoint(8, box.height() // 2))
     assert widget.connected_checkbox.value
     _click_segment(qtbot, widget)
-    _, n = ndimage.label(widget.result_layer.data > 0)
+    cube = np.ones((3, 3, 3))  # the 26-connectivity the 3D step uses
+    _, n = ndimage.label(widget.result_layer.data > 0, structure=cube)
     assert n == 1
     status = widget.status_label.value
     assert status.startswith("Segmented in") and "label 5:" in status and "mL" in status, status
     # the same run without "connected" has the blobs the tick removed
     widget.connected_checkbox.value = False
-    _, loose = ndimage.label(widget.result_layer.data > 0)
+    _, loose = ndimage.label(widget.result_layer.data > 0, structure=cube)
     assert loose > 1
 
 

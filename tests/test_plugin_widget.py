@@ -209,7 +209,7 @@ def test_slice_range_and_connectivity_restrict_the_preview(qtbot, setup, phantom
     assert 0 < connected <= loose
     from scipy import ndimage
 
-    _, n = ndimage.label(layer.data > 0)
+    _, n = ndimage.label(layer.data > 0, structure=np.ones((3, 3, 3)))  # 26-connectivity
     assert n == 1
     # another image of the same shape: the cached scores are not its, so nothing is rewritten
     shown = layer.data.copy()
