@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
-from napari_tpm.preprocess import WorkingGrid
+from napari_tpm.preprocess import WorkingGrid, check_intensity_range
 from napari_tpm.tpm import icp_from_scores, support_pixel_features
 
 #: in-plane size of the square grid the encoder sees (the paper's 256 x 256).
@@ -233,3 +233,55 @@ def _bounding_box(array: np.ndarray, margin: tuple[int, ...]) -> tuple[slice, ..
             return None
         box.append(slice(max(int(hit[0]) - pad, 0), min(int(hit[-1]) + pad + 1, array.shape[axis])))
     return tuple(box)
+
+
+def _check_image(array: np.ndarray, spacing: Sequence[float]) -> tuple[float, float, float]:
+    """Refuse what cannot be a query volume (ValueError); returns the spacing as floats.
+
+    Only the header-like checks: shape, dtype and spacing. The voxel values are checked by
+    :func:`_check_voxels` after the memory check, so a huge volume is refused before a pass
+    over it.
+    """
+    if array.ndim != 3:
+        raise ValueError(f"the image must be a 3D volume, got shape {array.shape}")
+    if min(array.shape) < 1:
+        raise ValueError(f"the image is empty (shape {array.shape})")
+    dt = array.dtype
+    if not np.issubdtype(dt, np.number) or np.issubdtype(dt, np.complexfloating):
+        raise ValueError(f"the image must hold real numbers, got dtype {array.dtype}")
+    spacing = tuple(float(s) for s in spacing)
+    if len(spacing) != 3 or not all(s > 0 and math.isfinite(s) for s in spacing):
+        raise ValueError(f"spacing must be three positive numbers, got {spacing}")
+    return spacing  # type: ignore[return-value]
+
+
+def _check_voxels(array: np.ndarray, *, check_range: bool = True) -> None:
+    """Refuse NaN/inf voxels and (``check_range``) a constant or overflowing image."""
+    if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
+        raise ValueError("the image contains NaN or infinite voxels")
+    if check_range:
+        check_intensity_range(array)
+
+
+def _encode_slices(
+    view: _Volume, indices: np.ndarray, encoder: torch.nn.Module, device: torch.device
+) -> int:
+    """Encode the slices of ``view`` listed in ``indices`` that are not cached yet.
+
+    Features are kept float16 on the CPU (the GPU only holds one batch). Returns how many
+    slices went through the encoder.
+    """
+    todo = np.asarray([i for i in indices if not view.encoded[i]], dtype=int)
+    if todo.size == 0:
+        return 0
+    x = torch.from_numpy(np.ascontiguousarray(view.slices[todo]))[:, None]
+    x = view.grid.to_working(x, pad_value=view.pad_value).to(device)
+    with torch.inference_mode():
+        feats = encoder(x)
+    feats = feats.to("cpu", torch.float16)
+    if view.features is None:
+        n, (c, h, w) = view.slices.shape[0], feats.shape[1:]
+        view.features = torch.zeros((n, c, h, w), dtype=torch.float16)
+    view.features[torch.from_numpy(todo)] = feats
+    view.encoded[todo] = True
+    return int(todo.size)

@@ -23,55 +23,48 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from napari_tpm._session_data import (
     WORKING_SIZE,
     VolumeTooLargeError,
-    _apply_paint,
-    _bounding_box,
+    _check_image,
     _check_prior,
     _check_prototypes,
-    _class_mask,
+    _check_voxels,
     _content_mask,
-    _logit_icp,
+    _encode_slices,
     _make_view,
     _outward_batches,
-    _pixels,
     _Support,
     _Volume,
     available_memory_bytes,
     resolve_device,
 )
+from napari_tpm._session_labels import clean_3d, write_labels
+from napari_tpm._session_scoring import (
+    auto_prior,
+    calibrate,
+    fit_one,
+    fit_prototypes,
+    low_scores,
+    mine_negatives,
+    refine_gate,
+)
+from napari_tpm._session_support import build_support, check_paint_grid
 from napari_tpm._threads import one_cpu_thread
-from napari_tpm.boundary import intensity_model, snap_to_intensity
 from napari_tpm.checkpoints import TPMModel, load_model
-from napari_tpm.necks import cut_necks, inscribed_radius_mm, neck_radius_mm
 from napari_tpm.options import SegmentOptions
-from napari_tpm.postprocess import keep_connected, limit_range, smooth_scores
-from napari_tpm.preprocess import WorkingGrid, check_intensity_range, normalise_intensity
+from napari_tpm.postprocess import smooth_scores
+from napari_tpm.preprocess import WorkingGrid, normalise_intensity
 from napari_tpm.progress import Progress
-from napari_tpm.scribble import grow_scribbles
 from napari_tpm.support import (
     BACKGROUND_LABEL,
     SupportError,
     find_support_slice,
     parse_support,
 )
-from napari_tpm.tpm import (
-    fit_spherical_gmm,
-    l2_normalize,
-    log_odds_multi,
-    log_odds_single,
-    mixture_log_densities,
-    squared_distance,
-)
+from napari_tpm.tpm import l2_normalize
 from napari_tpm.tpm.transductive import TransductiveResult, transductive_tpm
-
-#: working pixels around any paint never mined as look-alikes (~5-7 mm on a 256 grid)
-MINE_MARGIN = 4
-#: fewer mined pixels than this are noise, not a look-alike structure
-MINE_MIN_PIXELS = 16
 
 #: bytes per voxel the session holds for a query volume (normalised copy, score, class, output).
 _BYTES_PER_VOXEL = 20  # measured: 18.6 bytes per voxel held by a session (2026-12-02)
@@ -165,24 +158,18 @@ class SegmentationSession:
         *,
         modality: str = "auto",
         max_bytes: int | None = None,
+        check_range: bool = True,
     ) -> None:
         """Use ``image`` (z, y, x) as the query volume; a different image drops every cache.
 
         Raises ValueError for images that are not 3D or hold NaN/inf, and
         VolumeTooLargeError when the caches would not fit in ``max_bytes`` (default: the
-        memory available now).
+        memory available now). ``check_range=False`` skips the constant/overflow check
+        (``preprocess.check_intensity_range``) for a caller that already made it with its own
+        message, as the segment CLI does before loading the model.
         """
         array = np.asarray(image)
-        if array.ndim != 3:
-            raise ValueError(f"the image must be a 3D volume, got shape {array.shape}")
-        if min(array.shape) < 1:
-            raise ValueError(f"the image is empty (shape {array.shape})")
-        dt = array.dtype
-        if not np.issubdtype(dt, np.number) or np.issubdtype(dt, np.complexfloating):
-            raise ValueError(f"the image must hold real numbers, got dtype {array.dtype}")
-        spacing = tuple(float(s) for s in spacing)
-        if len(spacing) != 3 or not all(s > 0 and math.isfinite(s) for s in spacing):
-            raise ValueError(f"spacing must be three positive numbers, got {spacing}")
+        spacing = _check_image(array, spacing)
         if (
             self._image is not None
             and self._image.shape == array.shape
@@ -198,9 +185,7 @@ class SegmentationSession:
                 f"the volume {array.shape} needs about {need / 2**30:.1f} GiB but only "
                 f"{limit / 2**30:.1f} GiB of memory is available"
             )
-        if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
-            raise ValueError("the image contains NaN or infinite voxels")
-        check_intensity_range(array)
+        _check_voxels(array, check_range=check_range)
         self._image = array
         self._spacing = spacing
         self._modality = modality
@@ -234,20 +219,7 @@ class SegmentationSession:
     # --------------------------------------------------------------- encoding
     def _encode(self, view: _Volume, indices: np.ndarray) -> None:
         """Encode the slices of ``view`` listed in ``indices`` that are not cached yet."""
-        todo = np.asarray([i for i in indices if not view.encoded[i]], dtype=int)
-        if todo.size == 0:
-            return
-        x = torch.from_numpy(np.ascontiguousarray(view.slices[todo]))[:, None]
-        x = view.grid.to_working(x, pad_value=view.pad_value).to(self.device)
-        with torch.inference_mode():
-            feats = self.model.encoder(x)
-        self.encoder_calls += int(todo.size)
-        feats = feats.to("cpu", torch.float16)
-        if view.features is None:
-            n, (c, h, w) = view.slices.shape[0], feats.shape[1:]
-            view.features = torch.zeros((n, c, h, w), dtype=torch.float16)
-        view.features[torch.from_numpy(todo)] = feats
-        view.encoded[todo] = True
+        self.encoder_calls += _encode_slices(view, indices, self.model.encoder, self.device)
 
     def encode(self, axis: int = 0, *, start: int | None = None) -> Iterator[Progress]:
         """Encode every slice along ``axis`` (generator). Features stay cached for the session."""
@@ -294,16 +266,10 @@ class SegmentationSession:
         image = self._require_image()
         k = _check_prototypes(n_prototypes)
         paint = np.asarray(support_labels)
-        same_volume = support_image is None or support_image is image
-        ref_shape = image.shape if same_volume else np.asarray(support_image).shape
-        if paint.shape != tuple(ref_shape):
-            what = "image" if same_volume else "support image"
-            raise SupportError(
-                f"the support labels {paint.shape} are not on the {what}'s grid {tuple(ref_shape)}"
-            )
+        same_volume = check_paint_grid(paint, image, support_image)
         parsed = parse_support(paint, background_label)
         self._background_value = background_label
-        axis, indices, values = parsed.axis, parsed.indices, parsed.values
+        axis, indices = parsed.axis, parsed.indices
 
         self._reset_support()
         query = self._view(axis)
@@ -319,47 +285,18 @@ class SegmentationSession:
             sidx = np.arange(len(indices))
         self._encode(sview, sidx)
         feats = sview.features[torch.from_numpy(sidx)].float()  # (S, C, h, w)
-        planes = {i: np.take(paint, i, axis=axis) for i in indices}
-        masks = torch.stack(
-            [_class_mask(sview.grid, planes[i], values, background_label) for i in indices]
+        self._support = build_support(
+            paint,
+            parsed,
+            feats,
+            sview.grid,
+            sspacing,
+            background_label,
+            raw_image=image if same_volume else None,
+            stroke_scores=self._stroke_scores if self.options.grow_scribbles else None,
+            device=self.device,
         )
-        if self.options.grow_scribbles:
-            with one_cpu_thread(self.device):
-                masks = grow_scribbles(masks, feats, self._stroke_scores)
-        pix = [_pixels(feats, masks == c + 1) for c in range(len(values))]
-        plane_mm = [sp for a, sp in enumerate(sspacing) if a != axis]  # the painted plane's mm
-        radius = [
-            max(inscribed_radius_mm(plane == v, plane_mm) for plane in planes.values())
-            for v in values
-        ]
-        intensity = []
-        if same_volume:  # the organ's intensity under the paint, for snapping the outline
-            raw = {i: np.take(image, i, axis=axis) for i in indices}
-            intensity = [
-                intensity_model(np.concatenate([raw[i][p == v] for i, p in planes.items()]))
-                for v in values
-            ]
-        counts = [int((masks == c + 1).sum()) for c in range(len(values))]
-        negative = _pixels(feats, masks == -1) if parsed.has_background else None
-        middle = indices.index(parsed.middle)
-        self._support = _Support(
-            axis=axis,
-            indices=indices,
-            index=parsed.middle,
-            n_slices=int(paint.shape[axis]),
-            label_values=values,
-            pixel_features=pix,
-            negative_features=negative,
-            fraction=float((masks[middle] > 0).float().mean()),
-            same_volume=same_volume,
-            masks_native=planes,
-            counts_working=counts,
-            features=feats,
-            masks_working=masks,
-            radius_mm=radius,
-            intensity=intensity,
-        )
-        self.label_values = values
+        self.label_values = parsed.values
         yield Progress(0, query.slices.shape[0], "support", None)
         with one_cpu_thread(self.device):
             self._fit_prototypes(k)
@@ -439,19 +376,8 @@ class SegmentationSession:
         volume's support) pull the prototypes: a look-alike organ elsewhere in the volume would
         otherwise drag the prototype towards itself and spread the error.
         """
-        s = self._require_support()
-        low = self._low
-        assert low is not None
-        best = low.max(1)
-        first = ((best.indices + 1) * (best.values > 0)).to(torch.uint8).numpy()
-        seeds = np.zeros_like(first)
-        if s.same_volume:
-            h, w = low.shape[-2:]
-            down = F.interpolate(s.masks_working[:, None].float(), size=(h, w), mode="nearest")
-            for j, i in enumerate(s.indices):
-                seeds[i] = down[j, 0].clamp_min(0).to(torch.uint8).numpy()
-        kept = torch.from_numpy(keep_connected(first, seeds, fallback="largest"))
-        return torch.stack([kept == c + 1 for c in range(low.shape[1])], 1)
+        assert self._low is not None
+        return refine_gate(self._low, self._require_support())
 
     def _stroke_scores(self, feats: torch.Tensor, pixels: torch.Tensor) -> torch.Tensor:
         """(h, w) log-odds of one slice against the mean of a stroke's pixel features."""
@@ -471,76 +397,34 @@ class SegmentationSession:
         s = self._support
         assert s is not None
         self.n_prototypes = k
-        self._prototypes = [self._fit_one(x, k) for x in s.pixel_features]
+        self._prototypes, self._negative = fit_prototypes(s, k, self.model.sigma_f)
         self._support_prototypes = list(self._prototypes)
         self._slice_bias = None
-        self._negative = None
-        if s.negative_features is not None:
-            # background strokes often cover several tissues: give them up to 3 modes
-            self._negative = self._fit_one(s.negative_features, max(k, 3))
 
     def _mine_negatives(self) -> bool:
-        """Add the painted slices' own false positives to the background evidence.
+        """Add the painted slices' own look-alikes to the background evidence.
 
-        On a painted slice every unpainted pixel is, by the calibration's own assumption, not
-        the organ; those that still score as organ (a spleen next to the painted kidney) are
-        the look-alikes the prototype will confuse elsewhere. Pixels within
-        ``MINE_MARGIN`` working pixels of any paint are left out (an imprecise outline is not
-        a look-alike). Returns whether any were added (then refit and recalibrate).
+        See :func:`napari_tpm._session_scoring.mine_negatives`; returns whether any were added
+        (then refit and recalibrate).
         """
         s = self._support
         assert s is not None
-        with_fg = (s.masks_working > 0).flatten(1).any(1)
-        feats, masks = s.features[with_fg], s.masks_working[with_fg]
-        low = self._calibrated_scores(feats, self._prototypes)  # (S', K, h, w)
-        size = masks.shape[-1]
-        up = F.interpolate(low, size=(size, size), mode="bilinear", align_corners=False)
-        g = MINE_MARGIN
-        near = F.max_pool2d((masks != 0)[:, None].float(), 2 * g + 1, stride=1, padding=g)
-        hard = (up.max(1).values > 0) & (near[:, 0] == 0)
-        if int(hard.sum()) < MINE_MIN_PIXELS:
-            return False
-        mined = _pixels(feats, hard)
-        old = s.negative_features
-        s.negative_features = mined if old is None else torch.cat([old, mined])
-        return True
+        return mine_negatives(s, lambda f: self._calibrated_scores(f, self._prototypes))
 
     def _fit_one(self, x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(means [K, C], weights [K]) of one class: the masked average or an EM mixture."""
-        if k == 1 or x.shape[0] < 2:
-            return l2_normalize(x.mean(0, keepdim=True), dim=1), torch.ones(1)
-        gmm = fit_spherical_gmm(x, k, self.model.sigma_f, seed=0, n_init=3)
-        return gmm.means.float(), gmm.weights.float()
+        return fit_one(x, k, self.model.sigma_f)
 
     def _low_scores(
         self, feats: torch.Tensor, prototypes: list[tuple[torch.Tensor, torch.Tensor]] | None = None
     ) -> torch.Tensor:
-        """Per-class log-odds at prior 0.5 for features (B, C, h, w) -> (B, K, h, w)."""
-        m = self.model
-        feats = feats.float()
+        """Per-class log-odds at prior 0.5 for features (B, C, h, w) -> (B, K, h, w).
+
+        ``prototypes`` defaults to the session's own; the background strokes' mixture is
+        always the session's. Subclasses override this to score with another head.
+        """
         prototypes = self._prototypes if prototypes is None else prototypes
-        if len(prototypes) == 1 and self._negative is None:
-            means, weights = prototypes[0]
-            d2 = squared_distance(feats, means)
-            if means.shape[0] == 1 and m.calibrated:
-                s = log_odds_single(d2[:, 0], m.t_d, m.alpha)
-            else:
-                s = log_odds_multi(d2, weights, m.sigma_f, m.sigma_b)
-            return s[:, None]
-        # several classes: one prototype (or mixture) per class, background = all wide Gaussians
-        # plus, when background strokes were painted, the tight mixture around their features
-        per_class = []
-        for means, weights in prototypes:
-            d2 = squared_distance(feats, means)
-            per_class.append(mixture_log_densities(d2, weights, m.sigma_f, m.sigma_b))
-        log_f = torch.stack([p[0] for p in per_class], 1)  # (B, K, h, w)
-        log_b = torch.logsumexp(torch.stack([p[1] for p in per_class], 1), 1, keepdim=True)
-        if self._negative is not None:
-            means, weights = self._negative
-            d2 = squared_distance(feats, means)
-            neg_f, _ = mixture_log_densities(d2, weights, m.sigma_f, m.sigma_b)
-            log_b = torch.logaddexp(log_b, neg_f[:, None])
-        return log_f - log_b
+        return low_scores(self.model, feats, prototypes, self._negative)
 
     def _calibrated_scores(
         self, feats: torch.Tensor, prototypes: list[tuple[torch.Tensor, torch.Tensor]] | None
@@ -565,19 +449,9 @@ class SegmentationSession:
             return
         s = self._support
         assert s is not None
-        # slices with only background strokes say nothing about how much is foreground
-        with_fg = (s.masks_working > 0).flatten(1).any(1)
-        low = self._low_scores(s.features[with_fg])  # (S', K, h, w)
-        size = s.masks_working.shape[-1]
-        up = F.interpolate(low, size=(size, size), mode="bilinear", align_corners=False)
-        best = up.max(1).values
-        self._offset = _logit_icp(best, sum(s.counts_working))
-        k = up.shape[1]
-        if k > 1 and self.options.class_calibration:
-            # each class its own boundary: its painted count on its own scores. One shared
-            # offset lets a class with close prototypes (kidney) swallow the others' share.
-            per = [_logit_icp(up[:, c], s.counts_working[c]) - self._offset for c in range(k)]
-            self._class_offsets = torch.tensor(per, dtype=torch.float32)
+        self._offset, self._class_offsets = calibrate(
+            s, self._low_scores, self.options.class_calibration
+        )
 
     def _score_all(self, query: _Volume, *, start: int) -> Iterator[Progress]:
         n = query.slices.shape[0]
@@ -646,20 +520,7 @@ class SegmentationSession:
         prototypes, else AvgEst, else 0.5 (the learned threshold, "CE-T"). A model without
         statistics is calibrated on the support slice itself, where 0.5 is the natural choice.
         """
-        s = self._require_support()
-        est = self.model.estimators or {}
-        key = "multiclass" if len(s.label_values) > 1 else ("mp" if self.n_prototypes > 1 else "sp")
-        entry = est.get(key) or {}
-        loc = s.index / max(s.n_slices - 1, 1)
-        if "linest" in entry:
-            from napari_tpm.tpm import LinEst
-
-            return float(LinEst.from_dict(entry["linest"]).predict(s.fraction, loc))
-        if "avgest" in entry:
-            from napari_tpm.tpm import AvgEst
-
-            return float(AvgEst.from_dict(entry["avgest"]).predict())
-        return 0.5
+        return auto_prior(self.model.estimators, self._require_support(), self.n_prototypes)
 
     def _native_to_volume(self, array: np.ndarray) -> np.ndarray:
         """Move the slice axis back to where it was in the user's volume (a view, no copy)."""
@@ -705,60 +566,36 @@ class SegmentationSession:
         else:  # the live slider: only the displayed slices, no 3D step
             lo_s, hi_s = sorted(min(max(int(i), 0), full.shape[0] - 1) for i in slices)
             connected = False
-        part = slice(lo_s, hi_s + 1)
-        view = full[part]
-        fg = self._score[part] > threshold
-        if len(s.label_values) == 1:
-            np.multiply(fg, s.label_values[0], out=view, casting="unsafe")
-        else:
-            lut = np.asarray(s.label_values, dtype=out.dtype)
-            np.multiply(lut[self._best[part]], fg, out=view, casting="unsafe")
         if connected is None:
             connected = self.options.connected
-        if s.same_volume and keep_paint:
-            _apply_paint(full, s, self._background_value, part)
-        if z_range is not None:
-            lo, hi = sorted(int(z) for z in z_range)
-            limit_range(view, lo - lo_s, hi - lo_s, axis=0, inplace=True)
-        if connected:
-            self._clean_3d(view)
-            if s.same_volume and keep_paint:  # the clean-up may trim an edge of the paint
-                _apply_paint(full, s, self._background_value, part)
-                if z_range is not None:  # ... but the range the user set still wins
-                    limit_range(view, lo - lo_s, hi - lo_s, axis=0, inplace=True)
+        write_labels(
+            full,
+            slice(lo_s, hi_s + 1),
+            self._score,
+            self._best,
+            s,
+            self._background_value,
+            threshold,
+            keep_paint=keep_paint,
+            z_range=z_range,
+            clean_3d=self._clean_3d if connected else None,
+        )
         return out
 
     def _clean_3d(self, view: np.ndarray) -> None:
         """The 3D steps of :meth:`labels`, in place on the whole volume ``view`` (axis first).
 
-        Keep the components connected to the paint (the largest one for another volume's
-        support), cut thin necks into touching look-alike tissue (``options.neck``), snap the
-        outline to the organ's intensity (``options.snap_mm``), and keep what stays connected.
+        Connected components, neck cut and outline snap: see
+        :func:`napari_tpm._session_labels.clean_3d`.
         """
-        s = self._require_support()
-        opts = self.options
-        seeds = np.zeros(view.shape, dtype=view.dtype)
-        if s.same_volume:
-            _apply_paint(seeds, s, self._background_value)
-        others = [sp for a, sp in enumerate(self._spacing) if a != s.axis]
-        view[...] = keep_connected(view, seeds)
-        box = _bounding_box(view, margin=(0, *(int(opts.snap_mm / sp) + 2 for sp in others)))
-        if box is None:
-            return
-        view, seeds = view[box], seeds[box]  # what follows works near the result only
-        spacing = (self._spacing[s.axis], *others)
-        own_seeds = seeds if s.same_volume else None
-        if opts.neck > 0:
-            radii = {
-                v: neck_radius_mm(r, opts.neck)
-                for v, r in zip(s.label_values, s.radius_mm, strict=True)
-            }
-            view[...] = cut_necks(view, own_seeds, spacing, radii)
-        if opts.snap_mm > 0:
-            image = np.moveaxis(self._require_image(), s.axis, 0)[box]
-            models = dict(zip(s.label_values, s.intensity, strict=True)) if s.intensity else None
-            view[...] = snap_to_intensity(view, image, spacing, models, band_mm=opts.snap_mm)
-            view[...] = keep_connected(view, seeds)
+        clean_3d(
+            view,
+            self._require_support(),
+            self._background_value,
+            self._spacing,
+            self._require_image(),
+            self.options,
+        )
 
     def probabilities(self, prior: float | None = None) -> np.ndarray:
         """P(any foreground | x) on the image's grid (float32), at ``prior``."""

@@ -1,0 +1,104 @@
+"""The label volume from cached scores: threshold, the user's paint, and the 3D clean-up.
+
+``SegmentationSession.labels`` checks its arguments and picks the prior; what it writes into
+the output lives here, as plain functions of the cached scores, the support and the options,
+so the 3D post-processing (connected components, neck cut, outline snap) can be read and
+tested apart from the session's caches.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from napari_tpm._session_data import _apply_paint, _bounding_box, _Support
+from napari_tpm.boundary import snap_to_intensity
+from napari_tpm.necks import cut_necks, neck_radius_mm
+from napari_tpm.options import SegmentOptions
+from napari_tpm.postprocess import keep_connected, limit_range
+
+
+def write_labels(
+    full: np.ndarray,
+    part: slice,
+    score: np.ndarray,
+    best: np.ndarray,
+    support: _Support,
+    background: int | None,
+    threshold: float,
+    *,
+    keep_paint: bool,
+    z_range: tuple[int, int] | None,
+    clean_3d: Callable[[np.ndarray], None] | None,
+) -> None:
+    """Fill ``full[part]`` (slice axis first) with the labels of the cached scores.
+
+    Voxels with best-class log-odds above ``threshold`` take their class's label value; the
+    paint is written over them (``keep_paint``, same volume only), ``z_range`` (inclusive,
+    along the slice axis) clears what lies outside it, and ``clean_3d`` (None: skip) runs the
+    3D steps on ``full[part]``. The clean-up may trim an edge of the paint, so the paint is
+    written again after it, and the user's range wins over both.
+    """
+    s = support
+    lo_s = part.start
+    view = full[part]
+    fg = score[part] > threshold
+    if len(s.label_values) == 1:
+        np.multiply(fg, s.label_values[0], out=view, casting="unsafe")
+    else:
+        lut = np.asarray(s.label_values, dtype=full.dtype)
+        np.multiply(lut[best[part]], fg, out=view, casting="unsafe")
+    paint = s.same_volume and keep_paint
+    if paint:
+        _apply_paint(full, s, background, part)
+    if z_range is not None:
+        lo, hi = sorted(int(z) for z in z_range)
+        limit_range(view, lo - lo_s, hi - lo_s, axis=0, inplace=True)
+    if clean_3d is not None:
+        clean_3d(view)
+        if paint:  # the clean-up may trim an edge of the paint
+            _apply_paint(full, s, background, part)
+            if z_range is not None:  # ... but the range the user set still wins
+                limit_range(view, lo - lo_s, hi - lo_s, axis=0, inplace=True)
+
+
+def clean_3d(
+    view: np.ndarray,
+    support: _Support,
+    background: int | None,
+    spacing: tuple[float, float, float],
+    image: np.ndarray,
+    options: SegmentOptions,
+) -> None:
+    """The 3D steps of ``labels()``, in place on the whole volume ``view`` (slice axis first).
+
+    Keep the components connected to the paint (the largest one for another volume's
+    support), cut thin necks into touching look-alike tissue (``options.neck``), snap the
+    outline to the organ's intensity (``options.snap_mm``), and keep what stays connected.
+    ``spacing`` and ``image`` are the query's, in the user's axis order.
+    """
+    s = support
+    opts = options
+    seeds = np.zeros(view.shape, dtype=view.dtype)
+    if s.same_volume:
+        _apply_paint(seeds, s, background)
+    others = [sp for a, sp in enumerate(spacing) if a != s.axis]
+    view[...] = keep_connected(view, seeds)
+    box = _bounding_box(view, margin=(0, *(int(opts.snap_mm / sp) + 2 for sp in others)))
+    if box is None:
+        return
+    view, seeds = view[box], seeds[box]  # what follows works near the result only
+    spacing_first = (spacing[s.axis], *others)
+    own_seeds = seeds if s.same_volume else None
+    if opts.neck > 0:
+        radii = {
+            v: neck_radius_mm(r, opts.neck)
+            for v, r in zip(s.label_values, s.radius_mm, strict=True)
+        }
+        view[...] = cut_necks(view, own_seeds, spacing_first, radii)
+    if opts.snap_mm > 0:
+        moved = np.moveaxis(image, s.axis, 0)[box]
+        models = dict(zip(s.label_values, s.intensity, strict=True)) if s.intensity else None
+        view[...] = snap_to_intensity(view, moved, spacing_first, models, band_mm=opts.snap_mm)
+        view[...] = keep_connected(view, seeds)

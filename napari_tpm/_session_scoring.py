@@ -1,0 +1,182 @@
+"""The session's scoring maths: prototype fitting, per-class log-odds and calibration.
+
+Plain functions of what they need (the support, the model, a scoring callable), kept out of
+``session.py`` so the session reads as the pipeline and caches. The callables are the
+session's own bound methods, so a subclass that scores differently (``HeadSession``) is still
+the one asked: these functions never score through TPM behind its back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from napari_tpm._session_data import _logit_icp, _pixels, _Support
+from napari_tpm.checkpoints import TPMModel
+from napari_tpm.postprocess import keep_connected
+from napari_tpm.tpm import (
+    fit_spherical_gmm,
+    l2_normalize,
+    log_odds_multi,
+    log_odds_single,
+    mixture_log_densities,
+    squared_distance,
+)
+
+#: working pixels around any paint never mined as look-alikes (~5-7 mm on a 256 grid)
+MINE_MARGIN = 4
+#: fewer mined pixels than this are noise, not a look-alike structure
+MINE_MIN_PIXELS = 16
+
+#: one class's prototypes: (means [K, C], weights [K])
+Prototype = tuple[torch.Tensor, torch.Tensor]
+#: features (B, C, h, w) -> per-class log-odds (B, K, h, w)
+ScoreFn = Callable[[torch.Tensor], torch.Tensor]
+
+
+def fit_one(x: torch.Tensor, k: int, sigma_f: float) -> Prototype:
+    """(means [K, C], weights [K]) of one class: the masked average or an EM mixture."""
+    if k == 1 or x.shape[0] < 2:
+        return l2_normalize(x.mean(0, keepdim=True), dim=1), torch.ones(1)
+    gmm = fit_spherical_gmm(x, k, sigma_f, seed=0, n_init=3)
+    return gmm.means.float(), gmm.weights.float()
+
+
+def fit_prototypes(
+    support: _Support, k: int, sigma_f: float
+) -> tuple[list[Prototype], Prototype | None]:
+    """Per-class prototypes and the background strokes' mixture (None without strokes)."""
+    prototypes = [fit_one(x, k, sigma_f) for x in support.pixel_features]
+    negative = None
+    if support.negative_features is not None:
+        # background strokes often cover several tissues: give them up to 3 modes
+        negative = fit_one(support.negative_features, max(k, 3), sigma_f)
+    return prototypes, negative
+
+
+def low_scores(
+    model: TPMModel,
+    feats: torch.Tensor,
+    prototypes: list[Prototype],
+    negative: Prototype | None,
+) -> torch.Tensor:
+    """Per-class log-odds at prior 0.5 for features (B, C, h, w) -> (B, K, h, w)."""
+    m = model
+    feats = feats.float()
+    if len(prototypes) == 1 and negative is None:
+        means, weights = prototypes[0]
+        d2 = squared_distance(feats, means)
+        if means.shape[0] == 1 and m.calibrated:
+            s = log_odds_single(d2[:, 0], m.t_d, m.alpha)
+        else:
+            s = log_odds_multi(d2, weights, m.sigma_f, m.sigma_b)
+        return s[:, None]
+    # several classes: one prototype (or mixture) per class, background = all wide Gaussians
+    # plus, when background strokes were painted, the tight mixture around their features
+    per_class = []
+    for means, weights in prototypes:
+        d2 = squared_distance(feats, means)
+        per_class.append(mixture_log_densities(d2, weights, m.sigma_f, m.sigma_b))
+    log_f = torch.stack([p[0] for p in per_class], 1)  # (B, K, h, w)
+    log_b = torch.logsumexp(torch.stack([p[1] for p in per_class], 1), 1, keepdim=True)
+    if negative is not None:
+        means, weights = negative
+        d2 = squared_distance(feats, means)
+        neg_f, _ = mixture_log_densities(d2, weights, m.sigma_f, m.sigma_b)
+        log_b = torch.logaddexp(log_b, neg_f[:, None])
+    return log_f - log_b
+
+
+def calibrate(
+    support: _Support, scores: ScoreFn, class_calibration: bool
+) -> tuple[float, torch.Tensor | None]:
+    """(shared offset, per-class offsets or None) so prior 0.5 reproduces the paint.
+
+    The decision boundary is placed where the painted slices' predicted foreground count
+    equals the painted count: the ideal class prior of the support itself. ``scores`` gives
+    the uncalibrated log-odds with the session's current prototypes.
+    """
+    s = support
+    # slices with only background strokes say nothing about how much is foreground
+    with_fg = (s.masks_working > 0).flatten(1).any(1)
+    low = scores(s.features[with_fg])  # (S', K, h, w)
+    size = s.masks_working.shape[-1]
+    up = F.interpolate(low, size=(size, size), mode="bilinear", align_corners=False)
+    best = up.max(1).values
+    offset = _logit_icp(best, sum(s.counts_working))
+    k = up.shape[1]
+    if k > 1 and class_calibration:
+        # each class its own boundary: its painted count on its own scores. One shared
+        # offset lets a class with close prototypes (kidney) swallow the others' share.
+        per = [_logit_icp(up[:, c], s.counts_working[c]) - offset for c in range(k)]
+        return offset, torch.tensor(per, dtype=torch.float32)
+    return offset, None
+
+
+def mine_negatives(support: _Support, scores: ScoreFn) -> bool:
+    """Add the painted slices' own false positives to ``support.negative_features``.
+
+    On a painted slice every unpainted pixel is, by the calibration's own assumption, not
+    the organ; those that still score as organ (a spleen next to the painted kidney) are
+    the look-alikes the prototype will confuse elsewhere. Pixels within ``MINE_MARGIN``
+    working pixels of any paint are left out (an imprecise outline is not a look-alike).
+    ``scores`` gives the calibrated log-odds. Returns whether any were added (then refit and
+    recalibrate).
+    """
+    s = support
+    with_fg = (s.masks_working > 0).flatten(1).any(1)
+    feats, masks = s.features[with_fg], s.masks_working[with_fg]
+    low = scores(feats)  # (S', K, h, w)
+    size = masks.shape[-1]
+    up = F.interpolate(low, size=(size, size), mode="bilinear", align_corners=False)
+    g = MINE_MARGIN
+    near = F.max_pool2d((masks != 0)[:, None].float(), 2 * g + 1, stride=1, padding=g)
+    hard = (up.max(1).values > 0) & (near[:, 0] == 0)
+    if int(hard.sum()) < MINE_MIN_PIXELS:
+        return False
+    mined = _pixels(feats, hard)
+    old = s.negative_features
+    s.negative_features = mined if old is None else torch.cat([old, mined])
+    return True
+
+
+def refine_gate(low: torch.Tensor, support: _Support) -> torch.Tensor:
+    """(n, K, h, w) bool: the first pass's 3D components each class may learn from.
+
+    Only the component(s) touching the paint (same volume) or the largest one (another
+    volume's support) pull the prototypes: a look-alike organ elsewhere in the volume would
+    otherwise drag the prototype towards itself and spread the error.
+    """
+    s = support
+    best = low.max(1)
+    first = ((best.indices + 1) * (best.values > 0)).to(torch.uint8).numpy()
+    seeds = np.zeros_like(first)
+    if s.same_volume:
+        h, w = low.shape[-2:]
+        down = F.interpolate(s.masks_working[:, None].float(), size=(h, w), mode="nearest")
+        for j, i in enumerate(s.indices):
+            seeds[i] = down[j, 0].clamp_min(0).to(torch.uint8).numpy()
+    kept = torch.from_numpy(keep_connected(first, seeds, fallback="largest"))
+    return torch.stack([kept == c + 1 for c in range(low.shape[1])], 1)
+
+
+def auto_prior(estimators: Mapping[str, Any] | None, support: _Support, n_prototypes: int) -> float:
+    """The class prior a model's AvgEst/LinEst statistics suggest (see ``auto_prior``)."""
+    s = support
+    est = estimators or {}
+    key = "multiclass" if len(s.label_values) > 1 else ("mp" if n_prototypes > 1 else "sp")
+    entry = est.get(key) or {}
+    loc = s.index / max(s.n_slices - 1, 1)
+    if "linest" in entry:
+        from napari_tpm.tpm import LinEst
+
+        return float(LinEst.from_dict(entry["linest"]).predict(s.fraction, loc))
+    if "avgest" in entry:
+        from napari_tpm.tpm import AvgEst
+
+        return float(AvgEst.from_dict(entry["avgest"]).predict())
+    return 0.5

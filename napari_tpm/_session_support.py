@@ -1,0 +1,98 @@
+"""Building the support the prototypes are fitted from, out of the user's paint.
+
+``SegmentationSession.segment`` encodes the painted slices; turning them and the paint into
+a :class:`_Support` (class masks on the working grid, scribbles grown into regions, the
+painted pixels' features, the paint's inscribed radii and intensity models) is here, as one
+function of what it needs, so the session reads as the pipeline.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+
+from napari_tpm._session_data import _class_mask, _pixels, _Support
+from napari_tpm._threads import one_cpu_thread
+from napari_tpm.boundary import intensity_model
+from napari_tpm.necks import inscribed_radius_mm
+from napari_tpm.preprocess import WorkingGrid
+from napari_tpm.scribble import grow_scribbles
+from napari_tpm.support import SupportError, SupportSlices
+
+#: (one slice's features (1, C, h, w), a stroke's pixel features (N, C)) -> (h, w) log-odds
+StrokeScores = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def check_paint_grid(
+    paint: np.ndarray, image: np.ndarray, support_image: np.ndarray | None
+) -> bool:
+    """Whether the paint is on the query itself; SupportError when it is off its volume's grid."""
+    same_volume = support_image is None or support_image is image
+    ref_shape = image.shape if same_volume else np.asarray(support_image).shape
+    if paint.shape != tuple(ref_shape):
+        what = "image" if same_volume else "support image"
+        raise SupportError(
+            f"the support labels {paint.shape} are not on the {what}'s grid {tuple(ref_shape)}"
+        )
+    return same_volume
+
+
+def build_support(
+    paint: np.ndarray,
+    parsed: SupportSlices,
+    feats: torch.Tensor,
+    grid: WorkingGrid,
+    spacing: Sequence[float],
+    background: int | None,
+    *,
+    raw_image: np.ndarray | None,
+    stroke_scores: StrokeScores | None,
+    device: torch.device,
+) -> _Support:
+    """The :class:`_Support` of painted slices whose features ``feats`` (S, C, h, w) are encoded.
+
+    ``grid`` and ``spacing`` are the support volume's; ``raw_image`` is the query image when
+    the paint is on it (same volume: the organ's intensity under the paint is kept for
+    snapping the outline), else None. ``stroke_scores`` grows scribbles into the regions they
+    mark (None: the paint is taken as drawn); that runs on one CPU thread off the GPU.
+    """
+    axis, indices, values = parsed.axis, parsed.indices, parsed.values
+    planes = {i: np.take(paint, i, axis=axis) for i in indices}
+    masks = torch.stack([_class_mask(grid, planes[i], values, background) for i in indices])
+    if stroke_scores is not None:
+        with one_cpu_thread(device):
+            masks = grow_scribbles(masks, feats, stroke_scores)
+    pix = [_pixels(feats, masks == c + 1) for c in range(len(values))]
+    plane_mm = [sp for a, sp in enumerate(spacing) if a != axis]  # the painted plane's mm
+    radius = [
+        max(inscribed_radius_mm(plane == v, plane_mm) for plane in planes.values()) for v in values
+    ]
+    intensity = []
+    if raw_image is not None:  # the organ's intensity under the paint, for snapping the outline
+        raw = {i: np.take(raw_image, i, axis=axis) for i in indices}
+        intensity = [
+            intensity_model(np.concatenate([raw[i][p == v] for i, p in planes.items()]))
+            for v in values
+        ]
+    counts = [int((masks == c + 1).sum()) for c in range(len(values))]
+    negative = _pixels(feats, masks == -1) if parsed.has_background else None
+    middle = indices.index(parsed.middle)
+    return _Support(
+        axis=axis,
+        indices=indices,
+        index=parsed.middle,
+        n_slices=int(paint.shape[axis]),
+        label_values=values,
+        pixel_features=pix,
+        negative_features=negative,
+        fraction=float((masks[middle] > 0).float().mean()),
+        same_volume=raw_image is not None,
+        masks_native=planes,
+        counts_working=counts,
+        features=feats,
+        masks_working=masks,
+        radius_mm=radius,
+        intensity=intensity,
+    )
