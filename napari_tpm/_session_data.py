@@ -285,3 +285,25 @@ def _encode_slices(
     view.features[torch.from_numpy(todo)] = feats
     view.encoded[todo] = True
     return int(todo.size)
+
+
+def _start_slice(support: _Support, n: int) -> int:
+    """Where scoring a query of ``n`` slices starts: the painted slice, or (another volume's
+    support) the slice at the painted one's relative position, where the organ should be."""
+    if support.same_volume:
+        return support.index
+    return round(support.index / max(support.n_slices - 1, 1) * (n - 1))
+
+
+def _smooth_sigma(
+    mm: float, spacing: Sequence[float], axis: int, grid: WorkingGrid, h: int
+) -> tuple[float, float, float, float]:
+    """Gaussian sigma (slices, classes, rows, cols) of ``mm`` on (n, K, h, w) feature scores.
+
+    Set in millimetres and converted per axis (feature pixels in-plane, slices across), so a
+    smoothing means the same on any scan.
+    """
+    inplane = [sp for a, sp in enumerate(spacing) if a != axis]
+    # mm per feature pixel: the working grid's mm per pixel times the working/feature ratio
+    mm_per_px = max(grid.shape_hw[0] * inplane[0], grid.shape_hw[1] * inplane[1]) / h
+    return (mm / spacing[axis], 0.0, mm / mm_per_px, mm / mm_per_px)

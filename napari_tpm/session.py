@@ -17,7 +17,6 @@ and the label at a prior is ``s > -logit(prior)``; see docs/architecture.md.
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Iterator
 from typing import Any
 
@@ -28,23 +27,22 @@ from napari_tpm._session_data import (
     WORKING_SIZE,
     VolumeTooLargeError,
     _check_image,
-    _check_prior,
     _check_prototypes,
     _check_voxels,
     _content_mask,
     _encode_slices,
     _make_view,
     _outward_batches,
+    _smooth_sigma,
+    _start_slice,
     _Support,
     _Volume,
     available_memory_bytes,
     resolve_device,
 )
-from napari_tpm._session_labels import clean_3d, write_labels
+from napari_tpm._session_output import SessionOutputs
 from napari_tpm._session_scoring import (
-    auto_prior,
     calibrate,
-    fit_one,
     fit_prototypes,
     low_scores,
     mine_negatives,
@@ -55,7 +53,7 @@ from napari_tpm._threads import one_cpu_thread
 from napari_tpm.checkpoints import TPMModel, load_model
 from napari_tpm.options import SegmentOptions
 from napari_tpm.postprocess import smooth_scores
-from napari_tpm.preprocess import WorkingGrid, normalise_intensity
+from napari_tpm.preprocess import normalise_intensity
 from napari_tpm.progress import Progress
 from napari_tpm.support import (
     BACKGROUND_LABEL,
@@ -70,7 +68,7 @@ from napari_tpm.tpm.transductive import TransductiveResult, transductive_tpm
 _BYTES_PER_VOXEL = 20  # measured: 18.6 bytes per voxel held by a session (2026-12-02)
 
 
-class SegmentationSession:
+class SegmentationSession(SessionOutputs):
     """Segment one volume from one painted slice, with every stage cached.
 
     Args:
@@ -122,23 +120,6 @@ class SegmentationSession:
         self._done: np.ndarray = np.zeros(0, bool)
 
     # ------------------------------------------------------------------ image
-    @property
-    def image_shape(self) -> tuple[int, ...] | None:
-        return None if self._image is None else tuple(self._image.shape)
-
-    @property
-    def image(self) -> np.ndarray | None:
-        """The query volume (z, y, x) as given to :meth:`set_image`, or None."""
-        return self._image
-
-    @property
-    def spacing(self) -> tuple[float, float, float]:
-        return self._spacing
-
-    @property
-    def modality(self) -> str:
-        return self._modality
-
     def set_model(self, model: TPMModel | str) -> None:
         """Use another model (e.g. one adapted to this volume); every feature cache is dropped.
 
@@ -197,11 +178,6 @@ class SegmentationSession:
     def _working_mm(self) -> float | None:
         """The encoder's fixed working pixel size in mm, if it asks for one."""
         return getattr(self.model.encoder, "working_mm", None)
-
-    def _require_image(self) -> np.ndarray:
-        if self._image is None:
-            raise ValueError("no image: call set_image() first")
-        return self._image
 
     def _view(self, axis: int) -> _Volume:
         """The query volume along ``axis``, normalised once and built on first use."""
@@ -285,7 +261,7 @@ class SegmentationSession:
             sidx = np.arange(len(indices))
         self._encode(sview, sidx)
         feats = sview.features[torch.from_numpy(sidx)].float()  # (S, C, h, w)
-        self._support = build_support(
+        self._support = support = build_support(
             paint,
             parsed,
             feats,
@@ -301,7 +277,11 @@ class SegmentationSession:
         with one_cpu_thread(self.device):
             self._fit_prototypes(k)
             self._calibrate()
-            if self.options.hard_negatives and same_volume and self._mine_negatives():
+            # the painted slices' own look-alikes become background evidence: refit
+            hard = self.options.hard_negatives and same_volume
+            if hard and mine_negatives(
+                support, lambda f: self._calibrated_scores(f, self._prototypes)
+            ):
                 self._fit_prototypes(k)
                 self._calibrate()
         yield from self._score_all(query, start=self._start_index(query))
@@ -319,13 +299,8 @@ class SegmentationSession:
         mm = self.options.smooth_mm
         if mm <= 0 or self._low is None:
             return
-        s = self._require_support()
         n, _, h, _ = self._low.shape
-        grid = query.grid
-        inplane = [sp for a, sp in enumerate(self._spacing) if a != s.axis]
-        # mm per feature pixel: the working grid's mm per pixel times the working/feature ratio
-        mm_per_px = max(grid.shape_hw[0] * inplane[0], grid.shape_hw[1] * inplane[1]) / h
-        sigma = (mm / self._spacing[s.axis], 0.0, mm / mm_per_px, mm / mm_per_px)
+        sigma = _smooth_sigma(mm, self._spacing, self._require_support().axis, query.grid, h)
         low = torch.from_numpy(smooth_scores(self._low.numpy(), sigma))
         self._low = low
         for lo, hi in _outward_batches(n, self._start_index(query), self.batch_size):
@@ -351,9 +326,13 @@ class SegmentationSession:
         yield from self._score_all(query, start=self._start_index(query))
 
     def _transduce(self, query: _Volume, iterations: int) -> TransductiveResult:
-        """EM of :func:`transductive_tpm` on the cached query features (see ``_refine``)."""
+        """EM of :func:`transductive_tpm` on the cached query features (see ``_refine``).
+
+        Only the first pass's 3D components at the paint teach the prototypes (``refine_gate``).
+        """
         opts = self.options
         s = self._require_support()
+        assert self._low is not None
         return transductive_tpm(
             query.features,
             self._support_prototypes,
@@ -366,18 +345,8 @@ class SegmentationSession:
             slice_priors=opts.slice_priors,
             smoothing=opts.prior_smoothing,
             valid=_content_mask(query.grid, query.features.shape[-2:]),
-            gate=self._refine_gate(query) if opts.refine_gate else None,
+            gate=refine_gate(self._low, s) if opts.refine_gate else None,
         )
-
-    def _refine_gate(self, query: _Volume) -> torch.Tensor:
-        """(n, K, h, w) bool: the first pass's 3D components each class may learn from.
-
-        Only the component(s) touching the paint (same volume) or the largest one (another
-        volume's support) pull the prototypes: a look-alike organ elsewhere in the volume would
-        otherwise drag the prototype towards itself and spread the error.
-        """
-        assert self._low is not None
-        return refine_gate(self._low, self._require_support())
 
     def _stroke_scores(self, feats: torch.Tensor, pixels: torch.Tensor) -> torch.Tensor:
         """(h, w) log-odds of one slice against the mean of a stroke's pixel features."""
@@ -385,12 +354,8 @@ class SegmentationSession:
         return self._low_scores(feats, [(proto, torch.ones(1))])[0, 0]
 
     def _start_index(self, query: _Volume) -> int:
-        s = self._support
-        assert s is not None
-        n = query.slices.shape[0]
-        if s.same_volume:
-            return s.index
-        return round(s.index / max(s.n_slices - 1, 1) * (n - 1))
+        """The slice scoring streams outward from: the painted one, or its relative place."""
+        return _start_slice(self._require_support(), query.slices.shape[0])
 
     def _fit_prototypes(self, k: int) -> None:
         """Prototypes per class: the masked average (k = 1) or an EM mixture (k > 1)."""
@@ -400,20 +365,6 @@ class SegmentationSession:
         self._prototypes, self._negative = fit_prototypes(s, k, self.model.sigma_f)
         self._support_prototypes = list(self._prototypes)
         self._slice_bias = None
-
-    def _mine_negatives(self) -> bool:
-        """Add the painted slices' own look-alikes to the background evidence.
-
-        See :func:`napari_tpm._session_scoring.mine_negatives`; returns whether any were added
-        (then refit and recalibrate).
-        """
-        s = self._support
-        assert s is not None
-        return mine_negatives(s, lambda f: self._calibrated_scores(f, self._prototypes))
-
-    def _fit_one(self, x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """(means [K, C], weights [K]) of one class: the masked average or an EM mixture."""
-        return fit_one(x, k, self.model.sigma_f)
 
     def _low_scores(
         self, feats: torch.Tensor, prototypes: list[tuple[torch.Tensor, torch.Tensor]] | None = None
@@ -502,167 +453,7 @@ class SegmentationSession:
         for _ in self._smooth(query):
             pass
 
-    def _require_support(self) -> _Support:
-        if self._support is None:
-            raise ValueError("nothing segmented yet: call segment() first")
-        return self._support
 
-    # ----------------------------------------------------------------- output
-    @property
-    def axis(self) -> int:
-        return self._require_support().axis
-
-    def auto_prior(self) -> float:
-        """The class prior the model suggests for this support.
-
-        Trained checkpoints carry AvgEst/LinEst statistics (tpm-method.md §7.2): LinEst from the
-        support's painted fraction and slice location when it was fitted for this number of
-        prototypes, else AvgEst, else 0.5 (the learned threshold, "CE-T"). A model without
-        statistics is calibrated on the support slice itself, where 0.5 is the natural choice.
-        """
-        return auto_prior(self.model.estimators, self._require_support(), self.n_prototypes)
-
-    def _native_to_volume(self, array: np.ndarray) -> np.ndarray:
-        """Move the slice axis back to where it was in the user's volume (a view, no copy)."""
-        return np.moveaxis(array, 0, self.axis)
-
-    def labels(
-        self,
-        prior: float | None = None,
-        *,
-        out: np.ndarray | None = None,
-        z_range: tuple[int, int] | None = None,
-        connected: bool | None = None,
-        keep_paint: bool = True,
-        slices: tuple[int, int] | None = None,
-    ) -> np.ndarray:
-        """Label volume at ``prior`` (None: :meth:`auto_prior`), with the paint's label values.
-
-        Only the cached scores are read, so this is fast enough for a live slider. ``out`` (an
-        integer array on the image's grid, e.g. a Labels layer's buffer) is overwritten in place.
-        ``z_range`` keeps slices lo..hi (inclusive) along the slice axis; ``connected`` keeps the
-        3D components that touch the painted region (the largest one when the support came from
-        another volume); None takes ``options.connected``. ``keep_paint`` writes the user's paint
-        over the result on the painted slices (background strokes as 0); the paper's protocol
-        scores those slices with the model like any other, so the evaluation turns it off.
-        ``slices=(lo, hi)`` rewrites only those slices along the slice axis (inclusive) and
-        skips the 3D connectivity step: a live slider redraws the displayed slice in
-        milliseconds, and a full call follows when it rests. Slices not computed yet are 0.
-        """
-        s = self._require_support()
-        if self._score is None:
-            raise ValueError("nothing segmented yet: iterate segment() first")
-        p = self.auto_prior() if prior is None else _check_prior(prior)
-        threshold = -math.log(p / (1 - p))
-        shape = self._require_image().shape
-        if out is None:
-            dtype = np.uint8 if max(s.label_values) < 256 else np.uint16
-            out = np.zeros(shape, dtype=dtype)
-        elif out.shape != shape:
-            raise ValueError(f"out has shape {out.shape}, the image {shape}")
-        full = np.moveaxis(out, s.axis, 0)
-        if slices is None:
-            lo_s, hi_s = 0, full.shape[0] - 1
-        else:  # the live slider: only the displayed slices, no 3D step
-            lo_s, hi_s = sorted(min(max(int(i), 0), full.shape[0] - 1) for i in slices)
-            connected = False
-        if connected is None:
-            connected = self.options.connected
-        write_labels(
-            full,
-            slice(lo_s, hi_s + 1),
-            self._score,
-            self._best,
-            s,
-            self._background_value,
-            threshold,
-            keep_paint=keep_paint,
-            z_range=z_range,
-            clean_3d=self._clean_3d if connected else None,
-        )
-        return out
-
-    def _clean_3d(self, view: np.ndarray) -> None:
-        """The 3D steps of :meth:`labels`, in place on the whole volume ``view`` (axis first).
-
-        Connected components, neck cut and outline snap: see
-        :func:`napari_tpm._session_labels.clean_3d`.
-        """
-        clean_3d(
-            view,
-            self._require_support(),
-            self._background_value,
-            self._spacing,
-            self._require_image(),
-            self.options,
-        )
-
-    def probabilities(self, prior: float | None = None) -> np.ndarray:
-        """P(any foreground | x) on the image's grid (float32), at ``prior``."""
-        s = self._require_support()
-        if self._low is None:
-            raise ValueError("the segmentation has not finished: iterate segment() to the end")
-        p = self.auto_prior() if prior is None else _check_prior(prior)
-        query = self._view(s.axis)
-        out = np.empty(query.slices.shape, dtype=np.float32)
-        logit = math.log(p / (1 - p))
-        for lo, hi in _outward_batches(out.shape[0], 0, 16):
-            any_fg = torch.logsumexp(self._low[lo:hi], 1, keepdim=True)
-            out[lo:hi] = torch.sigmoid(query.grid.from_working(any_fg)[:, 0] + logit).numpy()
-        return self._native_to_volume(out)
-
-    # ------------------------------------------------------- read-only accessors
-    def best_class(self) -> np.ndarray:
-        """0-based index of the best class per voxel on the image's grid (a view of the cache)."""
-        self._require_support()
-        if self._best is None:
-            raise ValueError("nothing segmented yet: iterate segment() first")
-        return self._native_to_volume(self._best)
-
-    @property
-    def support_fraction(self) -> float:
-        """Painted fraction of the working grid on the middle painted slice (LinEst's size)."""
-        return self._require_support().fraction
-
-    @property
-    def support_location(self) -> float:
-        """Middle painted slice index / (slices - 1) in the support volume (LinEst's loc)."""
-        s = self._require_support()
-        return s.index / max(s.n_slices - 1, 1)
-
-    def features(self) -> torch.Tensor:
-        """Cached query features (n, C, h, w) along the slice axis, float16 on the CPU."""
-        view = self._views.get(self.axis)
-        if view is None or view.features is None or not view.encoded.all():
-            raise ValueError("the query is not fully encoded: drain segment() first")
-        return view.features
-
-    @property
-    def working_grid(self) -> WorkingGrid:
-        """How the query's slices map onto the encoder's square working grid."""
-        return self._view(self.axis).grid
-
-    @property
-    def prototypes(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """Per class ``(means [K, C], weights [K])``, in the order of :attr:`label_values`."""
-        self._require_support()
-        return list(self._prototypes)
-
-    @property
-    def score_offset(self) -> float:
-        """The self-calibration offset added to every score (0 for calibrated checkpoints)."""
-        self._require_support()
-        return self._offset
-
-    def scores(self) -> np.ndarray:
-        """Best-class log-odds at prior 0.5 on the image's grid (a view of the cache)."""
-        self._require_support()
-        if self._score is None:
-            raise ValueError("nothing segmented yet")
-        return self._native_to_volume(self._score)
-
-
-# ---------------------------------------------------------------------- helpers
 __all__ = [
     "WORKING_SIZE",
     "SegmentationSession",

@@ -1,0 +1,228 @@
+"""Reading a session's results: labels, probabilities, scores and the support's numbers.
+
+:class:`SessionOutputs` is the read side of :class:`napari_tpm.session.SegmentationSession`
+(which inherits it): everything here only reads the caches the pipeline filled, so the live
+prior slider, the widget and the evaluation can be read apart from the encoding, scoring and
+refinement that write them. It holds no state of its own.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from napari_tpm._session_data import _check_prior, _outward_batches, _Support, _Volume
+from napari_tpm._session_labels import clean_3d, write_labels
+from napari_tpm._session_scoring import auto_prior
+from napari_tpm.checkpoints import TPMModel
+from napari_tpm.options import SegmentOptions
+from napari_tpm.preprocess import WorkingGrid
+
+
+class SessionOutputs:
+    """The session's read-only results; a mixin of the caches ``SegmentationSession`` fills."""
+
+    # filled by SegmentationSession (see its __init__ for what each holds)
+    model: TPMModel
+    options: SegmentOptions
+    n_prototypes: int
+    _image: np.ndarray | None
+    _spacing: tuple[float, float, float]
+    _modality: str
+    _views: dict[int, _Volume]
+    _support: _Support | None
+    _prototypes: list[tuple[torch.Tensor, torch.Tensor]]
+    _background_value: int | None
+    _offset: float
+    _low: torch.Tensor | None
+    _score: np.ndarray | None
+    _best: np.ndarray | None
+
+    if TYPE_CHECKING:
+
+        def _view(self, axis: int) -> _Volume: ...
+
+    # ------------------------------------------------------------------ image
+    @property
+    def image_shape(self) -> tuple[int, ...] | None:
+        return None if self._image is None else tuple(self._image.shape)
+
+    @property
+    def image(self) -> np.ndarray | None:
+        """The query volume (z, y, x) as given to :meth:`set_image`, or None."""
+        return self._image
+
+    @property
+    def spacing(self) -> tuple[float, float, float]:
+        return self._spacing
+
+    @property
+    def modality(self) -> str:
+        return self._modality
+
+    def _require_image(self) -> np.ndarray:
+        if self._image is None:
+            raise ValueError("no image: call set_image() first")
+        return self._image
+
+    def _require_support(self) -> _Support:
+        if self._support is None:
+            raise ValueError("nothing segmented yet: call segment() first")
+        return self._support
+
+    # ----------------------------------------------------------------- output
+    @property
+    def axis(self) -> int:
+        return self._require_support().axis
+
+    def auto_prior(self) -> float:
+        """The class prior the model suggests for this support.
+
+        Trained checkpoints carry AvgEst/LinEst statistics (tpm-method.md §7.2): LinEst from the
+        support's painted fraction and slice location when it was fitted for this number of
+        prototypes, else AvgEst, else 0.5 (the learned threshold, "CE-T"). A model without
+        statistics is calibrated on the support slice itself, where 0.5 is the natural choice.
+        """
+        return auto_prior(self.model.estimators, self._require_support(), self.n_prototypes)
+
+    def _native_to_volume(self, array: np.ndarray) -> np.ndarray:
+        """Move the slice axis back to where it was in the user's volume (a view, no copy)."""
+        return np.moveaxis(array, 0, self.axis)
+
+    def labels(
+        self,
+        prior: float | None = None,
+        *,
+        out: np.ndarray | None = None,
+        z_range: tuple[int, int] | None = None,
+        connected: bool | None = None,
+        keep_paint: bool = True,
+        slices: tuple[int, int] | None = None,
+    ) -> np.ndarray:
+        """Label volume at ``prior`` (None: :meth:`auto_prior`), with the paint's label values.
+
+        Only the cached scores are read, so this is fast enough for a live slider. ``out`` (an
+        integer array on the image's grid, e.g. a Labels layer's buffer) is overwritten in place.
+        ``z_range`` keeps slices lo..hi (inclusive) along the slice axis; ``connected`` keeps the
+        3D components that touch the painted region (the largest one when the support came from
+        another volume); None takes ``options.connected``. ``keep_paint`` writes the user's paint
+        over the result on the painted slices (background strokes as 0); the paper's protocol
+        scores those slices with the model like any other, so the evaluation turns it off.
+        ``slices=(lo, hi)`` rewrites only those slices along the slice axis (inclusive) and
+        skips the 3D connectivity step: a live slider redraws the displayed slice in
+        milliseconds, and a full call follows when it rests. Slices not computed yet are 0.
+        """
+        s = self._require_support()
+        if self._score is None:
+            raise ValueError("nothing segmented yet: iterate segment() first")
+        p = self.auto_prior() if prior is None else _check_prior(prior)
+        threshold = -math.log(p / (1 - p))
+        shape = self._require_image().shape
+        if out is None:
+            dtype = np.uint8 if max(s.label_values) < 256 else np.uint16
+            out = np.zeros(shape, dtype=dtype)
+        elif out.shape != shape:
+            raise ValueError(f"out has shape {out.shape}, the image {shape}")
+        full = np.moveaxis(out, s.axis, 0)
+        if slices is None:
+            lo_s, hi_s = 0, full.shape[0] - 1
+        else:  # the live slider: only the displayed slices, no 3D step
+            lo_s, hi_s = sorted(min(max(int(i), 0), full.shape[0] - 1) for i in slices)
+            connected = False
+        if connected is None:
+            connected = self.options.connected
+        write_labels(
+            full,
+            slice(lo_s, hi_s + 1),
+            self._score,
+            self._best,
+            s,
+            self._background_value,
+            threshold,
+            keep_paint=keep_paint,
+            z_range=z_range,
+            clean_3d=self._clean_3d if connected else None,
+        )
+        return out
+
+    def _clean_3d(self, view: np.ndarray) -> None:
+        """The 3D steps of :meth:`labels`, in place on the whole volume ``view`` (axis first).
+
+        Connected components, neck cut and outline snap: see
+        :func:`napari_tpm._session_labels.clean_3d`.
+        """
+        clean_3d(
+            view,
+            self._require_support(),
+            self._background_value,
+            self._spacing,
+            self._require_image(),
+            self.options,
+        )
+
+    def probabilities(self, prior: float | None = None) -> np.ndarray:
+        """P(any foreground | x) on the image's grid (float32), at ``prior``."""
+        s = self._require_support()
+        if self._low is None:
+            raise ValueError("the segmentation has not finished: iterate segment() to the end")
+        p = self.auto_prior() if prior is None else _check_prior(prior)
+        query = self._view(s.axis)
+        out = np.empty(query.slices.shape, dtype=np.float32)
+        logit = math.log(p / (1 - p))
+        for lo, hi in _outward_batches(out.shape[0], 0, 16):
+            any_fg = torch.logsumexp(self._low[lo:hi], 1, keepdim=True)
+            out[lo:hi] = torch.sigmoid(query.grid.from_working(any_fg)[:, 0] + logit).numpy()
+        return self._native_to_volume(out)
+
+    # ------------------------------------------------------- read-only accessors
+    def best_class(self) -> np.ndarray:
+        """0-based index of the best class per voxel on the image's grid (a view of the cache)."""
+        self._require_support()
+        if self._best is None:
+            raise ValueError("nothing segmented yet: iterate segment() first")
+        return self._native_to_volume(self._best)
+
+    @property
+    def support_fraction(self) -> float:
+        """Painted fraction of the working grid on the middle painted slice (LinEst's size)."""
+        return self._require_support().fraction
+
+    @property
+    def support_location(self) -> float:
+        """Middle painted slice index / (slices - 1) in the support volume (LinEst's loc)."""
+        s = self._require_support()
+        return s.index / max(s.n_slices - 1, 1)
+
+    def features(self) -> torch.Tensor:
+        """Cached query features (n, C, h, w) along the slice axis, float16 on the CPU."""
+        view = self._views.get(self.axis)
+        if view is None or view.features is None or not view.encoded.all():
+            raise ValueError("the query is not fully encoded: drain segment() first")
+        return view.features
+
+    @property
+    def working_grid(self) -> WorkingGrid:
+        """How the query's slices map onto the encoder's square working grid."""
+        return self._view(self.axis).grid
+
+    @property
+    def prototypes(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Per class ``(means [K, C], weights [K])``, in the order of :attr:`label_values`."""
+        self._require_support()
+        return list(self._prototypes)
+
+    @property
+    def score_offset(self) -> float:
+        """The self-calibration offset added to every score (0 for calibrated checkpoints)."""
+        self._require_support()
+        return self._offset
+
+    def scores(self) -> np.ndarray:
+        """Best-class log-odds at prior 0.5 on the image's grid (a view of the cache)."""
+        self._require_support()
+        if self._score is None:
+            raise ValueError("nothing segmented yet")
+        return self._native_to_volume(self._score)
