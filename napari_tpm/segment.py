@@ -313,7 +313,9 @@ def run(args: argparse.Namespace) -> dict:
             batch_size=args.batch_size,
             options=SegmentOptions.from_pairs(args.option),
         )
-        session.set_image(image.array, image.spacing, modality=args.modality)
+        # check_intensities above already refused a constant or overflowing IMAGE, with the
+        # CLI's wording and before the model was loaded: the session need not pass over it again
+        session.set_image(image.array, image.spacing, modality=args.modality, check_range=False)
         if args.adapt_steps is not None:
             from napari_tpm.adapt import check_adaptable, run_adaptation_for_cli
 
