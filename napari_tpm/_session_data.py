@@ -1,7 +1,8 @@
 """The session's data: the volume and support records, device and memory, small helpers.
 
 Kept apart from ``session.py`` so that module reads as the pipeline (encode, prototypes,
-scores, refinement, labels) and these plain records and array helpers can be tested alone.
+scores, refinement, labels) and these plain records and array helpers (input checks, slice
+encoding, batch order) can be tested alone.
 """
 
 from __future__ import annotations
@@ -249,10 +250,10 @@ def _check_image(array: np.ndarray, spacing: Sequence[float]) -> tuple[float, fl
     dt = array.dtype
     if not np.issubdtype(dt, np.number) or np.issubdtype(dt, np.complexfloating):
         raise ValueError(f"the image must hold real numbers, got dtype {array.dtype}")
-    spacing = tuple(float(s) for s in spacing)
-    if len(spacing) != 3 or not all(s > 0 and math.isfinite(s) for s in spacing):
-        raise ValueError(f"spacing must be three positive numbers, got {spacing}")
-    return spacing  # type: ignore[return-value]
+    mm = tuple(float(s) for s in spacing)
+    if len(mm) != 3 or not all(s > 0 and math.isfinite(s) for s in mm):
+        raise ValueError(f"spacing must be three positive numbers, got {mm}")
+    return mm[0], mm[1], mm[2]
 
 
 def _check_voxels(array: np.ndarray, *, check_range: bool = True) -> None:

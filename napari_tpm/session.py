@@ -12,6 +12,11 @@ only recomputes what lies downstream of it:
 
 Scores are log-odds ``s = log h_F - log h_B`` so that ``P(F|x) = sigmoid(s + logit(prior))``
 and the label at a prior is ``s > -logit(prior)``; see docs/architecture.md.
+
+This module holds the caches and the order of the stages; the work lives in private modules:
+``_session_support`` (paint -> support), ``_session_scoring`` (prototypes, log-odds,
+calibration), ``_session_output`` (reading results) with ``_session_labels`` (threshold and 3D
+clean-up), and ``_session_data`` (records and small helpers).
 """
 
 from __future__ import annotations
@@ -55,12 +60,7 @@ from napari_tpm.options import SegmentOptions
 from napari_tpm.postprocess import smooth_scores
 from napari_tpm.preprocess import normalise_intensity
 from napari_tpm.progress import Progress
-from napari_tpm.support import (
-    BACKGROUND_LABEL,
-    SupportError,
-    find_support_slice,
-    parse_support,
-)
+from napari_tpm.support import BACKGROUND_LABEL, SupportError, find_support_slice, parse_support
 from napari_tpm.tpm import l2_normalize
 from napari_tpm.tpm.transductive import TransductiveResult, transductive_tpm
 
