@@ -404,7 +404,13 @@ def run_adaptation_for_cli(
 
     from napari_tpm.checkpoints import save_model
 
-    session.set_image(image, tuple(float(s) for s in spacing))
+    # keep the modality the caller set (the CLI's --modality): "auto" here would be a new
+    # image for the session, dropping its caches and changing the normalisation
+    had_image = session.image is not None
+    modality = session.modality if had_image else "auto"
+    session.set_image(
+        image, tuple(float(s) for s in spacing), modality=modality, check_range=not had_image
+    )
     n = default_steps(session.device) if steps is None else int(steps)
     bar = tqdm(total=n, desc="adapt", unit="step", file=sys.stderr, disable=quiet)
     try:

@@ -216,3 +216,11 @@ def test_defaults_and_estimate():
         2 * estimate_seconds(model, 10, "cpu", measure=False)
     )
     assert _same(before, _snapshot(model))
+
+
+def test_cli_helper_keeps_the_modality_the_cli_set(phantom):
+    session = SegmentationSession(_model(), device="cpu", batch_size=4)
+    session.set_image(phantom.image, phantom.spacing, modality="ct")
+    kw = {k: v for k, v in TINY.items() if k != "device"}
+    run_adaptation_for_cli(session, phantom.image, phantom.spacing, 1, quiet=True, **kw)
+    assert session.modality == "ct"  # not reset to "auto" (another normalisation)
