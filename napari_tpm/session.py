@@ -92,6 +92,7 @@ class SegmentationSession(SessionOutputs):
         self.options = dataclasses.replace(base, **overrides) if overrides else base
         self.device = resolve_device(device)
         self.model = load_model(model, device=self.device) if isinstance(model, str) else model
+        self._check_head(self.model)
         self.model.encoder.to(self.device).eval()
         if batch_size is None:
             batch_size = 32 if self.device.type == "cuda" else 8
@@ -126,11 +127,27 @@ class SegmentationSession(SessionOutputs):
         The image stays set, so the next :meth:`segment` re-encodes it with the new encoder.
         """
         model = load_model(model, device=self.device) if isinstance(model, str) else model
+        self._check_head(model)
         model.encoder.to(self.device).eval()
         self.model = model
         self._views.clear()
         self._normalised = None  # the new model may scale intensities differently
         self._reset_support()
+
+    #: whether this session scores with a checkpoint's compared head (``train --head``); only
+    #: the evaluation's ``HeadSession`` does, so everywhere else such a file is refused instead
+    #: of being scored silently as plain TPM with a threshold it never learned
+    scores_with_head: bool = False
+
+    def _check_head(self, model: TPMModel) -> None:
+        head = getattr(model, "head", None)
+        if head is not None and not self.scores_with_head:
+            kind = getattr(head, "kind", None) or type(head).__name__
+            raise ValueError(
+                f"this checkpoint scores with a compared '{kind}' head (train --head), which only "
+                "`python -m napari_tpm.evaluate paper` uses; segment with a model trained "
+                "without --head"
+            )
 
     def set_image(
         self,

@@ -14,6 +14,7 @@ from test_train_loop import SMALL, volumes  # noqa: F401
 from napari_tpm.checkpoints import CheckpointError, load_model, save_model
 from napari_tpm.evaluate.__main__ import main as evaluate_main
 from napari_tpm.evaluate.head_session import HeadSession, head_name
+from napari_tpm.session import SegmentationSession
 from napari_tpm.tpm.heads import build_head, consistency_loss
 from napari_tpm.train.__main__ import main
 from napari_tpm.train.trainer import TrainConfig, new_model, train_steps
@@ -127,6 +128,8 @@ def test_the_cli_trains_a_head_and_the_session_scores_with_it(data_dir, tmp_path
     image = np.random.default_rng(0).normal(size=(6, 40, 40)).astype(np.float32)
     paint = np.zeros(image.shape, np.uint8)
     paint[3, 10:25, 12:28] = 1
+    with pytest.raises(ValueError, match="evaluate paper"):  # never scored silently as TPM
+        SegmentationSession(model, "cpu")
     session = HeadSession(model, "cpu")
     session.set_image(image, (1.0, 1.0, 1.0))
     for _ in session.segment(paint):

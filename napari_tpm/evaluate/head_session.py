@@ -21,6 +21,8 @@ from .common import Options, SessionFactory
 class HeadSession(SegmentationSession):
     """A session that scores one painted class with ``model.head``."""
 
+    scores_with_head = True
+
     _head_state: dict[str, torch.Tensor] | None = None
 
     def _fit_prototypes(self, k: int) -> None:
