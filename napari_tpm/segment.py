@@ -32,6 +32,7 @@ from napari_tpm.segment_checks import (
     check_intensities,
     check_label_values,
 )
+from napari_tpm.support import DEFAULT_PROTOTYPES
 
 EXAMPLES = """\
 examples:
@@ -106,9 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--prototypes",
         type=positive_int,
-        default=1,
+        default=DEFAULT_PROTOTYPES,
         metavar="K",
-        help="prototypes per class, fitted by EM on the painted pixels (default 1; e.g. 5)",
+        help=f"prototypes per class, EM on the painted pixels (default {DEFAULT_PROTOTYPES})",
     )
     p.add_argument(
         "--prior",

@@ -60,7 +60,13 @@ from napari_tpm.options import SegmentOptions
 from napari_tpm.postprocess import smooth_scores
 from napari_tpm.preprocess import normalise_intensity
 from napari_tpm.progress import Progress
-from napari_tpm.support import BACKGROUND_LABEL, SupportError, find_support_slice, parse_support
+from napari_tpm.support import (
+    BACKGROUND_LABEL,
+    DEFAULT_PROTOTYPES,
+    SupportError,
+    find_support_slice,
+    parse_support,
+)
 from napari_tpm.tpm import l2_normalize
 from napari_tpm.tpm.transductive import TransductiveResult, transductive_tpm
 
@@ -241,7 +247,7 @@ class SegmentationSession(SessionOutputs):
         *,
         support_image: np.ndarray | None = None,
         support_spacing: tuple[float, float, float] | None = None,
-        n_prototypes: int = 1,
+        n_prototypes: int = DEFAULT_PROTOTYPES,
         background_label: int | None = BACKGROUND_LABEL,
     ) -> Iterator[Progress]:
         """Segment the query volume from painted slices (generator yielding Progress).

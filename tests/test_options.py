@@ -99,7 +99,7 @@ def test_hard_negatives_mine_the_painted_slices_look_alikes():
     for mine in (False, True):
         s = SegmentationSession("filterbank", device="cpu", hard_negatives=mine, connected=False)
         s.set_image(img, (3.0, 1.0, 1.0))
-        list(s.segment(paint))
+        list(s.segment(paint, n_prototypes=1))  # one prototype: the look-alike is confused
         found[mine] = s.labels(0.5) > 0
     assert found[False][b].sum() > 50  # the look-alike is taken without mining
     assert found[True][b].sum() < found[False][b].sum() / 4

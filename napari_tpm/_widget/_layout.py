@@ -23,6 +23,7 @@ from magicgui.widgets import (
 from qtpy.QtWidgets import QSizePolicy
 
 from napari_tpm.options import SegmentOptions
+from napari_tpm.support import DEFAULT_PROTOTYPES
 
 CPU_NOTICE = (
     "Running on CPU: the first segmentation of a large volume takes a while. "
@@ -135,7 +136,9 @@ class Layout:
             "Trained models: their AvgEst/LinEst estimate. The filter bank: 0.5, the prior "
             "calibrated to reproduce your paint"
         )
-        self.prototypes_spinbox = SpinBox(label="Prototypes", min=1, max=10, value=1)
+        self.prototypes_spinbox = SpinBox(
+            label="Prototypes", min=1, max=10, value=DEFAULT_PROTOTYPES
+        )
         self.prototypes_spinbox.tooltip = (
             "Prototypes per structure; more can capture inhomogeneous organs (no re-encoding)"
         )
