@@ -35,11 +35,12 @@ BACKGROUND_LABEL = 255
 MAX_SUPPORT_SLICES = 64
 
 #: prototypes per class unless the user picks another number (CLI ``--prototypes``, the dock's
-#: selector, ``SegmentationSession.segment``). On the tuning volumes 3 raised same-scan Dice on
-#: MR (0.783 -> 0.810) and left CT level (0.864 -> 0.865), but with 3 a background stroke no
-#: longer pushed look-alikes out in tests/test_support.py; until that is understood the default
-#: stays 1 and 3 is the documented choice for MR (benchmarks/RESULTS-accuracy.md).
-DEFAULT_PROTOTYPES = 1
+#: selector, ``SegmentationSession.segment``). Several prototypes follow an organ's texture
+#: (vessels in the liver, cortex and medulla in a kidney). Chosen on the tuning volumes: 3
+#: instead of 1 raised same-scan Dice 0.783 -> 0.810 on MR and left CT level (0.864 -> 0.865);
+#: 5 measured within 0.01 of 3 and fits less reliably on a small paint. On the holdout volumes,
+#: run once afterwards, 3 raised every set (benchmarks/RESULTS-accuracy.md).
+DEFAULT_PROTOTYPES = 3
 
 
 class SupportError(ValueError):

@@ -78,6 +78,7 @@ def test_connected_ticked_before_segmenting_is_honoured(qtbot, make_napari_viewe
 
     _viewer, widget, _ = _dock(make_napari_viewer, phantom)
     widget.prior_spinbox.value = 0.9  # generous: stray blobs away from the liver
+    widget.prototypes_spinbox.value = 1  # one prototype leaves such blobs on this phantom
     assert widget.connected_checkbox.value  # on by default (SegmentOptions.connected)
     widget.connected_checkbox.value = False  # a user who turned it off, then on again
     box = widget.connected_checkbox.native

@@ -182,9 +182,9 @@ def test_prior_slider_and_prototypes_reuse_cached_features(qtbot, setup, phantom
     widget.auto_prior_checkbox.value = False
 
     before = layer.data.copy()
-    widget.prototypes_spinbox.value = 3
+    widget.prototypes_spinbox.value = 5  # not the default (3)
     qtbot.waitUntil(lambda: not widget.running, timeout=SEGMENT_TIMEOUT_MS)
-    assert session.n_prototypes == 3
+    assert session.n_prototypes == 5
     assert not np.array_equal(before, layer.data)
     assert session.encoder_calls == calls  # slider and refit never touched the encoder
     assert widget.session is session
