@@ -257,6 +257,9 @@ def main(argv: list[str] | None = None) -> int:
 
     # prototypes: refit from cached features in a worker, relabel when it returns
     protos: dict[int, float] = {}
+    if widget.prototypes_spinbox.value != 1:  # start from one prototype (the default is 3)
+        widget.prototypes_spinbox.value = 1
+        _wait(app, lambda: not widget.running)
     for k in (3, 1):
         t0 = time.perf_counter()
         widget.prototypes_spinbox.value = k
