@@ -423,9 +423,20 @@ class SegmentationSession(SessionOutputs):
             return
         s = self._support
         assert s is not None
-        self._offset, self._class_offsets = calibrate(
-            s, self._low_scores, self.options.class_calibration
-        )
+        # without the background strokes' evidence: calibrating with it would move the boundary
+        # until the painted count is reproduced again and so cancel most of the strokes' push
+        # on look-alikes elsewhere (with several prototypes nearly all of it). Mined look-alikes
+        # (``hard_negatives``) sit next to the organ on its own slice and were measured with
+        # the boundary recalibrated over them, so they keep it.
+        negative = self._negative
+        if not self.options.hard_negatives:
+            self._negative = None
+        try:
+            self._offset, self._class_offsets = calibrate(
+                s, self._low_scores, self.options.class_calibration
+            )
+        finally:
+            self._negative = negative
 
     def _score_all(self, query: _Volume, *, start: int) -> Iterator[Progress]:
         n = query.slices.shape[0]

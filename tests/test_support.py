@@ -96,17 +96,14 @@ def test_background_strokes_are_excluded_and_push_lookalikes_out(phantom):
     session.set_image(phantom.image, phantom.spacing)
     paint = np.zeros(SHAPE, np.uint8)
     paint[z][phantom.labels[z] == LIVER] = LIVER
-    # one prototype: with several, the support-slice calibration absorbs most of the negative
-    # evidence (a known weakness of background strokes as soft evidence; their exclusion below
-    # holds at any number of prototypes)
-    list(session.segment(paint, n_prototypes=1))
+    list(session.segment(paint))
     before = session.labels(0.5, keep_paint=False)
     spill = (before == LIVER) & (phantom.labels != LIVER)
     assert spill.any(), "the phantom should give some false positives to correct"
     # paint background on the slice with the most spill, where the spill is
     zb = int(np.argmax(spill.sum(axis=(1, 2))))
     paint[zb][spill[zb]] = BACKGROUND_LABEL
-    list(session.segment(paint, n_prototypes=1))
+    list(session.segment(paint))
     after = session.labels(0.5)
     assert not after[zb][spill[zb]].any()  # painted background is never labelled
     after_model = session.labels(0.5, keep_paint=False)
