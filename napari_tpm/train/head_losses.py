@@ -43,10 +43,8 @@ class HeadEpisodeModel(EpisodeModel):
         return torch.stack([nll(_probs(lo, size), target, weight) for lo in outputs]).mean()
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, Any]:
-        support, query = batch["support"], batch["query"]
-        n = support.shape[0]
-        feats = self.encoder(torch.cat([support, query], dim=0))
-        fs, fq = feats[:n].float(), feats[n:].float()
+        fs, fq = self.encode_episodes(batch)
+        query, n = batch["query"], fs.shape[0]
         T = self.threshold()
         size = tuple(query.shape[-2:])
         seg_terms, align_terms, aux_terms, idts = [], [], [], []

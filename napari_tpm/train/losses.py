@@ -151,12 +151,17 @@ class EpisodeModel(nn.Module):
     def distance_threshold(self) -> torch.Tensor:
         return td_from_T(self.threshold(), self.alpha)
 
-    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, Any]:
-        """Losses of a batch of episodes (mean over episodes) and the query IDTs for the EMA."""
+    def encode_episodes(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
+        """(support features, query features) in float32, one encoder pass for both."""
         support, query = batch["support"], batch["query"]
         n = support.shape[0]
         feats = self.encoder(torch.cat([support, query], dim=0))
-        fs, fq = feats[:n].float(), feats[n:].float()
+        return feats[:n].float(), feats[n:].float()
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, Any]:
+        """Losses of a batch of episodes (mean over episodes) and the query IDTs for the EMA."""
+        fs, fq = self.encode_episodes(batch)
+        query, n = batch["query"], fs.shape[0]
         T = self.threshold()
         t_d = td_from_T(T, self.alpha)
         size = tuple(query.shape[-2:])
