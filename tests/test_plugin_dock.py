@@ -92,6 +92,7 @@ def test_connected_ticked_before_segmenting_is_honoured(qtbot, make_napari_viewe
     assert status.startswith("Segmented in") and "label 5:" in status and "mL" in status, status
     # the same run without "connected" has the blobs the tick removed
     widget.connected_checkbox.value = False
+    qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT_MS)  # the background relabel
     _, loose = ndimage.label(widget.result_layer.data > 0, structure=cube)
     assert loose > 1
 

@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from napari.layers import Image, Labels
 from napari.utils.notifications import show_error, show_info
-from qtpy.QtCore import QTimer
 
+from napari_tpm._widget._adjust import Adjuster
 from napari_tpm._widget._inputs import build_request, image_problem
 from napari_tpm._widget._layers import (
     grid_kwargs,
@@ -37,7 +37,6 @@ from napari_tpm._widget._worker import (
     Failure,
     SegmentRequest,
     SessionReady,
-    describe,
     refit_prototypes,
     segmentation_steps,
 )
@@ -50,9 +49,6 @@ if TYPE_CHECKING:
 SUPPORT_NAME = "support"
 RESULT_NAME = "TPM segmentation"
 APPLY_NAME = "TPM labels"
-#: the slider redraws at once without connectivity; the full relabel follows this long after
-#: the last move (connectivity and the per-label volumes take longer than a slider step)
-FULL_RELABEL_DELAY_MS = 250
 #: during a run the preview is rewritten at most once per this many times its own cost
 PREVIEW_BUSY_FACTOR = 4.0
 
@@ -74,14 +70,7 @@ class Controller:
         self._pbar: Any = None
         self._worker: Any = None
         self.adapt: Any = None  # the AdaptController, attached by the widget
-        self.full_timer = self._timer(FULL_RELABEL_DELAY_MS, self.relabel)
-
-    def _timer(self, ms: int, slot: Any) -> QTimer:
-        timer = QTimer(self.ui.status_label.native)
-        timer.setSingleShot(True)
-        timer.setInterval(ms)
-        timer.timeout.connect(slot)
-        return timer
+        self.adjust = Adjuster(self)
 
     # ------------------------------------------------------------- layers
     @property
@@ -139,6 +128,7 @@ class Controller:
         for signal in ("yielded", "returned", "errored", "aborted", "finished"):
             if hasattr(worker, signal):  # a FunctionWorker (the refit) does not yield
                 getattr(worker, signal).connect(partial(self._post, run, signal))
+        self.adjust.stop()  # the run rewrites the preview: any relabel result is stale
         self.state.run = run
         self._worker = worker
         self.ui.set_busy(True, self.adapt.possible() if self.adapt else False)
@@ -252,6 +242,7 @@ class Controller:
             show_info("TPM: segmentation cancelled; the preview is partial.")
             return
         self.status(f"Finished in {run.seconds:.1f} s.")  # relabel below adds the details
+        self.write_preview()  # every slice now, without the 3D steps; the relabel follows
         if run.kind == "segment":
             state.complete, state.partial = True, None
             n = np.shape(state.segmented_data)[session.axis]
@@ -274,9 +265,16 @@ class Controller:
             self.status("Cancelling after the current batch...")
 
     def close(self) -> None:
+        """The dock is going: stop the timers, drop any relabel, ask the run to stop."""
         self.state.closed = True
+        self.adjust.stop()
         if self._worker is not None:
             self._worker.quit()
+
+    def forget_result(self) -> None:
+        """The cached scores no longer describe the preview: drop pending relabels too."""
+        self.state.forget_result()
+        self.adjust.stop()
 
     # ------------------------------------------------------------ segment
     def prior(self) -> float | None:
@@ -345,7 +343,7 @@ class Controller:
         self.state.spacing = request.spacing
         self.state.segmented_data = image.data
         self.use_session_for_current_choice()
-        self.state.forget_result()
+        self.forget_result()
         from napari.qt.threading import create_worker
 
         worker = create_worker(segmentation_steps, self.get_session, request, _ignore_errors=True)
@@ -387,97 +385,13 @@ class Controller:
         return self.start(worker, Run("refit"), f"Fitting {k} prototype(s) from cached features...")
 
     # ------------------------------------------------------------- adjust
-    def relabel(self, *_args: Any, quick: bool = False, done_text: str = "") -> None:
-        """Re-threshold the cached scores into the preview layer (no encoder call).
+    def relabel(self, *_args: Any, done_text: str = "") -> None:
+        """The full relabel of the finished result, in the background (see :mod:`._adjust`)."""
+        self.adjust.relabel(done_text=done_text)
 
-        ``quick`` (slider drags): without connectivity and without the per-label volumes, and a
-        full relabel is scheduled for when the slider rests.
-        """
-        session, state = self.state.session, self.state
-        if state.closed or state.running or session is None or not state.complete:
-            return
-        layer, image = self.result_layer, self.image_layer
-        if layer is None or image is None or image.data is not state.segmented_data:
-            return  # the preview belongs to another image; the next Segment rebuilds it
-        connected = bool(self.ui.connected_checkbox.value) and not quick
-        shown = self.displayed_slice(image, session.axis) if quick else None
-        try:
-            session.labels(
-                self.prior(),
-                out=layer.data,
-                z_range=self.z_range(),
-                connected=connected,
-                slices=None if shown is None else (shown, shown),
-            )
-        except ValueError as exc:
-            self.error(str(exc))
-            return
-        if self.ui.auto_prior_checkbox.value:
-            auto = round(session.auto_prior(), 3)
-            with self.ui.prior_slider.changed.blocked(), self.ui.prior_spinbox.changed.blocked():
-                self.ui.prior_slider.value = auto
-                self.ui.prior_spinbox.value = auto
-        layer.refresh()
-        if quick:
-            self.full_timer.start()
-            self.status(f"Prior {self.ui.prior_slider.value:.3f}...")
-            return
-        self.full_timer.stop()
-        summary = self.summary()
-        self.status(f"{done_text}. {summary}" if done_text else summary)
-
-    def displayed_slice(self, image: Any, axis: int) -> int | None:
-        """Index along ``axis`` of the image slice the viewer shows (None in 3D view)."""
-        if self.viewer.dims.ndisplay != 2 or axis not in self.viewer.dims.not_displayed:
-            return None
-        try:
-            return round(float(image.world_to_data(self.viewer.dims.point)[axis]))
-        except (IndexError, ValueError, TypeError):
-            return None
-
-    def summary(self) -> str:
-        layer, session = self.result_layer, self.state.session
-        if layer is None or session is None:
-            return ""
-        prior = self.ui.prior_slider.value
-        if self.ui.auto_prior_checkbox.value:
-            model = session.model
-            source = (
-                "model's estimate"
-                if model.estimators
-                else "learned threshold"
-                if model.calibrated
-                else "calibrated on your paint"
-            )
-            mode = f"auto: {source}"
-        else:
-            mode = "manual"
-        volumes = describe(layer.data, self.state.spacing, tuple(session.label_values))
-        return f"Prior {prior:.3f} ({mode}): {volumes}"
-
-    def on_prior_slider(self, value: float) -> None:
-        if abs(self.ui.prior_spinbox.value - value) > 1e-9:
-            with self.ui.prior_spinbox.changed.blocked():
-                self.ui.prior_spinbox.value = value
-        if not self.ui.auto_prior_checkbox.value:
-            self.relabel(quick=True)
-
-    def on_prior_typed(self, value: float) -> None:
-        self.ui.prior_slider.value = value
-
-    def on_auto_prior(self, auto: bool) -> None:
-        self.ui.prior_slider.enabled = not auto
-        self.ui.prior_spinbox.enabled = not auto
-        self.relabel()
-
-    def on_z_min(self, value: int) -> None:
-        if value > self.ui.z_max_spinbox.value:
-            with self.ui.z_max_spinbox.changed.blocked():
-                self.ui.z_max_spinbox.value = value
-        self.relabel()
-
-    def on_z_max(self, value: int) -> None:
-        if value < self.ui.z_min_spinbox.value:
-            with self.ui.z_min_spinbox.changed.blocked():
-                self.ui.z_min_spinbox.value = value
-        self.relabel()
+    @property
+    def relabelling(self) -> bool:
+        """A full relabel is scheduled (the slider is settling), running or waiting to run."""
+        if self.state.closed:  # the timer is gone with the dock's widgets
+            return self.adjust.relabels.busy
+        return self.adjust.full_timer.isActive() or self.adjust.relabels.busy

@@ -6,7 +6,8 @@ The dock is assembled from three parts, each with one job:
 * :mod:`._state` is the dock's memory (which session, is the preview complete or partial...);
 * :mod:`._controller` turns events into session calls through one ordered result path;
   :mod:`._models` handles the model, device and Adapt controls, :mod:`._paint` the support
-  layer, corrections, Auto-update and Apply.
+  layer, corrections, Auto-update and Apply, :mod:`._adjust` the class prior, slice range and
+  connectivity of a finished result (its full relabel runs in a worker: :mod:`._relabel`).
 
 The session (:class:`napari_tpm.session.SegmentationSession`) does all the maths; workers run it
 off the GUI thread (:mod:`._worker`). One session per dock and no module-level state, so two
@@ -115,13 +116,13 @@ class TPMWidget(Container):
         ui.cancel_button.clicked.connect(c.cancel)
         ui.adapt_button.clicked.connect(m.run)
         ui.adapt_steps_spinbox.changed.connect(m.update_info)
-        ui.prior_slider.changed.connect(c.on_prior_slider)
-        ui.prior_spinbox.changed.connect(c.on_prior_typed)
-        ui.auto_prior_checkbox.changed.connect(c.on_auto_prior)
+        ui.prior_slider.changed.connect(c.adjust.on_prior_slider)
+        ui.prior_spinbox.changed.connect(c.adjust.on_prior_typed)
+        ui.auto_prior_checkbox.changed.connect(c.adjust.on_auto_prior)
         ui.prototypes_spinbox.changed.connect(lambda k: c.refit(int(k)))
-        ui.z_min_spinbox.changed.connect(c.on_z_min)
-        ui.z_max_spinbox.changed.connect(c.on_z_max)
-        ui.connected_checkbox.changed.connect(lambda _v: c.relabel())
+        ui.z_min_spinbox.changed.connect(c.adjust.on_z_min)
+        ui.z_max_spinbox.changed.connect(c.adjust.on_z_max)
+        ui.connected_checkbox.changed.connect(lambda _v: c.adjust.relabel())
         ui.auto_update_checkbox.changed.connect(self._on_watch_changed)
         ui.apply_button.clicked.connect(p.apply)
         events = self._viewer.layers.events
@@ -186,7 +187,7 @@ class TPMWidget(Container):
         if image is None or isinstance(image, str):
             return
         if image.data is not self.state.segmented_data:
-            self.state.forget_result()  # the cached scores belong to another image
+            self.controller.forget_result()  # the cached scores belong to another image
         shape = np.shape(image.data)
         if len(shape) == 3:
             self.controller.set_slice_range(shape[0])
@@ -204,8 +205,12 @@ class TPMWidget(Container):
 
     @property
     def running(self) -> bool:
-        """True while a segmentation, a prototype refit or an adaptation runs in a worker."""
-        return self.state.running
+        """True while a segmentation, a prototype refit, an adaptation or a relabel runs.
+
+        The relabel (3D clean-up after a run or when the slider rests) runs in the background
+        too, so "not running" means the preview layer holds the final result.
+        """
+        return self.state.running or self.controller.relabelling
 
     @property
     def adapt_options(self) -> dict[str, Any]:

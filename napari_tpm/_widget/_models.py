@@ -153,7 +153,7 @@ class ModelControls:
         if not str(getattr(session.model, "name", "")).endswith(ADAPTED_SUFFIX):
             return
         self.state.session, self.state.session_key = None, None
-        self.state.forget_result()
+        self.c.forget_result()
         show_info("TPM: the adapted model was discarded; the chosen model is used from now on.")
 
     # ---------------------------------------------------------------- adapt
@@ -251,7 +251,7 @@ class ModelControls:
             return
         steps = max(int(self.ui.adapt_steps_spinbox.value), 1)
         self.measured_step_s[self.c.current_key()[1]] = run.seconds / steps
-        self.state.forget_result()
+        self.c.forget_result()
         self.update_info()
         text = f"Adapted in {_duration(run.seconds)}: model '{run.adapted}'."
         show_info(f"TPM: {text}")

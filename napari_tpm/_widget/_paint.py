@@ -120,10 +120,18 @@ class PaintControls:
             self.c.segment()
 
     def apply(self) -> int:
-        """Copy the preview into the target Labels layer as one undoable edit."""
+        """Copy the preview into the target Labels layer as one undoable edit.
+
+        While the background relabel (3D clean-up) runs, the copy waits for it: applying the
+        preview before would copy the result without the clean-up (returns 0 then).
+        """
         preview = self.c.result_layer
         if self.state.running:
             self.c.error("wait for the segmentation to finish before applying.")
+            return 0
+        if self.c.relabelling:  # the preview is not final until the 3D clean-up lands
+            self.c.adjust.relabels.after_current(self.apply)
+            self.c.status("Applying once the 3D clean-up of the preview has finished...")
             return 0
         if self.state.partial:
             self.c.error(

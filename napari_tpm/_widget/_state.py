@@ -64,6 +64,9 @@ class WidgetState:
         spacing: the spacing of the image segmented last (z, y, x), for volumes in mL.
         segmented_data: the image array the session's scores belong to.
         adapt_options: extra keyword arguments for ``adapt_session`` (tests use tiny settings).
+        generation: bumped by whatever makes a background relabel's result stale (a slider
+            move, a run starting, a new image or model, closing): a result is written into the
+            preview only while its generation is the newest (see :mod:`._relabel`).
     """
 
     session: SegmentationSession | None = None
@@ -78,6 +81,7 @@ class WidgetState:
     spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)
     segmented_data: Any = None
     adapt_options: dict[str, Any] = field(default_factory=dict)
+    generation: int = 0
 
     @property
     def running(self) -> bool:
@@ -87,3 +91,4 @@ class WidgetState:
         """The cached scores no longer describe the preview (new image, new model)."""
         self.complete = False
         self.partial = None
+        self.generation += 1
