@@ -189,22 +189,37 @@ class Controller:
             return
         if item.slices is None:
             return
-        # rewriting a CT-sized preview costs ~0.1 s of GUI time: keep that under a fifth of the
-        # run (the first batch always shows; the end of the run writes the whole result)
+        lo, hi = int(item.slices[0]), int(item.slices[1]) - 1  # inclusive from here on
+        if run.unshown is not None:
+            lo, hi = min(lo, run.unshown[0]), max(hi, run.unshown[1])
+        run.unshown = (lo, hi)
+        # only the slices computed since the last write are rewritten (a whole CT-sized preview
+        # cost 0.1-0.4 s of GUI time), and at most once per PREVIEW_BUSY_FACTOR times that cost
+        # (the first batch always shows; the relabel at the end writes the whole result)
         now = time.perf_counter()
         if run.shown_at and now - run.shown_at < PREVIEW_BUSY_FACTOR * run.show_cost:
             return
-        if self.write_preview():
+        if self.write_preview(run.unshown):
+            run.unshown = None
             run.shown_at, run.show_cost = time.perf_counter(), time.perf_counter() - now
             self.status(f"Segmenting... {item.done}/{item.total} slices")
 
-    def write_preview(self) -> bool:
-        """The slices computed so far into the preview layer (no connectivity: not final)."""
+    def write_preview(self, slices: tuple[int, int] | None = None) -> bool:
+        """The slices computed so far into the preview layer (no connectivity: not final).
+
+        ``slices`` (lo, hi, inclusive, along the slice axis) limits the rewrite to those.
+        """
         session, layer = self.state.session, self.result_layer
         if session is None or layer is None:
             return False
         try:
-            session.labels(self.prior(), out=layer.data, z_range=self.z_range(), connected=False)
+            session.labels(
+                self.prior(),
+                out=layer.data,
+                z_range=self.z_range(),
+                connected=False,
+                slices=slices,
+            )
         except ValueError:
             return False  # the scores of this run are not allocated yet
         layer.refresh()
@@ -242,7 +257,6 @@ class Controller:
             show_info("TPM: segmentation cancelled; the preview is partial.")
             return
         self.status(f"Finished in {run.seconds:.1f} s.")  # relabel below adds the details
-        self.write_preview()  # every slice now, without the 3D steps; the relabel follows
         if run.kind == "segment":
             state.complete, state.partial = True, None
             n = np.shape(state.segmented_data)[session.axis]

@@ -29,6 +29,7 @@ class Run:
         adapted: the adapted model's name, when an adaptation finished.
         shown_at, show_cost: when the preview was last rewritten and what it cost, to keep
             the GUI thread mostly free while a large volume streams in.
+        unshown: the slices (lo, hi, inclusive) computed since the preview was last rewritten.
     """
 
     kind: str
@@ -41,6 +42,7 @@ class Run:
     adapted: str | None = None
     shown_at: float = 0.0  # when the preview was last rewritten during the run
     show_cost: float = 0.0  # how long that rewrite took (GUI thread)
+    unshown: tuple[int, int] | None = None
 
     @property
     def seconds(self) -> float:
