@@ -212,3 +212,19 @@ def test_closing_napari_during_a_relabel_is_clean(qtbot, dock, calls):
     qtbot.wait(50)  # the worker's signals arrive after it ends: they must find nothing to do
     assert landed == []
     assert not widget.controller.relabelling
+
+
+def test_finished_relabels_do_not_keep_their_run_alive(qtbot, dock):
+    """napari's create_worker keeps every worker for the viewer's lifetime; a relabel job holds
+    its run's scores (200 MB on a CT), so the jobs must not be reachable once they are done."""
+    import gc
+
+    from napari_tpm._widget._relabel import RelabelJob
+
+    _viewer, widget = dock
+    for prior in (0.3, 0.6):
+        widget.prior_slider.value = prior
+        settle(qtbot, widget)
+    qtbot.wait(20)
+    gc.collect()
+    assert not [o for o in gc.get_objects() if isinstance(o, RelabelJob)]

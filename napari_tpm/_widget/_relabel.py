@@ -94,6 +94,11 @@ def compute(job: RelabelJob) -> RelabelResult:
     return RelabelResult(job, out, volumes)
 
 
+def compute_boxed(box: list[RelabelJob]) -> RelabelResult:
+    """:func:`compute` of the job in ``box``, which is left empty (see :meth:`Relabeler.submit`)."""
+    return compute(box.pop())
+
+
 class Relabeler:
     """Runs :func:`compute` in a thread worker, at most one at a time, newest request wins.
 
@@ -147,9 +152,13 @@ class Relabeler:
         if self._worker is not None:
             self._waiting = job
             return
-        from napari.qt.threading import create_worker
+        # Finished workers outlive their work: napari's create_worker files each one in the
+        # window's task list for good (napari 0.9), and Qt may keep a stale one's wrapper. A job
+        # holds the scores of its run (200 MB on a CT), so the worker gets it in a box that
+        # compute empties, and is made without create_worker (a slider rest is not a task).
+        from napari.qt.threading import FunctionWorker
 
-        worker = create_worker(compute, job, _ignore_errors=True)
+        worker = FunctionWorker(compute_boxed, [job])
         worker.returned.connect(self._on_returned)
         worker.finished.connect(self._on_finished)
         self._worker = worker
