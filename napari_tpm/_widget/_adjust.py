@@ -8,6 +8,7 @@ while still current. Keeping both here keeps the rule "who writes the preview wh
 
 from __future__ import annotations
 
+import contextlib
 from typing import TYPE_CHECKING, Any
 
 from napari.layers import Labels
@@ -40,7 +41,8 @@ class Adjuster:
 
     def stop(self) -> None:
         """A run starts, the result is forgotten or the dock closes: drop what is pending."""
-        self.full_timer.stop()
+        with contextlib.suppress(RuntimeError):  # closing: Qt may have deleted the timer
+            self.full_timer.stop()
         self.relabels.invalidate()
 
     def relabel(self, *_args: Any, quick: bool = False, done_text: str = "") -> None:

@@ -191,7 +191,3 @@ class Relabeler:
             callbacks, self._after = self._after, []
             for callback in callbacks:
                 callback()
-
-    def close(self) -> None:
-        """The dock closes: drop everything; a running worker ends on its own, unheard."""
-        self.invalidate()
