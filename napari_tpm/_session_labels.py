@@ -14,6 +14,7 @@ import numpy as np
 
 from napari_tpm._session_data import _apply_paint, _bounding_box, _Support
 from napari_tpm.boundary import snap_to_intensity
+from napari_tpm.continuity import keep_continuous
 from napari_tpm.necks import cut_necks, neck_radius_mm
 from napari_tpm.options import SegmentOptions
 from napari_tpm.postprocess import keep_connected, limit_range
@@ -75,7 +76,8 @@ def clean_3d(
 
     Keep the components connected to the paint (the largest one for another volume's
     support), cut thin necks into touching look-alike tissue (``options.neck``), snap the
-    outline to the organ's intensity (``options.snap_mm``), and keep what stays connected.
+    outline to the organ's intensity (``options.snap_mm``), keep what stays connected, and
+    keep what continues slice by slice from the paint (``options.continuity``).
     ``spacing`` and ``image`` are the query's, in the user's axis order.
     """
     s = support
@@ -102,3 +104,26 @@ def clean_3d(
         models = dict(zip(s.label_values, s.intensity, strict=True)) if s.intensity else None
         view[...] = snap_to_intensity(view, moved, spacing_first, models, band_mm=opts.snap_mm)
         view[...] = keep_connected(view, seeds)
+    if opts.continuity > 0:
+        _keep_continuous(view, seeds, s.label_values, opts.continuity, tuple(others))
+
+
+def _keep_continuous(
+    view: np.ndarray,
+    seeds: np.ndarray,
+    values: tuple[int, ...],
+    overlap: float,
+    spacing: tuple[float, float],
+) -> None:
+    """Each structure's result, in place, kept where it continues from its painted slices.
+
+    A structure painted on this volume starts from the slices that hold its paint; with
+    another volume's support (no paint here) from the slice where its result is largest.
+    """
+    for value in values:
+        mask = view == value
+        if not mask.any():
+            continue
+        painted = np.flatnonzero((seeds == value).any(axis=(1, 2)))
+        starts = painted if painted.size else [int(mask.sum(axis=(1, 2)).argmax())]
+        view[mask & ~keep_continuous(mask, starts, overlap, spacing)] = 0

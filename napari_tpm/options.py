@@ -55,6 +55,11 @@ class SegmentOptions:
             outline by the organ's intensity at native resolution (0: off); the scores'
             stride blur otherwise leaves the result a pixel or two small
             (:mod:`napari_tpm.boundary`).
+        continuity: with ``connected``, walk outward from the painted slices and keep a 2D
+            piece of each slice's result whole only when at least this fraction of it lies on
+            the previous slice's result, else only its part on it (0: off). Stops a leak into
+            a neighbour that touches the organ over a broad contact, which a neck cut cannot
+            separate (:mod:`napari_tpm.continuity`).
     """
 
     connected: bool = True
@@ -71,6 +76,7 @@ class SegmentOptions:
     neck: float = 0.25
     hard_negatives: bool = False
     snap_mm: float = 3.0
+    continuity: float = 0.7
 
     def __post_init__(self) -> None:
         for name in ("refine", "refine_atlas"):
@@ -81,6 +87,8 @@ class SegmentOptions:
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not value >= 0 or value == float("inf"):
                 raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+        if not isinstance(self.continuity, (int, float)) or not 0 <= self.continuity <= 1:
+            raise ValueError(f"continuity must be a fraction in [0, 1], got {self.continuity!r}")
 
     @classmethod
     def from_pairs(cls, pairs: list[str], base: dict[str, Any] | None = None) -> SegmentOptions:

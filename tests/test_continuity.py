@@ -1,0 +1,115 @@
+"""Slice-to-slice continuity: keep what continues from the painted slice, stop broad leaks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_tpm.continuity import keep_continuous
+
+
+def _disk(shape: tuple[int, int], centre: tuple[float, float], radius: float) -> np.ndarray:
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    return (yy - centre[0]) ** 2 + (xx - centre[1]) ** 2 <= radius**2
+
+
+def _kidney_against_spleen() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A small cylinder ("kidney", slices 4-15) touching a larger one ("spleen", slices 10-29)
+    side by side, so from slice 10 on one 2D piece holds both (a broad contact, no neck)."""
+    shape = (30, 64, 96)
+    organ = np.zeros(shape, bool)
+    other = np.zeros(shape, bool)
+    for z in range(4, 16):
+        organ[z] = _disk(shape[1:], (32, 30), 9)
+    for z in range(10, 30):
+        other[z] = _disk(shape[1:], (32, 56), 18) & ~organ[z]
+    return organ, other, organ | other
+
+
+def test_a_broad_leak_is_kept_to_the_organs_footprint():
+    organ, other, result = _kidney_against_spleen()
+    out = keep_continuous(result, [8])
+    assert (out <= result).all()  # only ever removes
+    assert (out[organ]).all()  # the organ itself is whole
+    assert not out[16:].any()  # nothing beyond the slices where the organ ends
+    assert out[other].sum() < 0.1 * other.sum()  # the neighbour is almost all gone
+
+
+def test_an_organ_widening_from_a_slice_near_its_end_is_kept():
+    # a cone: radius 4 px on the painted slice 2, +2 px per slice (fast widening near a pole)
+    shape = (14, 80, 80)
+    cone = np.stack([_disk(shape[1:], (40, 40), 4 + 2 * max(z - 2, 0)) for z in range(14)])
+    cone[:2] = False
+    out = keep_continuous(cone, [2], spacing=(1.0, 1.0))
+    assert (out == cone).all()
+    # ... which a rule without growth clips slice after slice (why growth exists)
+    strict = keep_continuous(cone, [2], growth=0.0)
+    assert strict[13].sum() < 0.5 * cone[13].sum()
+
+
+def test_several_seeds_restart_the_sweep_and_fill_between_them():
+    organ, _, _ = _kidney_against_spleen()
+    gap = organ.copy()
+    gap[9] = False  # an empty slice stops a sweep...
+    out = keep_continuous(gap, [6, 12])
+    assert (out == gap).all()  # ... but the second seed restarts it on the other side
+    only_low = keep_continuous(gap, [6])
+    assert not only_low[10:].any()
+
+
+def test_a_piece_that_does_not_touch_the_previous_result_is_dropped():
+    organ, _, _ = _kidney_against_spleen()
+    stray = organ.copy()
+    stray[12] |= _disk(organ.shape[1:], (10, 85), 5)  # apart from the organ in its slice
+    out = keep_continuous(stray, [8])
+    assert (out == organ).all()
+
+
+def test_in_plane_spacing_scales_the_reach():
+    # the same widening in pixels is a smaller step in mm when pixels are small
+    shape = (6, 80, 80)
+    grow = np.stack([_disk(shape[1:], (40, 40), 6 + 5 * z) for z in range(6)])
+    coarse = keep_continuous(grow, [0], spacing=(1.0, 1.0), growth=0.4)
+    fine = keep_continuous(grow, [0], spacing=(0.5, 0.5), growth=0.4)
+    assert coarse.sum() == fine.sum()  # the reach is relative to the organ's own size
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"overlap": 0.0}, "overlap"),
+        ({"overlap": 1.5}, "overlap"),
+        ({"growth": -1.0}, "growth"),
+        ({"seeds": []}, "seed"),
+        ({"seeds": [40]}, "outside"),
+    ],
+)
+def test_bad_arguments_are_refused(kwargs, match):
+    organ, _, _ = _kidney_against_spleen()
+    args = {"seeds": [8], **kwargs}
+    with pytest.raises(ValueError, match=match):
+        keep_continuous(organ, **args)
+
+
+def test_a_2d_mask_is_refused():
+    with pytest.raises(ValueError, match="3-D"):
+        keep_continuous(np.ones((4, 4), bool), [0])
+
+
+def test_past_the_widest_slice_a_widening_halo_is_clipped():
+    # the organ narrows away from the painted slice 2 (radius 14 -> 6); from slice 5 on a halo
+    # 5 px wide around it scores as organ (a bleed into touching tissue)
+    shape = (12, 64, 64)
+    organ = np.stack([_disk(shape[1:], (32, 32), max(14 - (z - 2), 1)) for z in range(12)])
+    organ[:2] = False
+    organ[11] = False
+    result = organ.copy()
+    for z in range(5, 11):
+        result[z] |= _disk(shape[1:], (32, 32), 14 - (z - 2) + 5)
+    out = keep_continuous(result, [2])
+    assert (out[organ]).all()
+    for z in range(3, 11):  # past the widest slice: mostly on the previous slice's result
+        assert (out[z] & out[z - 1]).sum() >= 0.7 * out[z].sum()
+    assert out[5].sum() < 0.6 * result[5].sum()  # where the halo starts, it is cut
+    # a sweep that allowed growth everywhere would keep the halo
+    assert (keep_continuous(result, [2], shrink=0.0) == result).all()
