@@ -104,7 +104,7 @@ def clean_3d(
         models = dict(zip(s.label_values, s.intensity, strict=True)) if s.intensity else None
         view[...] = snap_to_intensity(view, moved, spacing_first, models, band_mm=opts.snap_mm)
         view[...] = keep_connected(view, seeds)
-    if opts.continuity > 0:
+    if opts.continuity > 0 and s.same_volume:
         _keep_continuous(view, seeds, s.label_values, opts.continuity, tuple(others))
 
 
@@ -117,13 +117,12 @@ def _keep_continuous(
 ) -> None:
     """Each structure's result, in place, kept where it continues from its painted slices.
 
-    A structure painted on this volume starts from the slices that hold its paint; with
-    another volume's support (no paint here) from the slice where its result is largest.
+    Only for paint on this volume: with another volume's support there is no painted slice
+    to start from, and starting from the result's largest slice gained nothing on the tuning
+    volumes (cross-patient BTCV 0.535 -> 0.536, CHAOS 0.454 -> 0.454).
     """
     for value in values:
         mask = view == value
-        if not mask.any():
-            continue
         painted = np.flatnonzero((seeds == value).any(axis=(1, 2)))
-        starts = painted if painted.size else [int(mask.sum(axis=(1, 2)).argmax())]
-        view[mask & ~keep_continuous(mask, starts, overlap, spacing)] = 0
+        if mask.any() and painted.size:
+            view[mask & ~keep_continuous(mask, painted, overlap, spacing)] = 0

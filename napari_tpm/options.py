@@ -55,11 +55,12 @@ class SegmentOptions:
             outline by the organ's intensity at native resolution (0: off); the scores'
             stride blur otherwise leaves the result a pixel or two small
             (:mod:`napari_tpm.boundary`).
-        continuity: with ``connected``, walk outward from the painted slices and keep a 2D
-            piece of each slice's result whole only when at least this fraction of it lies on
-            the previous slice's result, else only its part on it (0: off). Stops a leak into
-            a neighbour that touches the organ over a broad contact, which a neck cut cannot
-            separate (:mod:`napari_tpm.continuity`).
+        continuity: with ``connected`` and paint on this volume, walk outward from the
+            painted slices; past the organ's widest slice, keep a 2D piece of a slice's result
+            whole only when at least this fraction of it lies on the previous slice's result,
+            else only its part on it (0: off). Stops a leak into a neighbour that touches the
+            organ over a broad contact, which a neck cut cannot separate
+            (:mod:`napari_tpm.continuity`).
     """
 
     connected: bool = True
