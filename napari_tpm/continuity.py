@@ -138,17 +138,25 @@ def _continue(
     on_prev = (pieces > 0) & prev
     if not on_prev.any():
         return on_prev
-    reach = growth * np.sqrt(prev.sum() * spacing[0] * spacing[1] / np.pi)
-    near = prev
-    if reach > 0:
-        near = ndimage.distance_transform_edt(~prev, sampling=spacing) <= reach
-    touched = np.unique(pieces[on_prev])
-    on_near = (pieces > 0) & near & np.isin(pieces, touched)
-    ids, shared = np.unique(pieces[on_near], return_counts=True)
-    is_whole = shared >= overlap * area[ids]
+    prev_area = int(prev.sum())
+    reach = growth * np.sqrt(prev_area * spacing[0] * spacing[1] / np.pi)
+    # everything near the previous result lies in its box grown by the reach: work there
+    ys, xs = np.flatnonzero(prev.any(axis=1)), np.flatnonzero(prev.any(axis=0))
+    pad_y, pad_x = (int(np.ceil(reach / sp)) + 1 for sp in spacing)
+    box = (
+        slice(max(ys[0] - pad_y, 0), ys[-1] + pad_y + 1),
+        slice(max(xs[0] - pad_x, 0), xs[-1] + pad_x + 1),
+    )
+    local, local_prev = pieces[box], prev[box]
+    near = local_prev
+    if reach > 0:  # the exact Euclidean distance in mm (the box keeps a background margin)
+        outside = np.pad(~local_prev, 1, constant_values=True)
+        near = ndimage.distance_transform_edt(outside, sampling=spacing)[1:-1, 1:-1] <= reach
+    on_ids, on_count = np.unique(pieces[on_prev], return_counts=True)
+    on_near = (local > 0) & near & np.isin(local, on_ids)
+    ids, shared = np.unique(local[on_near], return_counts=True)
+    whole = ids[shared >= overlap * area[ids]]
     # a clipped piece continues the organ only where it covers much of the previous result:
     # past the organ's end, a neighbour keeps touching its last footprint in a sliver
-    on_ids, on_count = np.unique(pieces[on_prev], return_counts=True)
-    clipped = on_ids[on_count >= CLIPPED * prev.sum()]
-    clipped = np.setdiff1d(clipped, ids[is_whole])
-    return np.isin(pieces, ids[is_whole]) | (on_prev & np.isin(pieces, clipped))
+    clipped = np.setdiff1d(on_ids[on_count >= CLIPPED * prev_area], whole)
+    return np.isin(pieces, whole) | (on_prev & np.isin(pieces, clipped))
