@@ -87,7 +87,7 @@ def clean_3d(
         _apply_paint(seeds, s, background)
     others = [sp for a, sp in enumerate(spacing) if a != s.axis]
     view[...] = keep_connected(view, seeds)
-    box = _bounding_box(view, margin=(0, *(int(opts.snap_mm / sp) + 2 for sp in others)))
+    box = _bounding_box(view, margin=(1, *(int(opts.snap_mm / sp) + 2 for sp in others)))
     if box is None:
         return
     view, seeds = view[box], seeds[box]  # what follows works near the result only
