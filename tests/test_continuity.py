@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from napari_tpm._session_labels import _keep_continuous
 from napari_tpm.continuity import keep_continuous
 
 
@@ -113,3 +114,18 @@ def test_past_the_widest_slice_a_widening_halo_is_clipped():
     assert out[5].sum() < 0.6 * result[5].sum()  # where the halo starts, it is cut
     # a sweep that allowed growth everywhere would keep the halo
     assert (keep_continuous(result, [2], shrink=0.0) == result).all()
+
+
+def test_the_session_step_runs_per_structure_from_its_own_paint():
+    organ, _, result = _kidney_against_spleen()
+    view = np.where(result, 3, 0).astype(np.uint8)  # structure 3 leaked into its neighbour
+    view[20:, 2:10, 2:10] = 5  # structure 5, painted on slice 25
+    seeds = np.zeros_like(view)
+    seeds[8][organ[8]] = 3
+    seeds[25, 2:10, 2:10] = 5
+    _keep_continuous(view, seeds, (3, 5, 7), 0.7, (1.0, 1.0))  # 7: not in the result
+    assert (view[organ] == 3).all() and not (view[16:20] == 3).any()
+    assert (view[20:, 2:10, 2:10] == 5).all()  # the other structure is untouched
+    unpainted = np.where(result, 3, 0).astype(np.uint8)
+    _keep_continuous(unpainted, np.zeros_like(unpainted), (3,), 0.7, (1.0, 1.0))
+    assert (unpainted == np.where(result, 3, 0)).all()  # nothing painted: nothing to walk from

@@ -22,6 +22,7 @@ def test_pairs_are_typed_and_checked():
         (["refine"], "KEY=VALUE"),
         (["refine=-1"], ">= 0"),
         (["smooth_mm=nan"], "finite"),
+        (["continuity=1.5"], "fraction"),
     ]:
         with pytest.raises(ValueError, match=message):
             SegmentOptions.from_pairs(bad)
