@@ -92,14 +92,19 @@ def low_scores(
 
 
 def calibrate(
-    support: _Support, scores: ScoreFn, class_calibration: bool
+    support: _Support, scores: ScoreFn, per_class: str = "shared"
 ) -> tuple[float, torch.Tensor | None]:
     """(shared offset, per-class offsets or None) so prior 0.5 reproduces the paint.
 
     The decision boundary is placed where the painted slices' predicted foreground count
     equals the painted count: the ideal class prior of the support itself. ``scores`` gives
-    the uncalibrated log-odds with the session's current prototypes.
+    the uncalibrated log-odds with the session's current prototypes. With several classes,
+    ``per_class`` says what each class's own painted count does: ``"shared"`` nothing (one
+    boundary for all), ``"own"`` each class its own boundary, ``"relax"`` its own boundary
+    only where that is looser than the shared one.
     """
+    if per_class not in ("shared", "own", "relax"):
+        raise ValueError(f"per_class must be 'shared', 'own' or 'relax', got {per_class!r}")
     s = support
     # slices with only background strokes say nothing about how much is foreground
     with_fg = (s.masks_working > 0).flatten(1).any(1)
@@ -109,12 +114,16 @@ def calibrate(
     best = up.max(1).values
     offset = _logit_icp(best, sum(s.counts_working))
     k = up.shape[1]
-    if k > 1 and class_calibration:
-        # each class its own boundary: its painted count on its own scores. One shared
-        # offset lets a class with close prototypes (kidney) swallow the others' share.
-        per = [_logit_icp(up[:, c], s.counts_working[c]) - offset for c in range(k)]
-        return offset, torch.tensor(per, dtype=torch.float32)
-    return offset, None
+    if k == 1 or per_class == "shared":
+        return offset, None
+    # each class its own boundary: its painted count on its own scores. One shared offset lets
+    # a class with close prototypes (kidney) swallow the others' share, and leaves a class
+    # whose painted section looks unlike the rest of it (a liver's tip) too strict.
+    per = torch.tensor(
+        [_logit_icp(up[:, c], s.counts_working[c]) - offset for c in range(k)],
+        dtype=torch.float32,
+    )
+    return offset, per.clamp(min=0.0) if per_class == "relax" else per
 
 
 def mine_negatives(support: _Support, scores: ScoreFn) -> bool:

@@ -29,6 +29,11 @@ class SegmentOptions:
         class_calibration: with several structures, place each one's decision boundary on
             its own painted count (models without a learned threshold) instead of one shared
             boundary for all.
+        relax_classes: with several structures and one shared boundary, a structure whose
+            own painted count asks for a looser boundary than the shared one gets it (never a
+            stricter one); which structure a voxel belongs to is still decided on the shared
+            scores. A liver painted on a slice low in it otherwise comes out a fraction of its
+            size beside the kidneys and spleen.
         refine: iterations of transductive TPM on the query (0: the plain one-pass TPM).
             Each refits the prototypes and the per-slice class priors on the query's own
             features by EM, regularised towards the support (``tpm.transductive``).
@@ -66,6 +71,7 @@ class SegmentOptions:
     connected: bool = True
     grow_scribbles: bool = True
     class_calibration: bool = False
+    relax_classes: bool = True
     refine: int = 0
     refine_atlas: int = 2
     refine_weight: float = 1.0

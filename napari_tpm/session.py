@@ -118,6 +118,7 @@ class SegmentationSession(SessionOutputs):
         self._support_prototypes: list[tuple[torch.Tensor, torch.Tensor]] = []
         self._slice_bias: torch.Tensor | None = None  # (n, K) per-slice log prior ratios
         self._class_offsets: torch.Tensor | None = None  # (K,) per-class calibration
+        self._choose_shared = False  # pick each voxel's class without the per-class offsets
         self.refine_trace: list[float] = []  # query log-likelihood per refinement step
         self._background_value: int | None = BACKGROUND_LABEL
         self._offset = 0.0
@@ -432,9 +433,11 @@ class SegmentationSession(SessionOutputs):
         if not self.options.hard_negatives:
             self._negative = None
         try:
-            self._offset, self._class_offsets = calibrate(
-                s, self._low_scores, self.options.class_calibration
-            )
+            mode = "own" if self.options.class_calibration else "shared"
+            if mode == "shared" and self.options.relax_classes:
+                mode = "relax"
+            self._offset, self._class_offsets = calibrate(s, self._low_scores, mode)
+            self._choose_shared = mode == "relax"
         finally:
             self._negative = negative
 
@@ -460,11 +463,21 @@ class SegmentationSession(SessionOutputs):
         self._low = low
 
     def _to_native(self, query: _Volume, low: torch.Tensor, lo: int, hi: int) -> None:
-        """Upsample per-class scores of slices lo..hi to the native grid; keep best class."""
+        """Upsample per-class scores of slices lo..hi to the native grid; keep best class.
+
+        With relaxed per-class boundaries the class is chosen on the shared scores and only
+        its boundary against the background is its own: relaxing the liver must not let it
+        take pixels the kidney wins on the shared scores.
+        """
         up = query.grid.from_working(low)  # (b, K, H, W)
-        best = up.max(1)
-        self._score[lo:hi] = best.values.numpy()
-        self._best[lo:hi] = best.indices.to(torch.uint8).numpy()
+        if self._choose_shared and self._class_offsets is not None:
+            index = (up - self._class_offsets[None, :, None, None]).argmax(1)
+            self._score[lo:hi] = up.gather(1, index[:, None])[:, 0].numpy()
+            self._best[lo:hi] = index.to(torch.uint8).numpy()
+        else:
+            best = up.max(1)
+            self._score[lo:hi] = best.values.numpy()
+            self._best[lo:hi] = best.indices.to(torch.uint8).numpy()
         self._done[lo:hi] = True
 
     def set_prototypes(self, k: int) -> None:

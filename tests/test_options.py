@@ -28,6 +28,13 @@ def test_pairs_are_typed_and_checked():
             SegmentOptions.from_pairs(bad)
 
 
+def test_calibration_modes_are_checked():
+    from napari_tpm._session_scoring import calibrate
+
+    with pytest.raises(ValueError, match="per_class"):
+        calibrate(None, None, "loose")  # type: ignore[arg-type]
+
+
 def test_session_defaults_and_overrides():
     s = SegmentationSession("filterbank", device="cpu", refine=1, connected=False)
     assert s.options.refine == 1 and s.options.connected is False

@@ -124,6 +124,28 @@ def test_multiclass_keeps_label_values(phantom):
     assert dice(result == 5, phantom.labels == 5) > 0.6
 
 
+def test_relaxed_class_boundaries_only_add_and_keep_the_shared_class_choice(phantom):
+    organs = np.where(np.isin(phantom.labels, [1, 2, 3, 5]), phantom.labels, 0)
+    counts = [len(np.unique(organs[z])) for z in range(SHAPE[0])]
+    z = int(np.argmax(counts))
+    paint = np.zeros_like(organs)
+    paint[z] = organs[z]
+    results = {}
+    for relax in (False, True):
+        session = SegmentationSession("filterbank", device="cpu", relax_classes=relax)
+        session.set_image(phantom.image, phantom.spacing)
+        for _ in session.segment(paint):
+            pass
+        results[relax] = session.labels(0.5, connected=False)
+        if relax:
+            offsets = session._class_offsets
+    assert offsets is not None and (offsets >= 0).all() and (offsets > 0).any()
+    shared, relaxed = results[False], results[True]
+    kept = shared > 0
+    assert (relaxed[kept] == shared[kept]).all()  # a voxel the shared boundary labels keeps it
+    assert (relaxed > 0).sum() > kept.sum()  # and a class that asked for it got a looser one
+
+
 def test_support_from_another_volume(phantom):
     other = make_phantom(shape=SHAPE, seed=11)
     paint, _ = paint_middle(other.labels, 5)
