@@ -358,9 +358,9 @@ class Controller:
         self.state.segmented_data = image.data
         self.use_session_for_current_choice()
         self.forget_result()
-        from napari.qt.threading import create_worker
+        from napari_tpm._widget._thread import job_worker
 
-        worker = create_worker(segmentation_steps, self.get_session, request, _ignore_errors=True)
+        worker = job_worker(segmentation_steps, self.get_session, request)
         return self.start(worker, Run("segment"), "Segmenting...", np.shape(request.image)[0])
 
     def ensure_result_layer(self, image: Image, dtype: np.dtype) -> Labels:
@@ -393,9 +393,9 @@ class Controller:
         session = self.state.session
         if self.state.running or session is None or not self.state.complete:
             return None  # used by the next segmentation (or after the current one)
-        from napari.qt.threading import create_worker
+        from napari_tpm._widget._thread import job_worker
 
-        worker = create_worker(refit_prototypes, session, int(k), _ignore_errors=True)
+        worker = job_worker(refit_prototypes, session, int(k))
         return self.start(worker, Run("refit"), f"Fitting {k} prototype(s) from cached features...")
 
     # ------------------------------------------------------------- adjust

@@ -218,16 +218,15 @@ class ModelControls:
             return None
         self.c.use_session_for_current_choice()
         steps = int(self.ui.adapt_steps_spinbox.value)
-        from napari.qt.threading import create_worker
+        from napari_tpm._widget._thread import job_worker
 
-        worker = create_worker(
+        worker = job_worker(
             adaptation_steps,
             self.c.get_session,
             np.asarray(image.data),
             tuple(float(s) for s in image.scale),
             steps,
             dict(self.state.adapt_options),
-            _ignore_errors=True,
         )
         text = f"Adapting the model to '{image.name}'..."
         return self.c.start(worker, Run("adapt"), text, steps)

@@ -94,11 +94,6 @@ def compute(job: RelabelJob) -> RelabelResult:
     return RelabelResult(job, out, volumes)
 
 
-def compute_boxed(box: list[RelabelJob]) -> RelabelResult:
-    """:func:`compute` of the job in ``box``, which is left empty (see :meth:`Relabeler.submit`)."""
-    return compute(box.pop())
-
-
 class Relabeler:
     """Runs :func:`compute` in a thread worker, at most one at a time, newest request wins.
 
@@ -152,13 +147,11 @@ class Relabeler:
         if self._worker is not None:
             self._waiting = job
             return
-        # Finished workers outlive their work: napari's create_worker files each one in the
-        # window's task list for good (napari 0.9), and Qt may keep a stale one's wrapper. A job
-        # holds the scores of its run (200 MB on a CT), so the worker gets it in a box that
-        # compute empties, and is made without create_worker (a slider rest is not a task).
-        from napari.qt.threading import FunctionWorker
+        # a job holds the scores of its run (200 MB on a CT): the worker must not keep it once
+        # done, nor be kept in napari's task list (see ._thread; a slider rest is not a task)
+        from napari_tpm._widget._thread import job_worker
 
-        worker = FunctionWorker(compute_boxed, [job])
+        worker = job_worker(compute, job)
         worker.returned.connect(self._on_returned)
         worker.finished.connect(self._on_finished)
         self._worker = worker

@@ -6,9 +6,10 @@ Failures are *returned* (yielded) as :class:`Failure` values instead of raised, 
   worker was deleted": they turn it into a warning and emit neither ``errored`` nor
   ``finished``, so the widget would stay "running" for ever; ``torch.OutOfMemoryError`` is a
   ``RuntimeError``;
-* with napari 0.9.2 under PySide6, a worker that emits ``errored`` while a viewer exists also
-  raises a ``TypeError`` in napari's own task-status callback (a lambda that does not accept
-  the exception argument).
+* with napari 0.9.2 under PySide6, a worker made by ``create_worker`` that emits ``errored``
+  while a viewer exists also raises a ``TypeError`` in napari's own task-status callback (a
+  lambda that does not accept the exception argument); the dock's workers are made without it
+  now (:mod:`._thread`), but a value keeps the one path either way.
 
 A value travels the ordinary ``yielded``/``returned`` path, which works everywhere.
 """
