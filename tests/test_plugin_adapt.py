@@ -8,7 +8,9 @@ settings of tests/test_adapt.py.
 
 from __future__ import annotations
 
+import gc
 import os
+import weakref
 
 import pytest
 
@@ -138,6 +140,7 @@ def test_cancel_leaves_the_original_model(qtbot, widget, messages):
     seen: list[object] = []
     worker = widget.adapt()
     worker.yielded.connect(seen.append)
+    del worker
     qtbot.waitUntil(
         lambda: any(getattr(p, "stage", "") == "adapt" for p in seen), timeout=TIMEOUT_MS
     )
@@ -149,3 +152,9 @@ def test_cancel_leaves_the_original_model(qtbot, widget, messages):
     assert widget.session.model.name == "tiny"
     assert widget.model_label.value == "Model: tiny"
     assert widget.adapt_button.enabled and not widget.cancel_button.enabled
+    # the cancelled worker's suspended generator held the session (and the image): once the
+    # dock lets go of its session, as choosing another model does, nothing keeps it
+    seen.clear()  # SessionReady holds it
+    session = weakref.ref(widget.session)
+    widget.controller.state.session = None
+    qtbot.waitUntil(lambda: gc.collect() >= 0 and session() is None, timeout=2_000)
