@@ -31,6 +31,32 @@ def shared_data() -> Path:
 
 
 @pytest.fixture
+def open_dock(make_napari_viewer):
+    """Factory for GUI tests: ``open_dock(phantom, paint=True) -> (viewer, widget, support)``.
+
+    A viewer showing the phantom with the TPM dock opened through the manifest (filter bank,
+    CPU) and a new support layer, with the liver (label 5) painted on its largest slice.
+    """
+    import numpy as np
+
+    def _open(phantom, paint: bool = True):
+        viewer = make_napari_viewer()
+        viewer.add_image(phantom.image, name="phantom", scale=phantom.spacing)
+        _, widget = viewer.window.add_plugin_dock_widget("napari-tpm", "TPM Segmentation")
+        widget.model_combo.value = "filterbank"
+        widget.device_combo.value = "cpu"
+        support = widget.new_support_layer()
+        if paint:
+            liver = phantom.labels == 5
+            z = int(np.argmax(liver.sum(axis=(1, 2))))
+            support.data[z][liver[z]] = 5
+            support.refresh()
+        return viewer, widget, support
+
+    return _open
+
+
+@pytest.fixture
 def errors(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Every message the dock widget shows with show_error, in order (GUI tests)."""
     from napari_tpm._widget import _controller

@@ -30,20 +30,6 @@ def phantom():
     return make_phantom(shape=SHAPE, seed=3)
 
 
-def _dock(make_napari_viewer, phantom, paint=True):
-    viewer = make_napari_viewer()
-    viewer.add_image(phantom.image, name="phantom", scale=phantom.spacing)
-    _, widget = viewer.window.add_plugin_dock_widget("napari-tpm", "TPM Segmentation")
-    widget.model_combo.value = "filterbank"
-    widget.device_combo.value = "cpu"
-    support = widget.new_support_layer()
-    if paint:
-        z = _liver_slice(phantom)
-        support.data[z][phantom.labels[z] == LIVER] = LIVER
-        support.refresh()
-    return viewer, widget, support
-
-
 def _liver_slice(phantom) -> int:
     return int(np.argmax((phantom.labels == LIVER).sum(axis=(1, 2))))
 
@@ -56,10 +42,10 @@ def _click_segment(qtbot, widget) -> None:
     qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT_MS)
 
 
-def test_typing_a_prior_keeps_every_digit(qtbot, make_napari_viewer, phantom):
+def test_typing_a_prior_keeps_every_digit(qtbot, open_dock, phantom):
     from qtpy.QtCore import Qt
 
-    _viewer, widget, _ = _dock(make_napari_viewer, phantom)
+    _viewer, widget, _ = open_dock(phantom)
     _click_segment(qtbot, widget)
     box = widget.prior_spinbox.native
     box.setFocus()
@@ -72,11 +58,11 @@ def test_typing_a_prior_keeps_every_digit(qtbot, make_napari_viewer, phantom):
     qtbot.waitUntil(lambda: widget.status_label.value.startswith("Prior 0.420"), timeout=5_000)
 
 
-def test_connected_ticked_before_segmenting_is_honoured(qtbot, make_napari_viewer, phantom):
+def test_connected_ticked_before_segmenting_is_honoured(qtbot, open_dock, phantom):
     from qtpy.QtCore import QPoint, Qt
     from scipy import ndimage
 
-    _viewer, widget, _ = _dock(make_napari_viewer, phantom)
+    _viewer, widget, _ = open_dock(phantom)
     widget.prior_spinbox.value = 0.9  # generous: stray blobs away from the liver
     widget.prototypes_spinbox.value = 1  # one prototype leaves such blobs on this phantom
     assert widget.connected_checkbox.value  # on by default (SegmentOptions.connected)
@@ -97,8 +83,8 @@ def test_connected_ticked_before_segmenting_is_honoured(qtbot, make_napari_viewe
     assert loose > 1
 
 
-def test_painting_after_a_run_corrects_in_place(qtbot, make_napari_viewer, phantom, errors):
-    viewer, widget, support = _dock(make_napari_viewer, phantom)
+def test_painting_after_a_run_corrects_in_place(qtbot, open_dock, phantom, errors):
+    viewer, widget, support = open_dock(phantom)
     _click_segment(qtbot, widget)
     # the brush is still in the user's hand: support selected, paint mode
     assert viewer.layers.selection.active.name == "support" and support.mode == "paint"
@@ -124,7 +110,7 @@ def test_painting_after_a_run_corrects_in_place(qtbot, make_napari_viewer, phant
 
 
 def test_apply_after_cancel_refuses_the_partial_preview(
-    qtbot, make_napari_viewer, phantom, monkeypatch, errors
+    qtbot, open_dock, phantom, monkeypatch, errors
 ):
     from qtpy.QtCore import Qt
 
@@ -140,7 +126,7 @@ def test_apply_after_cancel_refuses_the_partial_preview(
             yield step
 
     monkeypatch.setattr(SegmentationSession, "segment", slow)
-    viewer, widget, _ = _dock(make_napari_viewer, phantom)
+    viewer, widget, _ = open_dock(phantom)
     qtbot.mouseClick(widget.segment_button.native, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: len(seen) >= 3, timeout=TIMEOUT_MS)
     qtbot.mouseClick(widget.cancel_button.native, Qt.MouseButton.LeftButton)
@@ -156,7 +142,7 @@ def test_apply_after_cancel_refuses_the_partial_preview(
 
 
 def test_a_bogus_checkpoint_is_refused_when_chosen(
-    qtbot, make_napari_viewer, phantom, tmp_path, monkeypatch, errors
+    qtbot, open_dock, phantom, tmp_path, monkeypatch, errors
 ):
     from qtpy.QtWidgets import QFileDialog
 
@@ -166,7 +152,7 @@ def test_a_bogus_checkpoint_is_refused_when_chosen(
     bogus.parent.mkdir()
     bogus.write_bytes(b"PK\x03\x04 definitely not a torch zip file" * 50)
     monkeypatch.setattr(QFileDialog, "getOpenFileName", lambda *a, **k: (str(bogus), ""))
-    _viewer, widget, _ = _dock(make_napari_viewer, phantom, paint=False)
+    _viewer, widget, _ = open_dock(phantom, paint=False)
     dock = widget.native.parentWidget()
     qtbot.wait(50)
     width = dock.width()

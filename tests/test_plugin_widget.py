@@ -64,18 +64,9 @@ def phantom():
 
 
 @pytest.fixture
-def setup(make_napari_viewer, phantom):
+def setup(open_dock, phantom):
     """A viewer with the phantom, the widget (through the manifest) and a painted support."""
-    viewer = make_napari_viewer()
-    viewer.add_image(phantom.image, name="phantom", scale=phantom.spacing)
-    _, widget = viewer.window.add_plugin_dock_widget("napari-tpm", "TPM Segmentation")
-    widget.model_combo.value = "filterbank"
-    widget.device_combo.value = "cpu"
-    support = widget.new_support_layer()
-    z = paint_slice(phantom)
-    support.data[z][phantom.labels[z] == LIVER] = LIVER
-    support.refresh()
-    return viewer, widget, support
+    return open_dock(phantom)
 
 
 def paint_slice(phantom) -> int:

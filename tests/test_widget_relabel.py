@@ -79,18 +79,10 @@ def phantom():
 
 
 @pytest.fixture
-def dock(make_napari_viewer, phantom, qtbot):
+def dock(open_dock, phantom, qtbot):
     """A viewer with the phantom and the dock, segmented once (the relabel has landed)."""
-    viewer = make_napari_viewer()
-    viewer.add_image(phantom.image, name="phantom", scale=phantom.spacing)
-    _, widget = viewer.window.add_plugin_dock_widget("napari-tpm", "TPM Segmentation")
-    widget.model_combo.value = "filterbank"
-    widget.device_combo.value = "cpu"
-    support = widget.new_support_layer()
-    z = int(np.argmax((phantom.labels == LIVER).sum(axis=(1, 2))))
-    support.data[z][phantom.labels[z] == LIVER] = LIVER
-    support.refresh()
-    viewer.dims.set_current_step(0, z)
+    viewer, widget, _ = open_dock(phantom)
+    viewer.dims.set_current_step(0, int(np.argmax((phantom.labels == LIVER).sum(axis=(1, 2)))))
     widget.segment()
     settle(qtbot, widget)
     assert widget.session is not None and widget.state.complete

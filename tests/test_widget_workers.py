@@ -19,7 +19,6 @@ import threading
 import time
 import weakref
 
-import numpy as np
 import pytest
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # Xvfb gives GL; no xcb libraries needed
@@ -27,7 +26,6 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # Xvfb gives GL; no xcb l
 pytestmark = pytest.mark.gui
 
 SHAPE = (24, 96, 96)
-LIVER = 5
 TIMEOUT_MS = 60_000
 
 
@@ -116,17 +114,8 @@ def phantom():
 
 
 @pytest.fixture
-def widget(make_napari_viewer, phantom):
-    viewer = make_napari_viewer()
-    viewer.add_image(phantom.image, name="phantom", scale=phantom.spacing)
-    _, widget = viewer.window.add_plugin_dock_widget("napari-tpm", "TPM Segmentation")
-    widget.model_combo.value = "filterbank"
-    widget.device_combo.value = "cpu"
-    support = widget.new_support_layer()
-    z = int(np.argmax((phantom.labels == LIVER).sum(axis=(1, 2))))
-    support.data[z][phantom.labels[z] == LIVER] = LIVER
-    support.refresh()
-    return widget
+def widget(open_dock, phantom):
+    return open_dock(phantom)[1]
 
 
 def settle(qtbot, widget) -> None:
