@@ -56,6 +56,34 @@ def open_dock(make_napari_viewer):
     return _open
 
 
+class SlowRuns:
+    """What ``slow_segment`` gives a test: the steps yielded so far, and the sleep per step."""
+
+    def __init__(self) -> None:
+        self.steps: list[object] = []
+        self.delay = 0.2  # set to 0 to let the next run go at full speed
+
+
+@pytest.fixture
+def slow_segment(monkeypatch: pytest.MonkeyPatch) -> SlowRuns:
+    """Every segmentation step sleeps ``delay`` s, so a GUI test can cancel or close mid-run."""
+    import time
+
+    from napari_tpm.session import SegmentationSession
+
+    original = SegmentationSession.segment
+    runs = SlowRuns()
+
+    def slow(self, *args, **kwargs):
+        for step in original(self, *args, **kwargs):
+            runs.steps.append(step)
+            time.sleep(runs.delay)
+            yield step
+
+    monkeypatch.setattr(SegmentationSession, "segment", slow)
+    return runs
+
+
 @pytest.fixture
 def errors(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Every message the dock widget shows with show_error, in order (GUI tests)."""

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 
 import numpy as np
 import pytest
@@ -110,22 +109,11 @@ def test_painting_after_a_run_corrects_in_place(qtbot, open_dock, phantom, error
 
 
 def test_apply_after_cancel_refuses_the_partial_preview(
-    qtbot, open_dock, phantom, monkeypatch, errors
+    qtbot, open_dock, phantom, slow_segment, errors
 ):
     from qtpy.QtCore import Qt
 
-    from napari_tpm.session import SegmentationSession
-
-    original = SegmentationSession.segment
-    seen: list[object] = []
-
-    def slow(self, *args, **kwargs):
-        for step in original(self, *args, **kwargs):
-            seen.append(step)
-            time.sleep(0.2)
-            yield step
-
-    monkeypatch.setattr(SegmentationSession, "segment", slow)
+    seen = slow_segment.steps
     viewer, widget, _ = open_dock(phantom)
     qtbot.mouseClick(widget.segment_button.native, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: len(seen) >= 3, timeout=TIMEOUT_MS)
@@ -136,7 +124,7 @@ def test_apply_after_cancel_refuses_the_partial_preview(
     assert len(errors) == 1 and "partial" in errors[0], errors
     assert "TPM labels" not in [layer.name for layer in viewer.layers]
     # finishing the run makes Apply work again
-    monkeypatch.setattr(SegmentationSession, "segment", original)
+    slow_segment.delay = 0.0
     _click_segment(qtbot, widget)
     assert widget.apply() > 0
 

@@ -241,19 +241,8 @@ def test_support_painted_on_another_scan(qtbot, make_napari_viewer, phantom, err
     assert score > MIN_ATLAS_DICE, score
 
 
-def test_cancel_stops_the_worker_between_batches(qtbot, setup, monkeypatch, errors):
-    from napari_tpm.session import SegmentationSession
-
-    original = SegmentationSession.segment
-    yielded: list[object] = []
-
-    def slow(self, *args, **kwargs):
-        for step in original(self, *args, **kwargs):
-            yielded.append(step)
-            time.sleep(0.2)
-            yield step
-
-    monkeypatch.setattr(SegmentationSession, "segment", slow)
+def test_cancel_stops_the_worker_between_batches(qtbot, setup, slow_segment, errors):
+    yielded = slow_segment.steps
     _viewer, widget, _ = setup
     widget.segment_button.native.click()
     qtbot.waitUntil(lambda: len(yielded) >= 2, timeout=SEGMENT_TIMEOUT_MS)
@@ -264,22 +253,12 @@ def test_cancel_stops_the_worker_between_batches(qtbot, setup, monkeypatch, erro
     assert errors == []
     assert widget.segment_button.enabled and not widget.cancel_button.enabled
     # the widget stays usable: the next run completes (reusing the features already encoded)
-    monkeypatch.setattr(SegmentationSession, "segment", original)
+    slow_segment.delay = 0.0
     run(qtbot, widget)
     assert np.count_nonzero(widget.result_layer.data) > 0
 
 
-def test_closing_the_viewer_cancels_the_worker(qtbot, make_napari_viewer, phantom, monkeypatch):
-    from napari_tpm.session import SegmentationSession
-
-    original = SegmentationSession.segment
-
-    def slow(self, *args, **kwargs):
-        for step in original(self, *args, **kwargs):
-            time.sleep(0.2)
-            yield step
-
-    monkeypatch.setattr(SegmentationSession, "segment", slow)
+def test_closing_the_viewer_cancels_the_worker(qtbot, make_napari_viewer, phantom, slow_segment):
     viewer = make_napari_viewer()
     viewer.add_image(phantom.image, name="phantom")
     _, widget = viewer.window.add_plugin_dock_widget("napari-tpm", "TPM Segmentation")

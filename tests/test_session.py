@@ -107,12 +107,17 @@ def test_labels_write_into_a_buffer_and_limit_range(liver_session, phantom):
     assert set(np.unique(buf)) <= {0, 5}
 
 
-def test_multiclass_keeps_label_values(phantom):
-    organs = np.where(np.isin(phantom.labels, [1, 2, 3, 5]), phantom.labels, 0)
-    counts = [len(np.unique(organs[z])) for z in range(SHAPE[0])]
-    z = int(np.argmax(counts))
+def paint_all_organs(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """(organ labels, paint, slice): every organ painted on the slice that shows the most."""
+    organs = np.where(np.isin(labels, [1, 2, 3, 5]), labels, 0)
+    z = int(np.argmax([len(np.unique(organs[i])) for i in range(organs.shape[0])]))
     paint = np.zeros_like(organs)
     paint[z] = organs[z]
+    return organs, paint, z
+
+
+def test_multiclass_keeps_label_values(phantom):
+    organs, paint, z = paint_all_organs(phantom.labels)
     session = SegmentationSession("filterbank", device="cpu")
     session.set_image(phantom.image, phantom.spacing)
     for _ in session.segment(paint):
@@ -125,11 +130,7 @@ def test_multiclass_keeps_label_values(phantom):
 
 
 def test_relaxed_class_boundaries_only_add_and_keep_the_shared_class_choice(phantom):
-    organs = np.where(np.isin(phantom.labels, [1, 2, 3, 5]), phantom.labels, 0)
-    counts = [len(np.unique(organs[z])) for z in range(SHAPE[0])]
-    z = int(np.argmax(counts))
-    paint = np.zeros_like(organs)
-    paint[z] = organs[z]
+    _, paint, _ = paint_all_organs(phantom.labels)
     results = {}
     for relax in (False, True):
         session = SegmentationSession("filterbank", device="cpu", relax_classes=relax)

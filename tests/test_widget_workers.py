@@ -144,20 +144,10 @@ def test_runs_and_refits_keep_no_job(qtbot, widget, errors):
     let_go_of_the_session(qtbot, widget)
 
 
-def test_a_cancelled_run_keeps_no_job(qtbot, widget, monkeypatch, errors):
+def test_a_cancelled_run_keeps_no_job(qtbot, widget, slow_segment, errors):
     from napari_tpm._widget._worker import SegmentRequest
-    from napari_tpm.session import SegmentationSession
 
-    original = SegmentationSession.segment
-    yielded: list[object] = []
-
-    def slow(self, *args, **kwargs):
-        for step in original(self, *args, **kwargs):
-            yielded.append(step)
-            time.sleep(0.2)
-            yield step
-
-    monkeypatch.setattr(SegmentationSession, "segment", slow)
+    yielded = slow_segment.steps
     widget.segment()
     qtbot.waitUntil(lambda: len(yielded) >= 2, timeout=TIMEOUT_MS)
     widget.cancel()
