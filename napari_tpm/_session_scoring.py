@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 from napari_tpm._session_data import _logit_icp, _pixels, _Support
 from napari_tpm.checkpoints import TPMModel
+from napari_tpm.options import CLASS_BOUNDARIES
 from napari_tpm.postprocess import keep_connected
 from napari_tpm.tpm import (
     fit_spherical_gmm,
@@ -103,8 +104,8 @@ def calibrate(
     boundary for all), ``"own"`` each class its own boundary, ``"relax"`` its own boundary
     only where that is looser than the shared one.
     """
-    if per_class not in ("shared", "own", "relax"):
-        raise ValueError(f"per_class must be 'shared', 'own' or 'relax', got {per_class!r}")
+    if per_class not in CLASS_BOUNDARIES:
+        raise ValueError(f"per_class must be one of {CLASS_BOUNDARIES}, got {per_class!r}")
     s = support
     # slices with only background strokes say nothing about how much is foreground
     with_fg = (s.masks_working > 0).flatten(1).any(1)

@@ -12,7 +12,10 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["SegmentOptions"]
+__all__ = ["CLASS_BOUNDARIES", "SegmentOptions"]
+
+#: the values of ``SegmentOptions.class_boundaries``
+CLASS_BOUNDARIES = ("shared", "relax", "own")
 
 
 @dataclass(frozen=True)
@@ -26,14 +29,13 @@ class SegmentOptions:
         grow_scribbles: a thin, elongated stroke is grown on its slice to the region the model
             assigns to it (``napari_tpm.scribble``) before it defines the prototype and the
             calibration; a filled region is used as painted.
-        class_calibration: with several structures, place each one's decision boundary on
-            its own painted count (models without a learned threshold) instead of one shared
-            boundary for all.
-        relax_classes: with several structures and one shared boundary, a structure whose
-            own painted count asks for a looser boundary than the shared one gets it (never a
-            stricter one); which structure a voxel belongs to is still decided on the shared
-            scores. A liver painted on a slice low in it otherwise comes out a fraction of its
-            size beside the kidneys and spleen.
+        class_boundaries: with several structures, what each one's own painted count does to
+            its decision boundary (models without a learned threshold): ``"shared"`` nothing,
+            one boundary for all; ``"own"`` each its own boundary; ``"relax"`` its own only
+            where that is looser than the shared one (never stricter), the structure a voxel
+            belongs to still decided on the shared scores. With one shared boundary a liver
+            painted on a slice low in it comes out a fraction of its size beside the kidneys
+            and spleen; with "own" the kidneys lose instead.
         refine: iterations of transductive TPM on the query (0: the plain one-pass TPM).
             Each refits the prototypes and the per-slice class priors on the query's own
             features by EM, regularised towards the support (``tpm.transductive``).
@@ -70,8 +72,7 @@ class SegmentOptions:
 
     connected: bool = True
     grow_scribbles: bool = True
-    class_calibration: bool = False
-    relax_classes: bool = True
+    class_boundaries: str = "relax"
     refine: int = 0
     refine_atlas: int = 2
     refine_weight: float = 1.0
@@ -94,6 +95,10 @@ class SegmentOptions:
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not value >= 0 or value == float("inf"):
                 raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+        if self.class_boundaries not in CLASS_BOUNDARIES:
+            raise ValueError(
+                f"class_boundaries must be one of {CLASS_BOUNDARIES}, got {self.class_boundaries!r}"
+            )
         if not isinstance(self.continuity, (int, float)) or not 0 <= self.continuity <= 1:
             raise ValueError(f"continuity must be a fraction in [0, 1], got {self.continuity!r}")
 

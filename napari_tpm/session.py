@@ -118,7 +118,6 @@ class SegmentationSession(SessionOutputs):
         self._support_prototypes: list[tuple[torch.Tensor, torch.Tensor]] = []
         self._slice_bias: torch.Tensor | None = None  # (n, K) per-slice log prior ratios
         self._class_offsets: torch.Tensor | None = None  # (K,) per-class calibration
-        self._choose_shared = False  # pick each voxel's class without the per-class offsets
         self.refine_trace: list[float] = []  # query log-likelihood per refinement step
         self._background_value: int | None = BACKGROUND_LABEL
         self._offset = 0.0
@@ -433,11 +432,9 @@ class SegmentationSession(SessionOutputs):
         if not self.options.hard_negatives:
             self._negative = None
         try:
-            mode = "own" if self.options.class_calibration else "shared"
-            if mode == "shared" and self.options.relax_classes:
-                mode = "relax"
-            self._offset, self._class_offsets = calibrate(s, self._low_scores, mode)
-            self._choose_shared = mode == "relax"
+            self._offset, self._class_offsets = calibrate(
+                s, self._low_scores, self.options.class_boundaries
+            )
         finally:
             self._negative = negative
 
@@ -470,7 +467,7 @@ class SegmentationSession(SessionOutputs):
         take pixels the kidney wins on the shared scores.
         """
         up = query.grid.from_working(low)  # (b, K, H, W)
-        if self._choose_shared and self._class_offsets is not None:
+        if self._class_offsets is not None and self.options.class_boundaries == "relax":
             index = (up - self._class_offsets[None, :, None, None]).argmax(1)
             self._score[lo:hi] = up.gather(1, index[:, None])[:, 0].numpy()
             self._best[lo:hi] = index.to(torch.uint8).numpy()

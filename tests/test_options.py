@@ -23,6 +23,7 @@ def test_pairs_are_typed_and_checked():
         (["refine=-1"], ">= 0"),
         (["smooth_mm=nan"], "finite"),
         (["continuity=1.5"], "fraction"),
+        (["class_boundaries=loose"], "class_boundaries"),
     ]:
         with pytest.raises(ValueError, match=message):
             SegmentOptions.from_pairs(bad)

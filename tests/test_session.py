@@ -133,7 +133,8 @@ def test_relaxed_class_boundaries_only_add_and_keep_the_shared_class_choice(phan
     _, paint, _ = paint_all_organs(phantom.labels)
     results = {}
     for relax in (False, True):
-        session = SegmentationSession("filterbank", device="cpu", relax_classes=relax)
+        mode = "relax" if relax else "shared"
+        session = SegmentationSession("filterbank", device="cpu", class_boundaries=mode)
         session.set_image(phantom.image, phantom.spacing)
         for _ in session.segment(paint):
             pass
