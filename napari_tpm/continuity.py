@@ -119,7 +119,7 @@ def keep_continuous(
                 continue
             size = int(prev.sum())
             g = growth if size >= shrink * largest else 0.0  # past the widest slice: no growth
-            cur = _continue(pieces[z], prev, area, overlap, spacing, g)
+            cur = _continue(pieces[z], prev, size, area, overlap, spacing, g)
             out[z] |= cur
             prev = cur
             largest = max(largest, size)
@@ -129,6 +129,7 @@ def keep_continuous(
 def _continue(
     pieces: np.ndarray,
     prev: np.ndarray,
+    prev_area: int,
     area: np.ndarray,
     overlap: float,
     spacing: tuple[float, float],
@@ -138,7 +139,6 @@ def _continue(
     on_prev = (pieces > 0) & prev
     if not on_prev.any():
         return on_prev
-    prev_area = int(prev.sum())
     reach = growth * np.sqrt(prev_area * spacing[0] * spacing[1] / np.pi)
     # everything near the previous result lies in its box grown by the reach: work there
     ys, xs = np.flatnonzero(prev.any(axis=1)), np.flatnonzero(prev.any(axis=0))
