@@ -78,6 +78,11 @@ class SessionOutputs:
     def axis(self) -> int:
         return self._require_support().axis
 
+    @property
+    def support_slices(self) -> tuple[int, ...]:
+        """The painted slices along :attr:`axis` (after a second pass: its pseudo-paint's)."""
+        return self._require_support().indices
+
     def auto_prior(self) -> float:
         """The class prior the model suggests for this support.
 

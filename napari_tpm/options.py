@@ -68,6 +68,10 @@ class SegmentOptions:
             else only its part on it (0: off). Stops a leak into a neighbour that touches the
             organ over a broad contact, which a neck cut cannot separate
             (:mod:`napari_tpm.continuity`).
+        bootstrap: with paint on another volume, segment a second time from the first
+            result's most confident slice of this volume, as if the user had painted it
+            there: the prototypes and the boundary then come from this scan
+            (:mod:`napari_tpm.bootstrap`).
     """
 
     connected: bool = True
@@ -85,6 +89,7 @@ class SegmentOptions:
     hard_negatives: bool = False
     snap_mm: float = 3.0
     continuity: float = 0.7
+    bootstrap: bool = True
 
     def __post_init__(self) -> None:
         for name in ("refine", "refine_atlas"):

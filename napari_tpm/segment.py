@@ -358,6 +358,7 @@ def run(args: argparse.Namespace) -> dict:
         "model": session.model.name,
         "device": str(session.device),
         "encoder_calls": session.encoder_calls,
+        "second_pass_slices": session.support_slices if session.bootstrapped else (),
     }
 
 
@@ -427,6 +428,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"wrote {args.out}",
             file=sys.stderr,
         )
+        if summary.get("second_pass_slices"):
+            print(
+                "  paint from another volume: segmented again from this volume's slice(s) "
+                f"{list(summary['second_pass_slices'])} of the first result "
+                "(--option bootstrap=false turns this off)",
+                file=sys.stderr,
+            )
         if "dice" in summary:
             for name, d in summary["dice"].items():
                 print(f"  Dice {name:13s} {d:.3f}", file=sys.stderr)

@@ -55,6 +55,7 @@ from napari_tpm._session_scoring import (
 )
 from napari_tpm._session_support import build_support, check_paint_grid
 from napari_tpm._threads import one_cpu_thread
+from napari_tpm.bootstrap import pseudo_paint
 from napari_tpm.checkpoints import TPMModel, load_model
 from napari_tpm.options import SegmentOptions
 from napari_tpm.postprocess import smooth_scores
@@ -119,6 +120,9 @@ class SegmentationSession(SessionOutputs):
         self._slice_bias: torch.Tensor | None = None  # (n, K) per-slice log prior ratios
         self._class_offsets: torch.Tensor | None = None  # (K,) per-class calibration
         self.refine_trace: list[float] = []  # query log-likelihood per refinement step
+        #: whether the last segment() ran a second pass from the first result's pseudo-paint
+        #: (``options.bootstrap``); the support is then that pseudo-paint on this volume
+        self.bootstrapped = False
         self._background_value: int | None = BACKGROUND_LABEL
         self._offset = 0.0
         self._low: torch.Tensor | None = None  # (n, K, h, w) float32 per-class log-odds
@@ -259,11 +263,14 @@ class SegmentationSession(SessionOutputs):
         looks like them is pushed towards background). The painted slices are encoded first,
         then the query slices in batches outward from the middle painted slice (or from the
         matching relative position when the support is another volume); every yielded
-        ``Progress.slices`` range is final, so a viewer can show it at once. Features stay
-        cached: painting more and calling this again does not re-encode the volume.
+        ``Progress.slices`` range is final, so a viewer can show it at once (with another
+        volume's support and ``options.bootstrap`` a second pass from the first result follows
+        and rewrites them). Features stay cached: painting more and calling this again does not
+        re-encode the volume.
         """
         image = self._require_image()
         k = _check_prototypes(n_prototypes)
+        self.bootstrapped = False
         paint = np.asarray(support_labels)
         same_volume = check_paint_grid(paint, image, support_image)
         parsed = parse_support(paint, background_label)
@@ -310,6 +317,26 @@ class SegmentationSession(SessionOutputs):
         yield from self._score_all(query, start=self._start_index(query))
         yield from self._refine(query)
         yield from self._smooth(query)
+        if not same_volume and self.options.bootstrap:
+            yield from self._bootstrap(k, background_label)
+
+    def _bootstrap(self, k: int, background_label: int | None) -> Iterator[Progress]:
+        """Segment again from the first result's most confident slice (``options.bootstrap``).
+
+        The first pass, from another volume's paint, only has to find the organ; the second
+        starts from its pseudo-paint on this volume (:func:`napari_tpm.bootstrap.pseudo_paint`)
+        and runs the same-scan pipeline. Nothing found: the first result stays.
+        """
+        s = self._require_support()
+        assert self._score is not None
+        first = np.moveaxis(self.labels(None), s.axis, 0)
+        paint = pseudo_paint(first, self._score, s.label_values)
+        if paint is None:
+            return
+        yield from self.segment(
+            np.moveaxis(paint, 0, s.axis), n_prototypes=k, background_label=background_label
+        )
+        self.bootstrapped = True
 
     def _smooth(self, query: _Volume) -> Iterator[Progress]:
         """3D Gaussian smoothing of the cached class log-odds (``options.smooth_mm``).

@@ -69,6 +69,25 @@ def test_end_to_end_keeps_geometry_and_label_values(case, tmp_path):
     assert p.dtype == np.float32 and p.min() >= 0 and p.max() <= 1
 
 
+def test_support_from_another_volume_says_where_the_second_pass_started(case, tmp_path, capsys):
+    folder, ph, _ = case
+    atlas = make_phantom(shape=SHAPE, seed=9)
+    zs = np.nonzero((atlas.labels == 5).any(axis=(1, 2)))[0]
+    paint = np.zeros(SHAPE, np.uint8)
+    paint[zs[len(zs) // 2]][atlas.labels[zs[len(zs) // 2]] == 5] = 5
+    write_volume(tmp_path / "atlas.nii.gz", atlas.image, Volume(atlas.image, tuple(atlas.spacing)))
+    write_volume(tmp_path / "atlas_paint.nii.gz", paint, Volume(paint, tuple(atlas.spacing)))
+    base = [folder / "ct.nii.gz", "--support-image", tmp_path / "atlas.nii.gz"]
+    base += ["--support-labels", tmp_path / "atlas_paint.nii.gz", "--checkpoint", "filterbank"]
+    out = tmp_path / "out.nii.gz"
+    assert run_cli(*base, "--out", out) == 0
+    said = capsys.readouterr().err
+    assert "segmented again from this volume's slice(s) [" in said
+    assert dice(read_volume(out).array == 5, ph.labels == 5) > 0.5
+    assert run_cli(*base, "--out", tmp_path / "off.nii.gz", "--option", "bootstrap=false") == 0
+    assert "segmented again" not in capsys.readouterr().err
+
+
 def test_prototypes_prior_and_range_flags(case, tmp_path):
     folder, _, _ = case
     sizes = []

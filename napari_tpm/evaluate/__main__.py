@@ -83,7 +83,7 @@ def _common(p: argparse.ArgumentParser) -> None:
         default=[],
         metavar="KEY=VALUE",
         help="a session option (napari_tpm.options.SegmentOptions) over the protocol's plain "
-        "TPM (connected=false, refine_atlas=0), e.g. refine_atlas=2; repeatable",
+        "TPM (connected=false, refine_atlas=0, bootstrap=false), e.g. refine_atlas=2; repeatable",
     )
 
 
@@ -210,7 +210,9 @@ def _check_patterns(patterns: Sequence[str | None], **fill: Sequence) -> None:
 def _segment_options(pairs: list[str]) -> SegmentOptions:
     """The protocol's plain TPM (no connectivity filter, no refinement) with ``--option``s."""
     try:
-        return SegmentOptions.from_pairs(pairs, {"connected": "false", "refine_atlas": "0"})
+        return SegmentOptions.from_pairs(
+            pairs, {"connected": "false", "refine_atlas": "0", "bootstrap": "false"}
+        )
     except ValueError as err:
         raise BadInput(str(err)) from None
 

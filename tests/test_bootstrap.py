@@ -1,0 +1,75 @@
+"""The pseudo-paint of a first result, and the session's second pass from it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_tpm.bootstrap import pseudo_paint
+from napari_tpm.options import SegmentOptions
+from napari_tpm.phantom import make_phantom
+from napari_tpm.session import SegmentationSession
+
+SHAPE = (24, 96, 96)
+
+
+def test_widest_slice_and_its_most_confident_piece():
+    labels = np.zeros((5, 20, 20), np.uint8)
+    labels[1, 2:6, 2:6] = 1  # 16 px
+    labels[3, 2:8, 2:8] = 1  # 36 px, the widest slice: two pieces there
+    labels[3, 12:19, 12:19] = 1  # 49 px, the larger piece but less confident
+    score = np.zeros(labels.shape, np.float32)
+    score[3, 2:8, 2:8] = 5.0
+    score[3, 12:19, 12:19] = 1.0
+    paint = pseudo_paint(labels, score, (1,))
+    assert paint is not None
+    assert np.flatnonzero(paint.any(axis=(1, 2))).tolist() == [3]
+    assert (paint[3] == 1).sum() == 36 and paint[3, 2:8, 2:8].all()
+
+
+def test_classes_share_the_slice_that_shows_most_of_them():
+    labels = np.zeros((6, 20, 20), np.uint8)
+    labels[0:4, 2:8, 2:8] = 1
+    labels[1, 2:12, 2:12] = 1  # class 1 alone is widest on slice 1
+    labels[2:5, 12:16, 12:16] = 2  # class 2 on slices 2-4
+    labels[5, 10:18, 10:18] = 3  # class 3 only on slice 5
+    paint = pseudo_paint(labels, np.ones(labels.shape, np.float32), (1, 2, 3))
+    assert paint is not None
+    # slices 2 and 3 both show two classes; equal areas there, the later one wins the tie
+    z = int(np.flatnonzero((paint == 1).any(axis=(1, 2)))[0])
+    assert z in (2, 3) and (paint[z] == 2).any()
+    assert np.flatnonzero((paint == 3).any(axis=(1, 2))).tolist() == [5]
+    for v in (1, 2, 3):  # painted where the first result has that class, nowhere else
+        assert ((paint == v) <= (labels == v)).all()
+
+
+def test_nothing_found_gives_none_and_shapes_are_checked():
+    labels = np.zeros((3, 8, 8), np.uint8)
+    assert pseudo_paint(labels, np.zeros(labels.shape), (1,)) is None
+    with pytest.raises(ValueError, match="3D shape"):
+        pseudo_paint(labels, np.zeros((3, 8, 9)), (1,))
+
+
+@pytest.mark.parametrize("bootstrap", [True, False])
+def test_session_second_pass_from_another_volumes_paint(bootstrap):
+    query = make_phantom(shape=SHAPE, seed=3)
+    other = make_phantom(shape=SHAPE, seed=11)
+    zs = np.flatnonzero((other.labels == 5).any(axis=(1, 2)))
+    paint = np.zeros(SHAPE, np.uint8)
+    z = int(zs[len(zs) // 2])
+    paint[z][other.labels[z] == 5] = 5
+    session = SegmentationSession(
+        "filterbank", device="cpu", options=SegmentOptions(bootstrap=bootstrap)
+    )
+    session.set_image(query.image, query.spacing)
+    stages = [p.stage for p in session.segment(paint, support_image=other.image)]
+    assert session.bootstrapped is bootstrap
+    s = session._require_support()
+    assert s.same_volume is bootstrap  # the second pass's support is on the query itself
+    assert stages.count("support") == (2 if bootstrap else 1)
+    assert session.label_values == (5,)
+    result = session.labels(None)
+    truth = query.labels == 5
+    assert 2 * (result.astype(bool) & truth).sum() / (result.astype(bool).sum() + truth.sum()) > 0.5
+    if bootstrap:  # the pseudo-paint is part of the first result, on one slice of the query
+        assert len(s.indices) == 1
