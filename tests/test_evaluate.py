@@ -135,7 +135,8 @@ def test_estimator_priors_come_from_the_checkpoint(session, cases):
             }
         },
     )
-    s = SegmentationSession(model, device="cpu", batch_size=8, connected=False)
+    # the protocol's plain TPM (Options.segment): no second pass from the first result
+    s = SegmentationSession(model, device="cpu", batch_size=8, connected=False, bootstrap=False)
     query, support = cases[1].load(), cases[2].load()
     rec = evaluate_binary(s, query, support, 1, Options(device="cpu", prototypes=(1,)))[0]
     truth = query.labels == 1
