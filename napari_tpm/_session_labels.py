@@ -71,13 +71,15 @@ def clean_3d(
     spacing: tuple[float, float, float],
     image: np.ndarray,
     options: SegmentOptions,
+    pick: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> None:
     """The 3D steps of ``labels()``, in place on the whole volume ``view`` (slice axis first).
 
-    Keep the components connected to the paint (the largest one for another volume's
-    support), cut thin necks into touching look-alike tissue (``options.neck``), snap the
-    outline to the organ's intensity (``options.snap_mm``), keep what stays connected, and
-    keep what continues slice by slice from the paint (``options.continuity``).
+    Keep the components connected to the paint (for another volume's support the one ``pick``
+    chooses, else the largest one), cut thin necks into touching look-alike tissue
+    (``options.neck``), snap the outline to the organ's intensity (``options.snap_mm``), keep
+    what stays connected, and keep what continues slice by slice from the paint
+    (``options.continuity``).
     ``spacing`` and ``image`` are the query's, in the user's axis order.
     """
     s = support
@@ -86,6 +88,8 @@ def clean_3d(
     if s.same_volume:
         _apply_paint(seeds, s, background)
     others = [sp for a, sp in enumerate(spacing) if a != s.axis]
+    if pick is not None and not s.same_volume:
+        view[...] = pick(view)
     view[...] = keep_connected(view, seeds)
     box = _bounding_box(view, margin=(1, *(int(opts.snap_mm / sp) + 2 for sp in others)))
     if box is None:

@@ -9,6 +9,7 @@ refinement that write them. It holds no state of its own.
 from __future__ import annotations
 
 import math
+from functools import partial
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -18,6 +19,7 @@ from napari_tpm._session_data import _check_prior, _outward_batches, _Support, _
 from napari_tpm._session_labels import clean_3d, write_labels
 from napari_tpm._session_scoring import auto_prior
 from napari_tpm.checkpoints import TPMModel
+from napari_tpm.contrast import Footprint, keep_fitting_component, pixel_area
 from napari_tpm.options import SegmentOptions
 from napari_tpm.preprocess import WorkingGrid
 
@@ -40,6 +42,8 @@ class SessionOutputs:
     _low: torch.Tensor | None
     _score: np.ndarray | None
     _best: np.ndarray | None
+    _normalised: np.ndarray | None
+    _paint_footprints: dict[int, Footprint]
 
     if TYPE_CHECKING:
 
@@ -159,13 +163,26 @@ class SessionOutputs:
         Connected components, neck cut and outline snap: see
         :func:`napari_tpm._session_labels.clean_3d`.
         """
+        s = self._require_support()
+        pick = None
+        if self._paint_footprints and not s.same_volume:
+            assert self._normalised is not None  # set with the query's view in segment()
+            normalised = np.moveaxis(self._normalised, s.axis, 0)
+            area = pixel_area(self._spacing, s.axis)
+            pick = partial(
+                keep_fitting_component,
+                image=normalised,
+                target=self._paint_footprints,
+                pixel_area_mm2=area,
+            )
         clean_3d(
             view,
-            self._require_support(),
+            s,
             self._background_value,
             self._spacing,
             self._require_image(),
             self.options,
+            pick,
         )
 
     def probabilities(self, prior: float | None = None) -> np.ndarray:

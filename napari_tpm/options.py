@@ -72,6 +72,14 @@ class SegmentOptions:
             result's most confident slice of this volume, as if the user had painted it
             there: the prototypes and the boundary then come from this scan
             (:mod:`napari_tpm.bootstrap`).
+        contrast_search: with paint on another volume and ``bootstrap``, try the painted
+            organ's intensities at a few offsets (CT +-40 and +-80 HU; MR x0.5-1.5) and keep
+            the result whose size, place in the body and second-pass agreement fit the paint
+            best: scans taken at another contrast phase otherwise miss the organ
+            (:mod:`napari_tpm.contrast`). Five runs instead of one.
+        fit_component: with ``connected`` and paint on another volume, keep the 3D region
+            whose size, place in the body and height in the scan fit the paint best, instead
+            of the largest region (often a look-alike neighbour: the other kidney).
     """
 
     connected: bool = True
@@ -90,6 +98,8 @@ class SegmentOptions:
     snap_mm: float = 3.0
     continuity: float = 0.7
     bootstrap: bool = True
+    contrast_search: bool = True
+    fit_component: bool = False
 
     def __post_init__(self) -> None:
         for name in ("refine", "refine_atlas"):

@@ -269,6 +269,7 @@ def _check_outputs_spare_inputs(args: argparse.Namespace) -> None:
 
 def run(args: argparse.Namespace) -> dict:
     """Do the work for parsed arguments; raise BadInput for user errors. Returns a summary."""
+    from napari_tpm.contrast import describe_step, is_unchanged
     from napari_tpm.io import VolumeError, read_volume, require_same_grid
     from napari_tpm.session import SegmentationSession, SupportError, VolumeTooLargeError
 
@@ -359,6 +360,9 @@ def run(args: argparse.Namespace) -> dict:
         "device": str(session.device),
         "encoder_calls": session.encoder_calls,
         "second_pass_slices": session.support_slices if session.bootstrapped else (),
+        "contrast_step": None
+        if session.contrast_step is None or is_unchanged(session.contrast_step)
+        else describe_step(session.contrast_step),
     }
 
 
@@ -433,6 +437,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "  paint from another volume: segmented again from this volume's slice(s) "
                 f"{list(summary['second_pass_slices'])} of the first result "
                 "(--option bootstrap=false turns this off)",
+                file=sys.stderr,
+            )
+        if summary.get("contrast_step"):
+            print(
+                "  contrast search: the painted intensities fit this scan best changed by "
+                f"{summary['contrast_step']} (--option contrast_search=false keeps them)",
                 file=sys.stderr,
             )
         if "dice" in summary:

@@ -16,7 +16,8 @@ and the label at a prior is ``s > -logit(prior)``; see docs/architecture.md.
 This module holds the caches and the order of the stages; the work lives in private modules:
 ``_session_support`` (paint -> support), ``_session_scoring`` (prototypes, log-odds,
 calibration), ``_session_output`` (reading results) with ``_session_labels`` (threshold and 3D
-clean-up), and ``_session_data`` (records and small helpers).
+clean-up), ``_session_contrast`` (another volume's paint tried at several intensities), and
+``_session_data`` (records and small helpers).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from napari_tpm._session_contrast import ContrastSearch
 from napari_tpm._session_data import (
     WORKING_SIZE,
     VolumeTooLargeError,
@@ -57,6 +59,7 @@ from napari_tpm._session_support import build_support, check_paint_grid
 from napari_tpm._threads import one_cpu_thread
 from napari_tpm.bootstrap import pseudo_paint
 from napari_tpm.checkpoints import TPMModel, load_model
+from napari_tpm.contrast import Footprint, footprints, pixel_area
 from napari_tpm.options import SegmentOptions
 from napari_tpm.postprocess import smooth_scores
 from napari_tpm.preprocess import normalise_intensity
@@ -65,6 +68,7 @@ from napari_tpm.support import (
     BACKGROUND_LABEL,
     DEFAULT_PROTOTYPES,
     SupportError,
+    SupportSlices,
     find_support_slice,
     parse_support,
 )
@@ -75,7 +79,7 @@ from napari_tpm.tpm.transductive import TransductiveResult, transductive_tpm
 _BYTES_PER_VOXEL = 20  # measured: 18.6 bytes per voxel held by a session (2026-12-02)
 
 
-class SegmentationSession(SessionOutputs):
+class SegmentationSession(SessionOutputs, ContrastSearch):
     """Segment one volume from one painted slice, with every stage cached.
 
     Args:
@@ -123,6 +127,9 @@ class SegmentationSession(SessionOutputs):
         #: whether the last segment() ran a second pass from the first result's pseudo-paint
         #: (``options.bootstrap``); the support is then that pseudo-paint on this volume
         self.bootstrapped = False
+        #: the change to another volume's painted intensities that the last segment() chose
+        #: (``options.contrast_search``; :func:`napari_tpm.contrast.describe_step`), or None
+        self.contrast_step: tuple[str, float] | None = None
         self._background_value: int | None = BACKGROUND_LABEL
         self._offset = 0.0
         self._low: torch.Tensor | None = None  # (n, K, h, w) float32 per-class log-odds
@@ -243,6 +250,7 @@ class SegmentationSession(SessionOutputs):
         self._score = None
         self._best = None
         self._done = np.zeros(0, bool)
+        self._paint_footprints: dict[int, Footprint] = {}
         self.label_values = ()
 
     def segment(
@@ -275,8 +283,42 @@ class SegmentationSession(SessionOutputs):
         same_volume = check_paint_grid(paint, image, support_image)
         parsed = parse_support(paint, background_label)
         self._background_value = background_label
-        axis, indices = parsed.axis, parsed.indices
+        self.contrast_step = None
+        if not same_volume and self.options.bootstrap and self.options.contrast_search:
+            assert support_image is not None
+            yield from self._search_contrast(
+                paint, parsed, np.asarray(support_image), support_spacing, k, background_label
+            )
+            return
+        yield from self._run(
+            paint,
+            parsed,
+            None if same_volume else np.asarray(support_image),
+            support_spacing,
+            k,
+            background_label,
+            bootstrap=not same_volume and self.options.bootstrap,
+        )
 
+    def _run(
+        self,
+        paint: np.ndarray,
+        parsed: SupportSlices,
+        support_image: np.ndarray | None,
+        support_spacing: tuple[float, float, float] | None,
+        k: int,
+        background_label: int | None,
+        *,
+        bootstrap: bool,
+    ) -> Iterator[Progress]:
+        """One segmentation from checked paint: support, prototypes, scores, clean-up.
+
+        ``support_image`` None means the paint is on this volume. ``bootstrap`` adds the second
+        pass from the first result (:meth:`_bootstrap`).
+        """
+        image = self._require_image()
+        same_volume = support_image is None
+        axis, indices = parsed.axis, parsed.indices
         self._reset_support()
         query = self._view(axis)
         sspacing = self._spacing
@@ -289,6 +331,13 @@ class SegmentationSession(SessionOutputs):
             )
             sview = _make_view(snorm, sspacing, axis, only=indices, mm=self._working_mm)
             sidx = np.arange(len(indices))
+            if self.options.fit_component:
+                self._paint_footprints = footprints(
+                    np.moveaxis(paint, axis, 0),
+                    np.moveaxis(snorm, axis, 0),
+                    parsed.values,
+                    pixel_area(sspacing, axis),
+                )
         self._encode(sview, sidx)
         feats = sview.features[torch.from_numpy(sidx)].float()  # (S, C, h, w)
         self._support = support = build_support(
@@ -317,7 +366,7 @@ class SegmentationSession(SessionOutputs):
         yield from self._score_all(query, start=self._start_index(query))
         yield from self._refine(query)
         yield from self._smooth(query)
-        if not same_volume and self.options.bootstrap:
+        if bootstrap:
             yield from self._bootstrap(k, background_label)
 
     def _bootstrap(self, k: int, background_label: int | None) -> Iterator[Progress]:

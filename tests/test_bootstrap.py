@@ -59,7 +59,9 @@ def test_session_second_pass_from_another_volumes_paint(bootstrap):
     z = int(zs[len(zs) // 2])
     paint[z][other.labels[z] == 5] = 5
     session = SegmentationSession(
-        "filterbank", device="cpu", options=SegmentOptions(bootstrap=bootstrap)
+        "filterbank",
+        device="cpu",
+        options=SegmentOptions(bootstrap=bootstrap, contrast_search=False),
     )
     session.set_image(query.image, query.spacing)
     stages = [p.stage for p in session.segment(paint, support_image=other.image)]

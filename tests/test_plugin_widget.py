@@ -239,6 +239,8 @@ def test_support_painted_on_another_scan(qtbot, make_napari_viewer, phantom, err
     assert errors == []
     score = dice(widget.result_layer.data == LIVER, phantom.labels == LIVER)
     assert score > MIN_ATLAS_DICE, score
+    # the status line says the result came from a second pass on this scan
+    assert "second pass from slice" in widget.status_label.value, widget.status_label.value
 
 
 def test_cancel_stops_the_worker_between_batches(qtbot, setup, slow_segment, errors):

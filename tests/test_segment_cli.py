@@ -88,6 +88,29 @@ def test_support_from_another_volume_says_where_the_second_pass_started(case, tm
     assert "segmented again" not in capsys.readouterr().err
 
 
+def test_support_from_a_later_contrast_phase_says_what_it_changed(case, tmp_path, capsys):
+    """The atlas's liver is 80 HU brighter than the query's: the CLI says it shifted it."""
+    folder, ph, _ = case
+    atlas = make_phantom(shape=SHAPE, seed=9)
+    liver = atlas.labels == 5
+    brighter = np.where(liver, atlas.image + 80.0, atlas.image).astype(np.float32)
+    z = int(np.nonzero(liver.any(axis=(1, 2)))[0].mean())
+    paint = np.zeros(SHAPE, np.uint8)
+    paint[z][liver[z]] = 5
+    write_volume(tmp_path / "atlas.nii.gz", brighter, Volume(brighter, tuple(atlas.spacing)))
+    write_volume(tmp_path / "atlas_paint.nii.gz", paint, Volume(paint, tuple(atlas.spacing)))
+    base = [folder / "ct.nii.gz", "--support-image", tmp_path / "atlas.nii.gz"]
+    base += ["--support-labels", tmp_path / "atlas_paint.nii.gz", "--checkpoint", "filterbank"]
+    out = tmp_path / "out.nii.gz"
+    assert run_cli(*base, "--out", out) == 0
+    said = capsys.readouterr().err
+    assert "contrast search: the painted intensities fit this scan best changed by -" in said
+    assert dice(read_volume(out).array == 5, ph.labels == 5) > 0.7
+    off = tmp_path / "off.nii.gz"
+    assert run_cli(*base, "--out", off, "--option", "contrast_search=false") == 0
+    assert "contrast search" not in capsys.readouterr().err
+
+
 def test_prototypes_prior_and_range_flags(case, tmp_path):
     folder, _, _ = case
     sizes = []

@@ -265,7 +265,7 @@ class Controller:
             if self.ui.prototypes_spinbox.value != session.n_prototypes:  # changed meanwhile
                 self.refit(self.ui.prototypes_spinbox.value)
                 return
-            what = "Segmented"
+            what = "Segmented" + _cross_volume_note(session)
         else:
             what = f"Refitted {session.n_prototypes} prototype(s)"
         self.relabel(done_text=f"{what} in {run.seconds:.1f} s")
@@ -409,3 +409,17 @@ class Controller:
         if self.state.closed:  # the timer is gone with the dock's widgets
             return self.adjust.relabels.busy
         return self.adjust.full_timer.isActive() or self.adjust.relabels.busy
+
+
+def _cross_volume_note(session: Any) -> str:
+    """What the session did with paint from another volume, for the status line ("" if none)."""
+    from napari_tpm.contrast import describe_step, is_unchanged
+
+    notes = []
+    step = getattr(session, "contrast_step", None)
+    if step is not None and not is_unchanged(step):
+        notes.append(f"painted intensities {describe_step(step)}")
+    if getattr(session, "bootstrapped", False):
+        slices = ", ".join(str(i) for i in session.support_slices)
+        notes.append(f"second pass from slice {slices}")
+    return f" ({'; '.join(notes)})" if notes else ""

@@ -1,0 +1,128 @@
+"""The session's contrast search for paint from another volume (``options.contrast_search``).
+
+:class:`ContrastSearch` is a mixin of :class:`napari_tpm.session.SegmentationSession`. It runs
+the whole cross-volume pipeline (first pass, then the bootstrap's second pass) once per
+intensity change of :func:`napari_tpm.contrast.candidate_steps`, and keeps the result that
+fits the paint best (:func:`napari_tpm.contrast.fit_score`). Why: another scan's contrast
+phase makes its painted organ a poor prototype for this one (:mod:`napari_tpm.contrast`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from napari_tpm.contrast import (
+    Footprint,
+    candidate_steps,
+    fit_score,
+    footprints,
+    is_unchanged,
+    pixel_area,
+    shift_support,
+)
+from napari_tpm.preprocess import guess_modality, normalise_intensity
+from napari_tpm.progress import Progress
+from napari_tpm.support import SupportSlices
+
+if TYPE_CHECKING:
+    from napari_tpm.checkpoints import TPMModel
+
+
+def _dice(a: np.ndarray, b: np.ndarray) -> float:
+    total = int(a.sum()) + int(b.sum())
+    return 2.0 * int(np.logical_and(a, b).sum()) / total if total else 0.0
+
+
+class ContrastSearch:
+    """Try the other volume's paint at several intensities; keep the best-fitting result."""
+
+    # provided by SegmentationSession
+    model: TPMModel
+    bootstrapped: bool
+    contrast_step: tuple[str, float] | None
+    _modality: str
+    _spacing: tuple[float, float, float]
+    _normalised: np.ndarray | None
+
+    if TYPE_CHECKING:
+
+        def _run(
+            self,
+            paint: np.ndarray,
+            parsed: SupportSlices,
+            support_image: np.ndarray | None,
+            support_spacing: tuple[float, float, float] | None,
+            k: int,
+            background_label: int | None,
+            *,
+            bootstrap: bool,
+        ) -> Iterator[Progress]: ...
+
+        def _bootstrap(self, k: int, background_label: int | None) -> Iterator[Progress]: ...
+
+        def labels(self, prior: float | None = None, **kwargs: object) -> np.ndarray: ...
+
+    def _search_contrast(
+        self,
+        paint: np.ndarray,
+        parsed: SupportSlices,
+        support_image: np.ndarray,
+        support_spacing: tuple[float, float, float] | None,
+        k: int,
+        background_label: int | None,
+    ) -> Iterator[Progress]:
+        """Segment from ``paint`` on ``support_image`` once per candidate intensity change.
+
+        Every candidate yields its own progress (a viewer shows each result as it comes); the
+        session ends holding the best candidate's result, and :attr:`contrast_step` names its
+        change. The unchanged paint runs last, so when it wins nothing runs again.
+        """
+        axis, values = parsed.axis, parsed.values
+        sspacing = self._spacing if support_spacing is None else tuple(support_spacing)
+        modality = self._modality if self._modality != "auto" else guess_modality(support_image)
+        snorm = normalise_intensity(
+            support_image, modality=self._modality, method=self.model.normalisation
+        )
+        target = footprints(
+            np.moveaxis(paint, axis, 0),
+            np.moveaxis(snorm, axis, 0),
+            values,
+            pixel_area(sspacing, axis),
+        )
+        steps = candidate_steps(modality)
+        best: tuple[float, tuple[str, float]] | None = None
+        for step in steps:
+            shifted = shift_support(support_image, paint, values, step)
+            self.bootstrapped = False
+            yield from self._run(
+                paint, parsed, shifted, support_spacing, k, background_label, bootstrap=False
+            )
+            first = self.labels(None)
+            found = self._footprints(first, axis, values)
+            yield from self._bootstrap(k, background_label)
+            agreement = _dice(first > 0, self.labels(None) > 0) if self.bootstrapped else 0.0
+            score = fit_score(target, found, agreement, is_unchanged(step))
+            if best is None or score > best[0]:
+                best = (score, step)
+        assert best is not None
+        if best[1] != steps[-1]:
+            shifted = shift_support(support_image, paint, values, best[1])
+            yield from self._run(
+                paint, parsed, shifted, support_spacing, k, background_label, bootstrap=True
+            )
+        self.contrast_step = best[1]
+
+    def _footprints(
+        self, labels: np.ndarray, axis: int, values: tuple[int, ...]
+    ) -> dict[int, Footprint]:
+        """Footprints of a result on this volume (its normalised image gives the body)."""
+        assert self._normalised is not None
+        return footprints(
+            np.moveaxis(labels, axis, 0),
+            np.moveaxis(self._normalised, axis, 0),
+            values,
+            pixel_area(self._spacing, axis),
+        )

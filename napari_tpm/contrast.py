@@ -1,0 +1,244 @@
+"""Contrast search: match another scan's paint to this scan's contrast phase.
+
+Paint from another patient carries that scan's organ intensities. Contrast CT is taken at
+different times after injection, so the same liver reads 30 HU in one scan and 100 HU in the
+next; MR intensities have no fixed scale at all. The prototypes are then built from an organ
+that looks like nothing in the query, and the result is empty or lands on another organ: on the
+BTCV tuning volumes 11 of 48 cross-patient pairs scored about 0 Dice, and shifting the
+support's organ intensities by the right amount (+-40-80 HU) fixed most of them.
+
+The right amount is not known, so the session tries a few (:func:`candidate_steps`) and keeps
+the result that fits the paint best (:func:`fit_score`):
+- its footprint (:func:`footprints`): the organ's widest slice should have about the painted
+  area in mm², lie at about the same place in the body (position relative to the body's box)
+  and at about the same relative height in the scan; organs of adult abdomens differ far less
+  between patients than a wrong organ or an empty result does;
+- the agreement of its two passes (the bootstrap's second pass from its own result, Dice of
+  the two): a result that holds its shape when re-derived from this scan alone is the organ;
+- a small preference for the paint as it was, so an unclear search changes nothing.
+
+The weights were chosen on the tuning volumes' cross-patient pairs, then checked once on the
+held-out ones (benchmarks/RESULTS-accuracy.md, "Contrast search").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import cc3d
+import numpy as np
+from scipy import ndimage
+from skimage.filters import threshold_otsu
+
+__all__ = [
+    "Footprint",
+    "candidate_steps",
+    "fit_score",
+    "footprints",
+    "keep_fitting_component",
+    "pixel_area",
+    "shift_support",
+]
+
+#: intensity offsets tried on CT (HU) added inside the paint; the unchanged paint comes last.
+CT_OFFSETS_HU: tuple[float, ...] = (-80.0, -40.0, 40.0, 80.0, 0.0)
+#: intensity factors tried on MR (no fixed scale), the same steps relative to a 160-unit range.
+MR_FACTORS: tuple[float, ...] = (0.5, 0.75, 1.25, 1.5, 1.0)
+
+#: weights of the footprint terms in :func:`fit_score` (chosen on the tuning volumes)
+AREA_WEIGHT = 0.2  # per unit of |log(area ratio)|
+POSITION_WEIGHT = 1.0  # per unit of body-relative distance (the body's box spans [-1, 1])
+HEIGHT_WEIGHT = 0.5  # per unit of relative slice position (capped at 1)
+UNCHANGED_BONUS = 0.2
+#: the penalty of a class the result does not contain at all
+MISSING_PENALTY = 11.3
+
+
+@dataclass(frozen=True)
+class Footprint:
+    """Where and how large a class is on its widest slice.
+
+    Attributes:
+        area_mm2: its area on that slice.
+        position: (row, column) of its centroid relative to the body's box, each in [-1, 1].
+        height: that slice's index over the last index (0 first slice, 1 last).
+    """
+
+    area_mm2: float
+    position: tuple[float, float]
+    height: float
+
+
+def candidate_steps(modality: str) -> tuple[tuple[str, float], ...]:
+    """The intensity changes to try, as ``("add", HU)`` for CT or ``("scale", f)`` for MR.
+
+    The unchanged support comes last: when it wins, as it usually does, the session's state
+    after the search is already its result and nothing is run again.
+    """
+    if modality == "ct":
+        return tuple(("add", d) for d in CT_OFFSETS_HU)
+    if modality == "mr":
+        return tuple(("scale", f) for f in MR_FACTORS)
+    raise ValueError(f"modality must be 'ct' or 'mr', got {modality!r}")
+
+
+def is_unchanged(step: tuple[str, float]) -> bool:
+    """Whether ``step`` leaves the support image as it is."""
+    kind, amount = step
+    return amount == (0.0 if kind == "add" else 1.0)
+
+
+def describe_step(step: tuple[str, float]) -> str:
+    """``step`` in words, for the CLI and the dock ("+40 HU", "x1.25")."""
+    kind, amount = step
+    return f"{amount:+g} HU" if kind == "add" else f"x{amount:g}"
+
+
+def shift_support(
+    image: np.ndarray, paint: np.ndarray, values: Sequence[int], step: tuple[str, float]
+) -> np.ndarray:
+    """A float32 copy of ``image`` with the voxels painted with ``values`` changed by ``step``.
+
+    Only the painted organ changes: the rest of the support (its background, the body around
+    it, background strokes) keeps the intensities the prototypes' background is built from.
+    """
+    if image.shape != paint.shape:
+        raise ValueError(f"paint {paint.shape} and image {image.shape} must have one shape")
+    out = np.array(image, dtype=np.float32, copy=True)
+    inside = np.isin(paint, np.asarray(values))
+    kind, amount = step
+    if kind == "add":
+        out[inside] += np.float32(amount)
+    elif kind == "scale":
+        out[inside] *= np.float32(amount)
+    else:
+        raise ValueError(f"step kind must be 'add' or 'scale', got {kind!r}")
+    return out
+
+
+def pixel_area(spacing: Sequence[float], axis: int) -> float:
+    """The area in mm² of one pixel of a slice across ``axis`` of a (z, y, x) ``spacing``."""
+    return float(np.prod([s for i, s in enumerate(spacing) if i != axis]))
+
+
+def _body_box(image2d: np.ndarray) -> tuple[float, float, float, float]:
+    """``(y0, y1, x0, x1)`` of the largest bright region of a normalised slice (the body).
+
+    Otsu's threshold, capped half a normalised unit above the slice's 5th percentile (a slice
+    that is mostly body), splits body from air or from a windowed CT's floor; an opening
+    detaches the table.
+    """
+    h, w = image2d.shape
+    if np.ptp(image2d) == 0:
+        return 0.0, h - 1.0, 0.0, w - 1.0
+    cap = float(np.percentile(image2d, 5)) + 0.5
+    body = ndimage.binary_opening(image2d > min(threshold_otsu(image2d), cap), iterations=3)
+    pieces, n = ndimage.label(ndimage.binary_fill_holes(body))
+    if n == 0:
+        return 0.0, h - 1.0, 0.0, w - 1.0
+    big = pieces == 1 + int(np.argmax(np.bincount(pieces.ravel())[1:]))
+    ys, xs = np.nonzero(big)
+    return float(ys.min()), float(ys.max()), float(xs.min()), float(xs.max())
+
+
+def footprints(
+    labels: np.ndarray,
+    image: np.ndarray,
+    values: Sequence[int],
+    pixel_area_mm2: float,
+) -> dict[int, Footprint]:
+    """The :class:`Footprint` of each of ``values`` found in ``labels``.
+
+    Args:
+        labels: (n, H, W) labels or paint, slice axis first.
+        image: (n, H, W) the matching (normalised) image, for the body's box.
+        values: the classes to describe; one that ``labels`` does not hold is left out.
+        pixel_area_mm2: the area of one pixel of a slice.
+    """
+    if labels.shape != image.shape or labels.ndim != 3:
+        raise ValueError(f"labels {labels.shape} and image {image.shape} must be one 3D shape")
+    n = labels.shape[0]
+    out: dict[int, Footprint] = {}
+    for v in values:
+        mask = labels == v
+        areas = mask.sum(axis=(1, 2))
+        if not areas.any():
+            continue
+        z = int(areas.argmax())
+        y0, y1, x0, x1 = _body_box(np.asarray(image[z], dtype=np.float32))
+        ys, xs = np.nonzero(mask[z])
+        row = (2 * ys.mean() - y0 - y1) / max(y1 - y0, 1.0)
+        col = (2 * xs.mean() - x0 - x1) / max(x1 - x0, 1.0)
+        out[int(v)] = Footprint(
+            float(areas[z] * pixel_area_mm2), (float(row), float(col)), z / max(n - 1, 1)
+        )
+    return out
+
+
+def footprint_penalty(support: Footprint, result: Footprint | None) -> float:
+    """How far ``result`` is from the painted ``support`` (0: same size, place and height)."""
+    if result is None:
+        return MISSING_PENALTY
+    size = abs(np.log(max(result.area_mm2, 1e-6) / max(support.area_mm2, 1e-6)))
+    place = float(np.hypot(*np.subtract(result.position, support.position)))
+    height = min(abs(result.height - support.height), 1.0)
+    return AREA_WEIGHT * size + POSITION_WEIGHT * place + HEIGHT_WEIGHT * height
+
+
+def fit_score(
+    support: dict[int, Footprint],
+    result: dict[int, Footprint],
+    agreement: float,
+    unchanged: bool,
+) -> float:
+    """How well a candidate's result fits the paint: higher is better.
+
+    ``agreement`` is the Dice of its first and second pass (foreground against foreground);
+    the footprint penalty is averaged over the painted classes.
+    """
+    if not support:
+        raise ValueError("the support holds no painted class")
+    penalty = float(np.mean([footprint_penalty(f, result.get(v)) for v, f in support.items()]))
+    return agreement - penalty + (UNCHANGED_BONUS if unchanged else 0.0)
+
+
+def keep_fitting_component(
+    labels: np.ndarray,
+    image: np.ndarray,
+    target: dict[int, Footprint],
+    pixel_area_mm2: float,
+    *,
+    candidates: int = 8,
+) -> np.ndarray:
+    """Keep, per class of ``target``, the 3D component whose footprint fits the paint best.
+
+    For paint from another volume there is no painted voxel in this one to say which region is
+    the organ, and the largest region is often a look-alike neighbour: the other kidney, the
+    liver for the spleen. The organ is the region of about the painted size, at about the same
+    place in the body and height in the scan (:func:`footprint_penalty`). Only the
+    ``candidates`` largest components of a class compete (a speck can sit anywhere).
+
+    Args:
+        labels: (n, H, W) labels, slice axis first; classes not in ``target`` stay as they are.
+        image: (n, H, W) the normalised image, for the body's box.
+        target: the paint's footprint per class (:func:`footprints`).
+        pixel_area_mm2: the area of one pixel of a slice.
+
+    Returns:
+        A new array like ``labels``.
+    """
+    out = np.array(labels, copy=True)
+    for v, want in target.items():
+        mask = labels == v
+        if not mask.any():
+            continue
+        pieces = cc3d.connected_components(mask, connectivity=26)
+        sizes = np.bincount(pieces.ravel())[1:]
+        if sizes.size <= 1:
+            continue
+        order = [int(i) for i in np.argsort(sizes)[::-1][:candidates] + 1]
+        found = footprints(pieces, image, order, pixel_area_mm2)
+        keep = min(order, key=lambda i: footprint_penalty(want, found.get(i)))
+        out[mask & (pieces != keep)] = 0
+    return out

@@ -1,0 +1,146 @@
+"""Contrast search: another volume's paint tried at several intensities, the best fit kept."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_tpm.contrast import (
+    MISSING_PENALTY,
+    UNCHANGED_BONUS,
+    Footprint,
+    candidate_steps,
+    describe_step,
+    fit_score,
+    footprints,
+    is_unchanged,
+    keep_fitting_component,
+    shift_support,
+)
+from napari_tpm.options import SegmentOptions
+from napari_tpm.phantom import make_phantom
+from napari_tpm.session import SegmentationSession
+
+SHAPE = (24, 96, 96)
+LIVER = 5
+
+
+@pytest.mark.parametrize("modality", ["ct", "mr"])
+def test_candidates_end_with_the_unchanged_paint(modality):
+    steps = candidate_steps(modality)
+    assert is_unchanged(steps[-1])
+    assert sum(is_unchanged(s) for s in steps) == 1
+    assert len(set(steps)) == len(steps) == 5
+    with pytest.raises(ValueError, match="modality"):
+        candidate_steps("pet")
+
+
+def test_only_the_painted_classes_change():
+    image = np.arange(2 * 4 * 4, dtype=np.int16).reshape(2, 4, 4)
+    paint = np.zeros(image.shape, np.uint8)
+    paint[0, :2, :2] = 1
+    paint[0, 3, 3] = 255  # a background stroke keeps its intensity
+    out = shift_support(image, paint, (1,), ("add", 40.0))
+    assert out.dtype == np.float32
+    assert np.array_equal(out - image, np.where(paint == 1, 40.0, 0.0))
+    scaled = shift_support(image + 1, paint, (1,), ("scale", 0.5))
+    assert np.allclose(scaled, np.where(paint == 1, 0.5, 1.0) * (image + 1))
+    assert describe_step(("add", 40.0)) == "+40 HU" and describe_step(("scale", 1.25)) == "x1.25"
+    with pytest.raises(ValueError, match="one shape"):
+        shift_support(image, paint[:, :3], (1,), ("add", 40.0))
+    with pytest.raises(ValueError, match="kind"):
+        shift_support(image, paint, (1,), ("gamma", 2.0))
+
+
+def test_footprint_of_an_organ_in_a_body():
+    image = np.zeros((5, 64, 64), np.float32)
+    image[:, 8:56, 16:48] = 3.0  # the body: rows 8-55, columns 16-47
+    labels = np.zeros(image.shape, np.uint8)
+    labels[1, 10:14, 18:22] = 2  # small
+    labels[3, 8:16, 16:24] = 2  # widest: 64 px at the body's upper left corner
+    found = footprints(labels, image, (2, 7), pixel_area_mm2=0.5)
+    assert set(found) == {2}  # class 7 is not there
+    f = found[2]
+    assert f.area_mm2 == pytest.approx(32.0)
+    assert f.height == pytest.approx(0.75)
+    assert f.position[0] == pytest.approx((2 * 11.5 - 8 - 55) / 47)
+    assert f.position[1] == pytest.approx((2 * 19.5 - 16 - 47) / 31)
+    with pytest.raises(ValueError, match="3D shape"):
+        footprints(labels, image[:, :10], (2,), 1.0)
+
+
+def test_fit_score_prefers_the_painted_size_place_and_height():
+    painted = {1: Footprint(100.0, (0.2, -0.3), 0.5)}
+    same = {1: Footprint(100.0, (0.2, -0.3), 0.5)}
+    assert fit_score(painted, same, 0.9, unchanged=False) == pytest.approx(0.9)
+    assert fit_score(painted, same, 0.9, unchanged=True) == pytest.approx(0.9 + UNCHANGED_BONUS)
+    larger = {1: Footprint(400.0, (0.2, -0.3), 0.5)}
+    moved = {1: Footprint(100.0, (0.8, -0.3), 0.5)}
+    higher = {1: Footprint(100.0, (0.2, -0.3), 0.9)}
+    for worse in (larger, moved, higher):
+        assert fit_score(painted, worse, 0.9, False) < fit_score(painted, same, 0.9, False)
+    assert fit_score(painted, {}, 1.0, False) == pytest.approx(1.0 - MISSING_PENALTY)
+    with pytest.raises(ValueError, match="no painted class"):
+        fit_score({}, same, 1.0, False)
+
+
+def _liver_paint(other):
+    zs = np.flatnonzero((other.labels == LIVER).any(axis=(1, 2)))
+    paint = np.zeros(SHAPE, np.uint8)
+    z = int(zs[len(zs) // 2])
+    paint[z][other.labels[z] == LIVER] = LIVER
+    return paint
+
+
+def _dice(result, truth):
+    result = result.astype(bool)
+    return 2 * (result & truth).sum() / (result.sum() + truth.sum())
+
+
+def test_session_undoes_another_scans_contrast_phase():
+    """The other scan's liver is 80 HU brighter (a later phase): the search finds it again."""
+    query = make_phantom(shape=SHAPE, seed=3)
+    other = make_phantom(shape=SHAPE, seed=11)
+    brighter = np.where(other.labels == LIVER, other.image + 80.0, other.image)
+    paint = _liver_paint(other)
+    truth = query.labels == LIVER
+    results = {}
+    for search in (False, True):
+        session = SegmentationSession(
+            "filterbank", device="cpu", options=SegmentOptions(contrast_search=search)
+        )
+        session.set_image(query.image, query.spacing)
+        stages = [p.stage for p in session.segment(paint, support_image=brighter)]
+        results[search] = _dice(session.labels(None), truth)
+        if search:
+            assert session.contrast_step is not None and session.contrast_step[1] < 0
+            assert stages.count("support") >= 2 * len(candidate_steps("ct"))
+        else:
+            assert session.contrast_step is None
+    assert results[True] > 0.8
+    assert results[True] > results[False] + 0.2
+
+
+def test_paint_on_the_same_volume_runs_once():
+    query = make_phantom(shape=SHAPE, seed=3)
+    session = SegmentationSession("filterbank", device="cpu")
+    session.set_image(query.image, query.spacing)
+    stages = [p.stage for p in session.segment(_liver_paint(query))]
+    assert stages.count("support") == 1 and session.contrast_step is None
+
+
+def test_the_region_that_fits_the_paint_wins_over_the_largest():
+    image = np.zeros((9, 64, 64), np.float32)
+    image[:, 8:56, 8:56] = 3.0  # the body
+    labels = np.zeros(image.shape, np.uint8)
+    labels[1:8, 10:30, 10:30] = 1  # the largest region, upper left: a look-alike neighbour
+    labels[3:6, 36:46, 40:50] = 1  # the organ: lower right, about the painted size
+    labels[2:5, 40:44, 12:16] = 2  # another class, left alone
+    painted = {1: Footprint(100.0, (0.45, 0.55), 0.5)}
+    out = keep_fitting_component(labels, image, painted, pixel_area_mm2=1.0)
+    assert (out == 1).sum() == 3 * 10 * 10 and out[4, 40, 45] == 1 and out[4, 20, 20] == 0
+    assert np.array_equal(out == 2, labels == 2)
+    # a paint at the upper left keeps the large region instead
+    upper_left = {1: Footprint(400.0, (-0.55, -0.55), 0.5)}
+    out = keep_fitting_component(labels, image, upper_left, pixel_area_mm2=1.0)
+    assert out[4, 20, 20] == 1 and out[4, 40, 45] == 0
