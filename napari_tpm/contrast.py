@@ -29,7 +29,6 @@ from dataclasses import dataclass
 import cc3d
 import numpy as np
 from scipy import ndimage
-from skimage.filters import threshold_otsu
 
 __all__ = [
     "Footprint",
@@ -51,6 +50,8 @@ AREA_WEIGHT = 0.2  # per unit of |log(area ratio)|
 POSITION_WEIGHT = 1.0  # per unit of body-relative distance (the body's box spans [-1, 1])
 HEIGHT_WEIGHT = 0.5  # per unit of relative slice position (capped at 1)
 UNCHANGED_BONUS = 0.2
+#: a pixel is body when it stands this far (normalised units) above its slice's floor
+BODY_MARGIN = 0.15
 #: the penalty of a class the result does not contain at all
 MISSING_PENALTY = 11.3
 
@@ -102,6 +103,9 @@ def shift_support(
 
     Only the painted organ changes: the rest of the support (its background, the body around
     it, background strokes) keeps the intensities the prototypes' background is built from.
+    The result stays within the image's own range: a windowed CT's organ voxels pushed below
+    its floor would otherwise hide the floor's pile that tells it from MR
+    (:func:`napari_tpm.preprocess.guess_modality`).
     """
     if image.shape != paint.shape:
         raise ValueError(f"paint {paint.shape} and image {image.shape} must have one shape")
@@ -114,6 +118,8 @@ def shift_support(
         out[inside] *= np.float32(amount)
     else:
         raise ValueError(f"step kind must be 'add' or 'scale', got {kind!r}")
+    if out.size:
+        np.clip(out, np.min(image), np.max(image), out=out)
     return out
 
 
@@ -123,23 +129,27 @@ def pixel_area(spacing: Sequence[float], axis: int) -> float:
 
 
 def _body_box(image2d: np.ndarray) -> tuple[float, float, float, float]:
-    """``(y0, y1, x0, x1)`` of the largest bright region of a normalised slice (the body).
+    """``(y0, y1, x0, x1)`` of the body on a normalised slice: its 1st-99th percentile box.
 
-    Otsu's threshold, capped half a normalised unit above the slice's 5th percentile (a slice
-    that is mostly body), splits body from air or from a windowed CT's floor; an opening
-    detaches the table.
+    The body is what stands above the slice's floor (air, or a windowed CT's lower bound) by
+    :data:`BODY_MARGIN` after a little smoothing, opened to detach the table, the largest piece
+    with its holes filled: the filter bank's own body rule (its position channels), at native
+    resolution. On the tuning volumes the same organ in two patients lies closer in this frame
+    (mean distance 0.15) than in one from Otsu's threshold (0.17), which on a windowed CT cuts
+    at the subcutaneous fat.
     """
     h, w = image2d.shape
-    if np.ptp(image2d) == 0:
-        return 0.0, h - 1.0, 0.0, w - 1.0
-    cap = float(np.percentile(image2d, 5)) + 0.5
-    body = ndimage.binary_opening(image2d > min(threshold_otsu(image2d), cap), iterations=3)
+    whole = (0.0, h - 1.0, 0.0, w - 1.0)
+    smooth = ndimage.gaussian_filter(image2d, 1.0)
+    body = ndimage.binary_opening(smooth > image2d.min() + BODY_MARGIN, iterations=3)
     pieces, n = ndimage.label(ndimage.binary_fill_holes(body))
     if n == 0:
-        return 0.0, h - 1.0, 0.0, w - 1.0
+        return whole
     big = pieces == 1 + int(np.argmax(np.bincount(pieces.ravel())[1:]))
     ys, xs = np.nonzero(big)
-    return float(ys.min()), float(ys.max()), float(xs.min()), float(xs.max())
+    y0, y1 = np.quantile(ys, (0.01, 0.99))
+    x0, x1 = np.quantile(xs, (0.01, 0.99))
+    return float(y0), float(y1), float(x0), float(x1)
 
 
 def footprints(

@@ -99,7 +99,7 @@ class SegmentOptions:
     continuity: float = 0.7
     bootstrap: bool = True
     contrast_search: bool = True
-    fit_component: bool = False
+    fit_component: bool = True
 
     def __post_init__(self) -> None:
         for name in ("refine", "refine_atlas"):
