@@ -61,7 +61,9 @@ class ContrastSearch:
             bootstrap: bool,
         ) -> Iterator[Progress]: ...
 
-        def _bootstrap(self, k: int, background_label: int | None) -> Iterator[Progress]: ...
+        def _bootstrap(
+            self, k: int, background_label: int | None, first: np.ndarray | None = None
+        ) -> Iterator[Progress]: ...
 
         def labels(self, prior: float | None = None, **kwargs: object) -> np.ndarray: ...
 
@@ -78,7 +80,9 @@ class ContrastSearch:
 
         Every candidate yields its own progress (a viewer shows each result as it comes); the
         session ends holding the best candidate's result, and :attr:`contrast_step` names its
-        change. The unchanged paint runs last, so when it wins nothing runs again.
+        change. The unchanged paint runs last, so when it wins nothing runs again. A candidate
+        whose first pass could not win even with a second pass in full agreement (its
+        footprint is too far off) skips the second pass: the choice is the same, sooner.
         """
         axis, values = parsed.axis, parsed.values
         sspacing = self._spacing if support_spacing is None else tuple(support_spacing)
@@ -102,9 +106,12 @@ class ContrastSearch:
             )
             first = self.labels(None)
             found = self._footprints(first, axis, values)
-            yield from self._bootstrap(k, background_label)
+            unchanged = is_unchanged(step)
+            if best is not None and fit_score(target, found, 1.0, unchanged) <= best[0]:
+                continue  # even two passes in full agreement could not win: skip the second
+            yield from self._bootstrap(k, background_label, first)
             agreement = _dice(first > 0, self.labels(None) > 0) if self.bootstrapped else 0.0
-            score = fit_score(target, found, agreement, is_unchanged(step))
+            score = fit_score(target, found, agreement, unchanged)
             if best is None or score > best[0]:
                 best = (score, step)
         assert best is not None

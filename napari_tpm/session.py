@@ -369,17 +369,20 @@ class SegmentationSession(SessionOutputs, ContrastSearch):
         if bootstrap:
             yield from self._bootstrap(k, background_label)
 
-    def _bootstrap(self, k: int, background_label: int | None) -> Iterator[Progress]:
+    def _bootstrap(
+        self, k: int, background_label: int | None, first: np.ndarray | None = None
+    ) -> Iterator[Progress]:
         """Segment again from the first result's most confident slice (``options.bootstrap``).
 
         The first pass, from another volume's paint, only has to find the organ; the second
         starts from its pseudo-paint on this volume (:func:`napari_tpm.bootstrap.pseudo_paint`)
-        and runs the same-scan pipeline. Nothing found: the first result stays.
+        and runs the same-scan pipeline. Nothing found: the first result stays. ``first`` is
+        the first result's ``labels(None)`` when the caller already has it.
         """
         s = self._require_support()
         assert self._score is not None
-        first = np.moveaxis(self.labels(None), s.axis, 0)
-        paint = pseudo_paint(first, self._score, s.label_values)
+        first = self.labels(None) if first is None else first
+        paint = pseudo_paint(np.moveaxis(first, s.axis, 0), self._score, s.label_values)
         if paint is None:
             return
         yield from self.segment(
