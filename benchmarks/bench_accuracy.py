@@ -21,6 +21,8 @@ Modes (the support):
   largest summed area); organs absent from that slice are not scored in this mode.
 * ``alone``: each of those organs painted by itself on that same slice, segmented alone: the
   single-organ figure the joint ``multi`` result is compared with.
+* ``cross-multi``: ``multi``'s slice and paint taken from the ``cross`` partner (all four
+  organs of another patient at once); organs absent from the query are not scored.
 
 Splits: tune on ``--split tune`` only, report ``--split holdout`` (see accuracy_cases.py; the
 TotalSegmentator and AMOS volumes are always held out). Dice is over the whole volume; an organ
@@ -55,14 +57,14 @@ import accuracy_cases as ac
 import accuracy_forest as af
 import accuracy_report as ar
 
-MODES = ("same", "cross", "multi", "alone")
+MODES = ("same", "cross", "multi", "alone", "cross-multi")
 
 
 @dataclass
 class Job:
     """One support for one query: which organs it paints and on which volume."""
 
-    mode: str  # same, same-2sl, same-3sl, cross, multi
+    mode: str  # same, same-2sl, same-3sl, cross, multi, alone, cross-multi
     organs: tuple[str, ...]  # organ of paint value k is organs[k - 1]
     paint: np.ndarray
     support: str  # case name of the support volume
@@ -104,17 +106,17 @@ def build_jobs(
                     paint = ac.organ_paint(ptruth, zs)
                     jobs.append(Job("cross", (organ,), paint, partner.name, zs, pimg, pspacing))
     if "multi" in modes and present:
-        z = ac.multi_slice(labels, case.values)
-        paint = ac.multi_paint(labels, case.values, z)
-        shown = tuple(o for k, o in enumerate(ac.ORGANS, 1) if (paint == k).any())
-        # renumber 1..len(shown) in ORGANS order so that paint value k means shown[k - 1]
-        renum = np.zeros(len(ac.ORGANS) + 1, np.uint8)
-        for k, o in enumerate(ac.ORGANS, 1):
-            if o in shown:
-                renum[k] = shown.index(o) + 1
-        shown_scored = tuple(o for o in shown if o in present and o in organs)
-        if shown_scored:
-            jobs.append(Job("multi", shown, renum[paint], case.name, [z]))
+        job = _multi_job("multi", labels, case, present, organs)
+        if job is not None:
+            jobs.append(job)
+    if "cross-multi" in modes and present:
+        partner = ac.cross_partner(case, data)
+        if partner is not None:
+            pimg, plab, pspacing = partner.load()
+            job = _multi_job("cross-multi", plab, partner, present, organs)
+            if job is not None:
+                job.image, job.spacing = pimg, pspacing
+                jobs.append(job)
     if "alone" in modes and present:
         # each organ by itself on the multi mode's slice: what "multi" must not lose to
         z = ac.multi_slice(labels, case.values)
@@ -123,6 +125,27 @@ def build_jobs(
             if truth[z].any():
                 jobs.append(Job("alone", (organ,), ac.organ_paint(truth, [z]), case.name, [z]))
     return jobs
+
+
+def _multi_job(
+    mode: str,
+    labels: np.ndarray,
+    painted: ac.CaseSpec,
+    present: list[str],
+    organs: list[str],
+) -> Job | None:
+    """All organs on ``painted``'s multi slice (``labels`` are its labels); None: none scored."""
+    z = ac.multi_slice(labels, painted.values)
+    paint = ac.multi_paint(labels, painted.values, z)
+    shown = tuple(o for k, o in enumerate(ac.ORGANS, 1) if (paint == k).any())
+    # renumber 1..len(shown) in ORGANS order so that paint value k means shown[k - 1]
+    renum = np.zeros(len(ac.ORGANS) + 1, np.uint8)
+    for k, o in enumerate(ac.ORGANS, 1):
+        if o in shown:
+            renum[k] = shown.index(o) + 1
+    if not any(o in present and o in organs for o in shown):
+        return None
+    return Job(mode, shown, renum[paint], painted.name, [z])
 
 
 def score(pred: np.ndarray, labels: np.ndarray, case: ac.CaseSpec, job: Job) -> dict:

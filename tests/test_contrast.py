@@ -160,3 +160,28 @@ def test_a_windowed_ct_stays_ct_when_its_organ_is_darkened():
     assert guess_modality(image) == "ct"
     darker = shift_support(image, paint, (1,), ("add", -80.0))
     assert darker.min() == -125 and guess_modality(darker) == "ct"
+
+
+def test_real_mr_kidney_from_another_patient(shared_data):
+    """CHAOS 33's left kidney from CHAOS 21's paint: the largest region is a neighbour there."""
+    from napari_tpm.io import read_volume
+
+    folder = shared_data / "chaos_t2spir"
+    query = read_volume(folder / "chaos_t2_33_mr.nii.gz")
+    truth = read_volume(folder / "chaos_t2_33_label.nii.gz").array == 3
+    atlas = read_volume(folder / "chaos_t2_21_mr.nii.gz")
+    kidney = read_volume(folder / "chaos_t2_21_label.nii.gz").array == 3
+    zs = np.flatnonzero(kidney.any(axis=(1, 2)))
+    z = int(zs[len(zs) // 2])
+    paint = np.zeros(kidney.shape, np.uint8)
+    paint[z][kidney[z]] = 3
+    scores = {}
+    for fit in (True, False):
+        session = SegmentationSession(
+            "filterbank", device="cpu", options=SegmentOptions(fit_component=fit)
+        )
+        session.set_image(query.array, query.spacing)
+        for _ in session.segment(paint, support_image=atlas.array, support_spacing=atlas.spacing):
+            pass
+        scores[fit] = _dice(session.labels(None) == 3, truth)
+    assert scores[True] > 0.6 and scores[True] > scores[False] + 0.3, scores
