@@ -33,7 +33,8 @@ Run (2-core CPU: use nice, one torch thread):
         [--sets sabs_ct chaos_t2spir] [--modes same cross multi] [--slices 1 2 3] \
         [--organs liver spleen] [--limit 2] [--model default] [--methods tpm forest] \
         [--session-opt key=value ...] [--label "what changed"] [--no-write]
-``--session-opt`` values are Python literals (else strings); each key goes to whichever of
+``--session-opt`` values of ``SegmentOptions`` fields are typed as the CLI's ``--option`` types
+them (``bootstrap=false``), others are Python literals (else strings); each key goes to whichever of
 ``SegmentationSession(...)``, ``set_image``, ``segment`` or ``labels`` accepts it, so new options
 can be A/B-tested without editing this file. Writes a section to benchmarks/RESULTS-accuracy.md
 (appended) and the per-case rows to benchmarks/RESULTS-accuracy.csv (overwritten).
@@ -213,10 +214,13 @@ def route_session_options(pairs: list[str]) -> dict[str, dict]:
         key, sep, text = pair.partition("=")
         if not sep:
             raise SystemExit(f"--session-opt needs key=value, got {pair!r}")
-        try:
-            value = ast.literal_eval(text)
-        except (ValueError, SyntaxError):
-            value = text
+        if key in options:  # typed as the CLI types it ("false" is False, not a string)
+            value = getattr(SegmentOptions.from_mapping({key: text}), key)
+        else:
+            try:
+                value = ast.literal_eval(text)
+            except (ValueError, SyntaxError):
+                value = text
         for name, fn in targets.items():
             if key in inspect.signature(fn).parameters or (name == "init" and key in options):
                 routed[name][key] = value

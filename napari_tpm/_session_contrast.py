@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from napari_tpm.bootstrap import pseudo_paint
 from napari_tpm.contrast import (
     Footprint,
     candidate_steps,
@@ -25,7 +26,7 @@ from napari_tpm.contrast import (
 )
 from napari_tpm.preprocess import guess_modality, normalise_intensity
 from napari_tpm.progress import Progress
-from napari_tpm.support import SupportSlices
+from napari_tpm.support import SupportSlices, parse_support
 
 if TYPE_CHECKING:
     from napari_tpm.checkpoints import TPMModel
@@ -42,7 +43,9 @@ class ContrastSearch:
     # provided by SegmentationSession
     model: TPMModel
     bootstrapped: bool
-    contrast_step: tuple[str, float] | None
+    contrast_steps: dict[int, tuple[str, float]]
+    label_values: tuple[int, ...]
+    _score: np.ndarray | None
     _modality: str
     _spacing: tuple[float, float, float]
     _normalised: np.ndarray | None
@@ -67,6 +70,14 @@ class ContrastSearch:
 
         def labels(self, prior: float | None = None, **kwargs: object) -> np.ndarray: ...
 
+        def segment(
+            self,
+            support_labels: np.ndarray,
+            *,
+            n_prototypes: int = ...,
+            background_label: int | None = ...,
+        ) -> Iterator[Progress]: ...
+
     def _search_contrast(
         self,
         paint: np.ndarray,
@@ -79,7 +90,7 @@ class ContrastSearch:
         """Segment from ``paint`` on ``support_image`` once per candidate intensity change.
 
         Every candidate yields its own progress (a viewer shows each result as it comes); the
-        session ends holding the best candidate's result, and :attr:`contrast_step` names its
+        session ends holding the best candidate's result, and :attr:`contrast_steps` names its
         change. The unchanged paint runs last, so when it wins nothing runs again. A candidate
         whose first pass could not win even with a second pass in full agreement (its
         footprint is too far off) skips the second pass: the choice is the same, sooner.
@@ -120,7 +131,74 @@ class ContrastSearch:
             yield from self._run(
                 paint, parsed, shifted, support_spacing, k, background_label, bootstrap=True
             )
-        self.contrast_step = best[1]
+        self.contrast_steps = dict.fromkeys(values, best[1])
+
+    def _segment_classes_apart(
+        self,
+        paint: np.ndarray,
+        parsed: SupportSlices,
+        support_image: np.ndarray,
+        support_spacing: tuple[float, float, float] | None,
+        k: int,
+        background_label: int | None,
+    ) -> Iterator[Progress]:
+        """Several classes from another volume: each alone, then all together on this scan.
+
+        Each class runs the single-class path (its contrast search, fitting region and second
+        pass); where two results claim a voxel, the more confident one keeps it. The joint
+        result's pseudo-paint (:func:`napari_tpm.bootstrap.pseudo_paint`) then starts one
+        multi-class pass on this volume, so the classes still compete for their boundaries.
+        """
+        axis, values = parsed.axis, parsed.values
+        joint: np.ndarray | None = None
+        confidence: np.ndarray | None = None
+        steps: dict[int, tuple[str, float]] = {}
+        for v in values:
+            keep = [v] if background_label is None else [v, background_label]
+            alone = np.where(np.isin(paint, keep), paint, 0).astype(paint.dtype)
+            one = parse_support(alone, background_label)
+            if self.options.contrast_search:
+                yield from self._search_contrast(
+                    alone, one, support_image, support_spacing, k, background_label
+                )
+                steps.update(self.contrast_steps)
+            else:
+                yield from self._run(
+                    alone,
+                    one,
+                    support_image,
+                    support_spacing,
+                    k,
+                    background_label,
+                    bootstrap=True,
+                )
+            assert self._score is not None
+            found = np.moveaxis(self.labels(None), axis, 0) == v
+            score = self._score
+            if joint is None or confidence is None:
+                joint = np.zeros(found.shape, dtype=paint.dtype)
+                confidence = np.full(found.shape, -np.inf, dtype=np.float32)
+            take = found & (score > confidence)
+            joint[take] = v
+            confidence[take] = score[take]
+        assert joint is not None and confidence is not None
+        start = pseudo_paint(joint, np.where(joint > 0, confidence, 0), values)
+        if start is None:  # no class found: the plain joint pass, for a consistent result
+            yield from self._run(
+                paint,
+                parsed,
+                support_image,
+                support_spacing,
+                k,
+                background_label,
+                bootstrap=False,
+            )
+        else:
+            yield from self.segment(
+                np.moveaxis(start, 0, axis), n_prototypes=k, background_label=background_label
+            )
+            self.bootstrapped = True
+        self.contrast_steps = steps
 
     def _footprints(
         self, labels: np.ndarray, axis: int, values: tuple[int, ...]

@@ -80,6 +80,10 @@ class SegmentOptions:
         fit_component: with ``connected`` and paint on another volume, keep the 3D region
             whose size, place in the body and height in the scan fit the paint best, instead
             of the largest region (often a look-alike neighbour: the other kidney).
+        classes_apart: with several classes painted on another volume and ``bootstrap``, find
+            each class by itself first (its own contrast search and region), then segment them
+            jointly from their results on this scan: another patient's joint first pass lets
+            one class's look-alikes take the others' place.
     """
 
     connected: bool = True
@@ -100,8 +104,14 @@ class SegmentOptions:
     bootstrap: bool = True
     contrast_search: bool = True
     fit_component: bool = True
+    classes_apart: bool = True
 
     def __post_init__(self) -> None:
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if isinstance(field.default, bool) and not isinstance(value, bool):
+                # a string such as "false" would silently count as True
+                raise ValueError(f"{field.name} must be True or False, got {value!r}")
         for name in ("refine", "refine_atlas"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:

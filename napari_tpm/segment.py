@@ -360,9 +360,11 @@ def run(args: argparse.Namespace) -> dict:
         "device": str(session.device),
         "encoder_calls": session.encoder_calls,
         "second_pass_slices": session.support_slices if session.bootstrapped else (),
-        "contrast_step": None
-        if session.contrast_step is None or is_unchanged(session.contrast_step)
-        else describe_step(session.contrast_step),
+        "contrast_steps": {
+            int(v): describe_step(step)
+            for v, step in session.contrast_steps.items()
+            if not is_unchanged(step)
+        },
     }
 
 
@@ -439,10 +441,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "(--option bootstrap=false turns this off)",
                 file=sys.stderr,
             )
-        if summary.get("contrast_step"):
+        if summary.get("contrast_steps"):
+            changed = ", ".join(f"{s} (label {v})" for v, s in summary["contrast_steps"].items())
             print(
                 "  contrast search: the painted intensities fit this scan best changed by "
-                f"{summary['contrast_step']} (--option contrast_search=false keeps them)",
+                f"{changed} (--option contrast_search=false keeps them)",
                 file=sys.stderr,
             )
         if "dice" in summary:

@@ -127,9 +127,9 @@ class SegmentationSession(SessionOutputs, ContrastSearch):
         #: whether the last segment() ran a second pass from the first result's pseudo-paint
         #: (``options.bootstrap``); the support is then that pseudo-paint on this volume
         self.bootstrapped = False
-        #: the change to another volume's painted intensities that the last segment() chose
-        #: (``options.contrast_search``; :func:`napari_tpm.contrast.describe_step`), or None
-        self.contrast_step: tuple[str, float] | None = None
+        #: per label value, the change to another volume's painted intensities that the last
+        #: segment() chose (``options.contrast_search``; :func:`napari_tpm.contrast.describe_step`)
+        self.contrast_steps: dict[int, tuple[str, float]] = {}
         self._background_value: int | None = BACKGROUND_LABEL
         self._offset = 0.0
         self._low: torch.Tensor | None = None  # (n, K, h, w) float32 per-class log-odds
@@ -283,13 +283,20 @@ class SegmentationSession(SessionOutputs, ContrastSearch):
         same_volume = check_paint_grid(paint, image, support_image)
         parsed = parse_support(paint, background_label)
         self._background_value = background_label
-        self.contrast_step = None
-        if not same_volume and self.options.bootstrap and self.options.contrast_search:
+        self.contrast_steps = {}
+        if not same_volume and self.options.bootstrap:
             assert support_image is not None
-            yield from self._search_contrast(
-                paint, parsed, np.asarray(support_image), support_spacing, k, background_label
-            )
-            return
+            other = np.asarray(support_image)
+            if len(parsed.values) > 1 and self.options.classes_apart:
+                yield from self._segment_classes_apart(
+                    paint, parsed, other, support_spacing, k, background_label
+                )
+                return
+            if self.options.contrast_search:
+                yield from self._search_contrast(
+                    paint, parsed, other, support_spacing, k, background_label
+                )
+                return
         yield from self._run(
             paint,
             parsed,

@@ -114,12 +114,12 @@ def test_session_undoes_another_scans_contrast_phase():
         stages = [p.stage for p in session.segment(paint, support_image=brighter)]
         results[search] = _dice(session.labels(None), truth)
         if search:
-            assert session.contrast_step is not None and session.contrast_step[1] < 0
+            assert session.contrast_steps[LIVER][1] < 0
             # a first pass per step, a second pass for those that could still win
             n = len(candidate_steps("ct"))
             assert n < stages.count("support") <= 2 * n + 2
         else:
-            assert session.contrast_step is None
+            assert session.contrast_steps == {}
     assert results[True] > 0.8
     assert results[True] > results[False] + 0.2
 
@@ -129,7 +129,7 @@ def test_paint_on_the_same_volume_runs_once():
     session = SegmentationSession("filterbank", device="cpu")
     session.set_image(query.image, query.spacing)
     stages = [p.stage for p in session.segment(_liver_paint(query))]
-    assert stages.count("support") == 1 and session.contrast_step is None
+    assert stages.count("support") == 1 and session.contrast_steps == {}
 
 
 def test_the_region_that_fits_the_paint_wins_over_the_largest():
@@ -185,3 +185,30 @@ def test_real_mr_kidney_from_another_patient(shared_data):
             pass
         scores[fit] = _dice(session.labels(None) == 3, truth)
     assert scores[True] > 0.6 and scores[True] > scores[False] + 0.3, scores
+
+
+@pytest.mark.parametrize("apart", [True, False])
+def test_several_classes_from_another_scan(apart):
+    """Liver and spleen painted on another phantom: each found alone first, then jointly."""
+    query = make_phantom(shape=SHAPE, seed=3)
+    other = make_phantom(shape=SHAPE, seed=11)
+    both = np.isin(other.labels, (1, LIVER))
+    z = int(np.argmax([np.unique(other.labels[i][both[i]]).size for i in range(SHAPE[0])]))
+    paint = np.where(both[z], other.labels[z], 0).astype(np.uint8)
+    support = np.zeros(SHAPE, np.uint8)
+    support[z] = paint
+    session = SegmentationSession(
+        "filterbank", device="cpu", options=SegmentOptions(classes_apart=apart)
+    )
+    session.set_image(query.image, query.spacing)
+    stages = [p.stage for p in session.segment(support, support_image=other.image)]
+    assert session.label_values == (1, LIVER) and session.bootstrapped
+    assert set(session.contrast_steps) == {1, LIVER}
+    s = session._require_support()
+    assert s.same_volume  # the last pass started from this scan's pseudo-paint
+    n = len(candidate_steps("ct"))
+    # apart: each class's search (n first passes at least), then the joint pass
+    assert stages.count("support") > (2 * n if apart else n)
+    result = session.labels(None)
+    for v in (1, LIVER):
+        assert _dice(result == v, query.labels == v) > 0.7

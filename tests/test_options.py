@@ -27,6 +27,9 @@ def test_pairs_are_typed_and_checked():
     ]:
         with pytest.raises(ValueError, match=message):
             SegmentOptions.from_pairs(bad)
+    # in Python, a switch given as a string would silently count as on
+    with pytest.raises(ValueError, match="bootstrap must be True or False"):
+        SegmentOptions(bootstrap="false")
 
 
 def test_calibration_modes_are_checked():

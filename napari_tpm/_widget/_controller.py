@@ -416,9 +416,11 @@ def _cross_volume_note(session: Any) -> str:
     from napari_tpm.contrast import describe_step, is_unchanged
 
     notes = []
-    step = getattr(session, "contrast_step", None)
-    if step is not None and not is_unchanged(step):
-        notes.append(f"painted intensities {describe_step(step)}")
+    steps = getattr(session, "contrast_steps", {})
+    changed = {v: s for v, s in steps.items() if not is_unchanged(s)}
+    if changed:
+        what = ", ".join(f"{describe_step(s)} (label {v})" for v, s in changed.items())
+        notes.append(f"painted intensities {what}")
     if getattr(session, "bootstrapped", False):
         slices = ", ".join(str(i) for i in session.support_slices)
         notes.append(f"second pass from slice {slices}")
