@@ -1,10 +1,13 @@
-"""The session's contrast search for paint from another volume (``options.contrast_search``).
+"""The session's paths for paint from another volume: contrast search, classes apart.
 
-:class:`ContrastSearch` is a mixin of :class:`napari_tpm.session.SegmentationSession`. It runs
-the whole cross-volume pipeline (first pass, then the bootstrap's second pass) once per
-intensity change of :func:`napari_tpm.contrast.candidate_steps`, and keeps the result that
-fits the paint best (:func:`napari_tpm.contrast.fit_score`). Why: another scan's contrast
-phase makes its painted organ a poor prototype for this one (:mod:`napari_tpm.contrast`).
+:class:`ContrastSearch` is a mixin of :class:`napari_tpm.session.SegmentationSession`.
+- ``options.contrast_search``: it runs the whole cross-volume pipeline (first pass, then the
+  bootstrap's second pass) once per intensity change of
+  :func:`napari_tpm.contrast.candidate_steps`, and keeps the result that fits the paint best
+  (:func:`napari_tpm.contrast.fit_score`). Why: another scan's contrast phase makes its painted
+  organ a poor prototype for this one (:mod:`napari_tpm.contrast`).
+- ``options.classes_apart``: several painted classes are each found alone first, then
+  segmented jointly from their results on this scan.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ if TYPE_CHECKING:
 
 
 def _dice(a: np.ndarray, b: np.ndarray) -> float:
+    """Dice of two masks (0 when both are empty): the two passes' agreement."""
     total = int(a.sum()) + int(b.sum())
     return 2.0 * int(np.logical_and(a, b).sum()) / total if total else 0.0
 

@@ -132,7 +132,9 @@ def _class_mask(
     """Painted plane -> working grid map: class index + 1, -1 for background strokes, else 0.
 
     Each value is resampled on its own so a stroke thinner than one working pixel keeps the
-    pixels it touches instead of vanishing between nearest-neighbour samples.
+    pixels it touches instead of vanishing between nearest-neighbour samples; when all of
+    those are another class's, it still keeps the working pixel it covers most, so every
+    value painted on the plane is on the map (a few-voxel piece beside a large organ).
     """
     nearest = grid.to_working_mask(torch.from_numpy(plane.astype(np.int64)))
     out = torch.zeros(nearest.shape, dtype=torch.int64)
@@ -141,10 +143,13 @@ def _class_mask(
         codes.append((background, -1))
     for value, code in codes:
         m = nearest == value
-        if not m.any() and (plane == value).any():
-            native = torch.from_numpy((plane == value).astype(np.float32))[None, None]
-            m = grid.to_working(native, pad_value=0.0)[0, 0] > 0
-        out[m & (out == 0)] = code
+        if (m & (out == 0)).any() or not (plane == value).any():
+            out[m & (out == 0)] = code
+            continue
+        native = torch.from_numpy((plane == value).astype(np.float32))[None, None]
+        cover = grid.to_working(native, pad_value=0.0)[0, 0]
+        free = (cover > 0) & (out == 0)
+        out[free if free.any() else cover == cover.max()] = code
     return out
 
 

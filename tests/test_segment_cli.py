@@ -69,16 +69,28 @@ def test_end_to_end_keeps_geometry_and_label_values(case, tmp_path):
     assert p.dtype == np.float32 and p.min() >= 0 and p.max() <= 1
 
 
+def _atlas_args(folder: Path, tmp_path: Path, liver_shift: float = 0.0) -> list:
+    """CLI arguments with the liver painted on another phantom (its liver shifted in HU)."""
+    atlas = make_phantom(shape=SHAPE, seed=9)
+    liver = atlas.labels == 5
+    image = np.where(liver, atlas.image + liver_shift, atlas.image).astype(np.float32)
+    zs = np.nonzero(liver.any(axis=(1, 2)))[0]
+    z = int(zs[len(zs) // 2])
+    paint = np.zeros(SHAPE, np.uint8)
+    paint[z][liver[z]] = 5
+    write_volume(tmp_path / "atlas.nii.gz", image, Volume(image, tuple(atlas.spacing)))
+    write_volume(tmp_path / "atlas_paint.nii.gz", paint, Volume(paint, tuple(atlas.spacing)))
+    return [
+        folder / "ct.nii.gz",
+        *("--support-image", tmp_path / "atlas.nii.gz"),
+        *("--support-labels", tmp_path / "atlas_paint.nii.gz"),
+        *("--checkpoint", "filterbank"),
+    ]
+
+
 def test_support_from_another_volume_says_where_the_second_pass_started(case, tmp_path, capsys):
     folder, ph, _ = case
-    atlas = make_phantom(shape=SHAPE, seed=9)
-    zs = np.nonzero((atlas.labels == 5).any(axis=(1, 2)))[0]
-    paint = np.zeros(SHAPE, np.uint8)
-    paint[zs[len(zs) // 2]][atlas.labels[zs[len(zs) // 2]] == 5] = 5
-    write_volume(tmp_path / "atlas.nii.gz", atlas.image, Volume(atlas.image, tuple(atlas.spacing)))
-    write_volume(tmp_path / "atlas_paint.nii.gz", paint, Volume(paint, tuple(atlas.spacing)))
-    base = [folder / "ct.nii.gz", "--support-image", tmp_path / "atlas.nii.gz"]
-    base += ["--support-labels", tmp_path / "atlas_paint.nii.gz", "--checkpoint", "filterbank"]
+    base = _atlas_args(folder, tmp_path)
     out = tmp_path / "out.nii.gz"
     assert run_cli(*base, "--out", out) == 0
     said = capsys.readouterr().err
@@ -91,16 +103,7 @@ def test_support_from_another_volume_says_where_the_second_pass_started(case, tm
 def test_support_from_a_later_contrast_phase_says_what_it_changed(case, tmp_path, capsys):
     """The atlas's liver is 80 HU brighter than the query's: the CLI says it shifted it."""
     folder, ph, _ = case
-    atlas = make_phantom(shape=SHAPE, seed=9)
-    liver = atlas.labels == 5
-    brighter = np.where(liver, atlas.image + 80.0, atlas.image).astype(np.float32)
-    z = int(np.nonzero(liver.any(axis=(1, 2)))[0].mean())
-    paint = np.zeros(SHAPE, np.uint8)
-    paint[z][liver[z]] = 5
-    write_volume(tmp_path / "atlas.nii.gz", brighter, Volume(brighter, tuple(atlas.spacing)))
-    write_volume(tmp_path / "atlas_paint.nii.gz", paint, Volume(paint, tuple(atlas.spacing)))
-    base = [folder / "ct.nii.gz", "--support-image", tmp_path / "atlas.nii.gz"]
-    base += ["--support-labels", tmp_path / "atlas_paint.nii.gz", "--checkpoint", "filterbank"]
+    base = _atlas_args(folder, tmp_path, liver_shift=80.0)
     out = tmp_path / "out.nii.gz"
     assert run_cli(*base, "--out", out) == 0
     said = capsys.readouterr().err

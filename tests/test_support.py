@@ -111,3 +111,18 @@ def test_background_strokes_are_excluded_and_push_lookalikes_out(phantom):
     assert spill_after.sum() < spill.sum()
     truth = phantom.labels == LIVER
     assert dice(after_model == LIVER, truth) >= dice(before == LIVER, truth) - 0.02
+
+
+def test_a_voxel_inside_a_large_class_stays_on_the_working_grid():
+    """A one-voxel class whose working pixels all belong to a neighbour keeps its best one
+    (a second pass's pseudo-paint once lost such a class and crashed on an empty support)."""
+    from napari_tpm._session_data import _class_mask
+    from napari_tpm.preprocess import WorkingGrid
+
+    plane = np.zeros((512, 512), np.int64)
+    plane[100:300, 100:300] = 1
+    plane[200, 150] = 2  # one voxel inside the big class, between nearest-neighbour samples
+    grid = WorkingGrid.fit(plane.shape)
+    out = _class_mask(grid, plane, (1, 2), None)
+    assert (out == 2).sum() == 1
+    assert (out == 1).sum() > 0.9 * (plane == 1).sum() / 4
