@@ -48,12 +48,22 @@ class CaseSpec:
     label: Path
     values: dict[str, int]
 
-    def load(self) -> tuple[np.ndarray, np.ndarray, tuple[float, float, float]]:
-        """(image, integer labels, spacing) as the product's reader returns them."""
+    def load(
+        self, like: CaseSpec | None = None
+    ) -> tuple[np.ndarray, np.ndarray, tuple[float, float, float]]:
+        """(image, integer labels, spacing) as the product's reader returns them.
+
+        ``like``: the query this volume paints for; its arrays are then reordered to the
+        query's axes, as ``python -m napari_tpm.segment --support-image`` does.
+        """
         from napari_tpm.io import read_volume
 
         img = read_volume(self.image)
         lab = read_volume(self.label)
+        if like is not None:
+            from napari_tpm.orientation import support_like
+
+            img, lab, _ = support_like(img, lab, read_volume(like.image))
         labels = np.asarray(lab.array)
         if not np.issubdtype(labels.dtype, np.integer):
             labels = np.rint(labels).astype(np.int32)

@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import sys
 import time
 from dataclasses import dataclass
@@ -99,7 +100,7 @@ def build_jobs(
     if "cross" in modes:
         partner = ac.cross_partner(case, data)
         if partner is not None:
-            pimg, plab, pspacing = partner.load()
+            pimg, plab, pspacing = partner.load(like=case)
             for organ in present:
                 ptruth = plab == partner.values[organ]
                 zs = ac.organ_slices(ptruth, 1)
@@ -113,7 +114,7 @@ def build_jobs(
     if "cross-multi" in modes and present:
         partner = ac.cross_partner(case, data)
         if partner is not None:
-            pimg, plab, pspacing = partner.load()
+            pimg, plab, pspacing = partner.load(like=case)
             job = _multi_job("cross-multi", plab, partner, present, organs)
             if job is not None:
                 job.image, job.spacing = pimg, pspacing
@@ -233,10 +234,20 @@ def route_session_options(pairs: list[str]) -> dict[str, dict]:
 
 
 # ------------------------------------------------------------------------------- forest
+def _support_digest(job: Job) -> str:
+    """ "" for paint on the query; for another volume's, a digest of its image and paint, so
+    that a cached forest is not reused once that support changes (e.g. reordered axes)."""
+    if job.image is None:
+        return ""
+    h = hashlib.sha1(np.ascontiguousarray(job.paint).tobytes())
+    h.update(np.ascontiguousarray(job.image[job.slices]).tobytes())
+    return "|" + h.hexdigest()[:10]
+
+
 def run_forest(image, labels, case, jobs, cache: af.ForestCache, cfg) -> tuple[dict, float]:
     """Dice per (job key, organ), from the cache when every row of this case is there."""
     wanted = [(job, organ) for job in jobs for organ in job.organs if organ in case.values]
-    keys = {(j.key, o): f"{case.name}|{j.key}|{o}" for j, o in wanted}
+    keys = {(j.key, o): f"{case.name}|{j.key}|{o}{_support_digest(j)}" for j, o in wanted}
     if all(cache.get(k)[0] for k in keys.values()):
         return {jk: cache.get(k)[1] for jk, k in keys.items()}, 0.0
     t0 = time.perf_counter()

@@ -299,8 +299,12 @@ def run(args: argparse.Namespace) -> dict:
         raise BadInput(str(err)) from None
     check_label_values(paint.array, args.support_labels)
     check_intensities(image.array, "IMAGE", args.modality)
+    reoriented = ""
     if support_image is not image:
         check_intensities(support_image.array, "--support-image", args.modality)
+        from napari_tpm.orientation import support_like
+
+        support_image, paint, reoriented = support_like(support_image, paint, image)
 
     t0 = time.perf_counter()
     try:
@@ -360,6 +364,7 @@ def run(args: argparse.Namespace) -> dict:
         "device": str(session.device),
         "encoder_calls": session.encoder_calls,
         "second_pass_slices": session.support_slices if session.bootstrapped else (),
+        "support_reoriented": reoriented,
         "contrast_steps": {
             int(v): describe_step(step)
             for v, step in session.contrast_steps.items()
@@ -439,6 +444,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "  paint from another volume: segmented again from this volume's slice(s) "
                 f"{list(summary['second_pass_slices'])} of the first result "
                 "(--option bootstrap=false turns this off)",
+                file=sys.stderr,
+            )
+        if summary.get("support_reoriented"):
+            print(
+                "  --support-image and --support-labels reordered to IMAGE's axes "
+                f"({summary['support_reoriented']}): the files store their voxels differently",
                 file=sys.stderr,
             )
         if summary.get("contrast_steps"):

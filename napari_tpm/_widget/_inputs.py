@@ -60,13 +60,34 @@ def build_request(
         parse_support(paint, BACKGROUND_LABEL)
     except SupportError as exc:
         return f"{exc}."
+    other, other_spacing = None, None
+    if support_image is not None:
+        other = np.asarray(support_image.data)
+        other_spacing = tuple(float(s) for s in support_image.scale)
+        direction = _direction(support_image), _direction(image)
+        if None not in direction:  # both read from files: the same axes as the image's
+            from napari_tpm.orientation import reorient_like
+
+            other, other_spacing = reorient_like(other, other_spacing, *direction)
+            paint, _ = reorient_like(paint, support_image.scale, *direction)
     return SegmentRequest(
         image=np.asarray(image.data),
         spacing=tuple(float(s) for s in image.scale),
         support=paint,
-        support_image=None if support_image is None else np.asarray(support_image.data),
-        support_spacing=None
-        if support_image is None
-        else tuple(float(s) for s in support_image.scale),
+        support_image=other,
+        support_spacing=other_spacing,
         n_prototypes=int(n_prototypes),
     )
+
+
+def _direction(layer: Any) -> tuple[float, ...] | None:
+    """The file's direction cosines that our reader kept in the layer's metadata, if any.
+
+    Another volume's paint is reordered to the image's axes with them
+    (:mod:`napari_tpm.orientation`); a layer made in napari has none, and is taken as is.
+    """
+    from napari_tpm._reader import GEOMETRY_KEY
+
+    geometry = getattr(layer, "metadata", {}).get(GEOMETRY_KEY) or {}
+    direction = geometry.get("direction")
+    return None if direction is None else tuple(float(d) for d in direction)
