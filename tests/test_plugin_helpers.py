@@ -141,3 +141,27 @@ def test_short_reason_is_one_short_line():
     exc = ValueError(f"{path} is not readable: UnpicklingError: Weights only load failed\nmore")
     text = short_reason(exc, path)
     assert "\n" not in text and len(text) <= 100 and text.startswith("bogus.pt is not readable")
+
+
+def test_a_support_image_file_stored_mirrored_is_reordered_to_the_image_axes():
+    """Atlas use in the dock: layers read from files carry their direction cosines, and the
+    request hands the session the atlas and its paint in the image's voxel order."""
+    from napari_tpm._reader import GEOMETRY_KEY
+    from napari_tpm._widget._inputs import build_request
+
+    ras = (-1.0, 0.0, 0.0, 0.0, -1.0, 0.0, 0.0, 0.0, 1.0)
+    las = (1.0, 0.0, 0.0, 0.0, -1.0, 0.0, 0.0, 0.0, 1.0)
+    image = layers.Image(
+        np.zeros((4, 6, 8), np.float32), metadata={GEOMETRY_KEY: {"direction": ras}}
+    )
+    data = np.arange(4 * 6 * 8, dtype=np.float32).reshape(4, 6, 8)
+    atlas = layers.Image(data, metadata={GEOMETRY_KEY: {"direction": las}})
+    paint = np.zeros((4, 6, 8), np.uint8)
+    paint[2, 3, 1] = 5
+    request = build_request(image, layers.Labels(paint), atlas, 1)
+    np.testing.assert_array_equal(request.support_image, data[:, :, ::-1])
+    assert np.argwhere(request.support).tolist() == [[2, 3, 6]]
+    # a layer made in napari has no file geometry: taken as it is
+    plain = build_request(image, layers.Labels(paint), layers.Image(data), 1)
+    np.testing.assert_array_equal(plain.support_image, data)
+    assert np.argwhere(plain.support).tolist() == [[2, 3, 1]]

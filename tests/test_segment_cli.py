@@ -12,12 +12,15 @@ import pytest
 import SimpleITK as sitk
 
 from napari_tpm.io import Volume, read_volume, write_volume
+from napari_tpm.orientation import orientation_code
 from napari_tpm.phantom import make_phantom
 from napari_tpm.segment import main
 
 SHAPE = (20, 80, 80)
 DIRECTION = (0.0, -1.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0)  # rotated 90 degrees in-plane
 ORIGIN = (12.5, -40.0, 300.0)
+#: DIRECTION with the voxel x axis reversed (its first column negated): a mirrored array
+MIRRORED = (0.0, -1.0, 0.0, -1.0, 0.0, 0.0, 0.0, 0.0, 1.0)
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:
@@ -69,8 +72,14 @@ def test_end_to_end_keeps_geometry_and_label_values(case, tmp_path):
     assert p.dtype == np.float32 and p.min() >= 0 and p.max() <= 1
 
 
-def _atlas_args(folder: Path, tmp_path: Path, liver_shift: float = 0.0) -> list:
-    """CLI arguments with the liver painted on another phantom (its liver shifted in HU)."""
+def _atlas_args(
+    folder: Path, tmp_path: Path, liver_shift: float = 0.0, mirrored: bool = False
+) -> list:
+    """CLI arguments with the liver painted on another phantom (its liver shifted in HU).
+
+    ``mirrored``: the atlas file stores its voxels right-to-left (the x direction cosine is
+    -1), the same anatomy in a left-right mirrored array.
+    """
     atlas = make_phantom(shape=SHAPE, seed=9)
     liver = atlas.labels == 5
     image = np.where(liver, atlas.image + liver_shift, atlas.image).astype(np.float32)
@@ -78,8 +87,13 @@ def _atlas_args(folder: Path, tmp_path: Path, liver_shift: float = 0.0) -> list:
     z = int(zs[len(zs) // 2])
     paint = np.zeros(SHAPE, np.uint8)
     paint[z][liver[z]] = 5
-    write_volume(tmp_path / "atlas.nii.gz", image, Volume(image, tuple(atlas.spacing)))
-    write_volume(tmp_path / "atlas_paint.nii.gz", paint, Volume(paint, tuple(atlas.spacing)))
+    direction = DIRECTION  # laid out as the query's phantom
+    if mirrored:
+        image, paint = image[:, :, ::-1], paint[:, :, ::-1]
+        direction = MIRRORED
+    grid = Volume(image, tuple(atlas.spacing), direction=direction)
+    write_volume(tmp_path / "atlas.nii.gz", image, grid)
+    write_volume(tmp_path / "atlas_paint.nii.gz", paint, grid)
     return [
         folder / "ct.nii.gz",
         *("--support-image", tmp_path / "atlas.nii.gz"),
@@ -112,6 +126,23 @@ def test_support_from_a_later_contrast_phase_says_what_it_changed(case, tmp_path
     off = tmp_path / "off.nii.gz"
     assert run_cli(*base, "--out", off, "--option", "contrast_search=false") == 0
     assert "contrast search" not in capsys.readouterr().err
+
+
+def test_a_mirrored_atlas_file_is_reordered_to_the_image_axes(case, tmp_path, capsys):
+    """The same atlas stored left-right mirrored (another converter's voxel order) gives the
+    very same result: its arrays are reordered to the query's axes first."""
+    folder, _, _ = case
+    plain, mirrored = tmp_path / "plain", tmp_path / "mirrored"
+    plain.mkdir(), mirrored.mkdir()
+    assert run_cli(*_atlas_args(folder, plain), "--out", plain / "out.nii.gz") == 0
+    assert "reordered" not in capsys.readouterr().err
+    args = _atlas_args(folder, mirrored, mirrored=True)
+    assert run_cli(*args, "--out", mirrored / "out.nii.gz") == 0
+    change = f"{orientation_code(MIRRORED)} -> {orientation_code(DIRECTION)}"
+    assert f"reordered to IMAGE's axes ({change})" in capsys.readouterr().err
+    expected = read_volume(plain / "out.nii.gz").array
+    assert expected.any()
+    np.testing.assert_array_equal(read_volume(mirrored / "out.nii.gz").array, expected)
 
 
 def test_prototypes_prior_and_range_flags(case, tmp_path):
