@@ -55,3 +55,17 @@ def test_paint_and_image_move_together_and_keep_their_types(dtype):
     assert moved.array[1, 2, 4] == image.array[1, 2, 0]
     same = support_like(image, paint, Volume(np.zeros((1, 1, 1)), direction=LAS))
     assert same[0] is image and same[1] is paint and same[2] == ""
+
+
+def test_evaluation_reorders_a_support_case_like_its_query():
+    from napari_tpm.evaluate.datasets import LoadedCase
+
+    image, labels = _ramp(dtype=np.float32), np.zeros((3, 4, 5), np.uint8)
+    labels[0, 1, 1] = 3
+    support = LoadedCase("s", image, labels, (2.0, 1.0, 1.0), LAS)
+    query = LoadedCase("q", image, labels, (2.0, 1.0, 1.0), RAS)
+    moved = support.like(query)
+    np.testing.assert_array_equal(moved.image, image[:, :, ::-1])
+    assert np.argwhere(moved.labels).tolist() == [[0, 1, 3]]
+    assert moved.direction == RAS and moved.spacing == (2.0, 1.0, 1.0)
+    assert support.like(LoadedCase("q2", image, labels, (1, 1, 1), LAS)) is support

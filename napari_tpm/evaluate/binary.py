@@ -86,6 +86,7 @@ def evaluate_binary(
     """
     meta = dict(meta or {})
     truth_full = query.labels == value
+    support = None if support is None else support.like(query)
     src = query if support is None else support
     sup_mask = src.labels == value
     if options.protocol == "EP2":

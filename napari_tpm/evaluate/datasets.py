@@ -157,6 +157,7 @@ class Case:
     spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)
 
     def load(self) -> LoadedCase:
+        direction = _LPS
         if self.image is not None and self.labels is not None:
             image, labels, spacing = self.image, self.labels, tuple(self.spacing)
         else:
@@ -168,6 +169,7 @@ class Case:
             lab = read_volume(self.label_path)
             require_same_grid(img, lab, what=f"labels {self.label_path.name}")
             image, labels, spacing = img.array, lab.array, tuple(img.spacing)
+            direction = img.direction
         labels = np.asarray(labels)
         if not np.issubdtype(labels.dtype, np.integer):
             labels = np.rint(labels).astype(np.int32)
@@ -175,17 +177,33 @@ class Case:
             raise ValueError(
                 f"case {self.name!r}: image {image.shape} and labels {labels.shape} differ"
             )
-        return LoadedCase(self.name, np.asarray(image), labels, spacing)
+        return LoadedCase(self.name, np.asarray(image), labels, spacing, tuple(direction))
+
+
+#: identity direction cosines: arrays held in memory are taken as they are
+_LPS = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
 
 
 @dataclass
 class LoadedCase:
-    """A case's arrays, (z, y, x), and its spacing (z, y, x) in mm."""
+    """A case's arrays, (z, y, x), its spacing (z, y, x) in mm and its file's direction."""
 
     name: str
     image: np.ndarray
     labels: np.ndarray
     spacing: tuple[float, float, float]
+    direction: tuple[float, ...] = _LPS
+
+    def like(self, query: LoadedCase) -> LoadedCase:
+        """This support volume with its axes pointing as ``query``'s do (as the CLI does:
+        :mod:`napari_tpm.orientation`); itself when they already agree."""
+        from napari_tpm.orientation import reorient_like
+
+        image, spacing = reorient_like(self.image, self.spacing, self.direction, query.direction)
+        if image is self.image:
+            return self
+        labels, _ = reorient_like(self.labels, self.spacing, self.direction, query.direction)
+        return LoadedCase(self.name, image, labels, spacing, query.direction)
 
 
 # ------------------------------------------------------------------------------ paper sets

@@ -63,6 +63,7 @@ def evaluate_multiclass(
     predicted and score 0 wherever the query has them.
     """
     meta = dict(meta or {})
+    support = None if support is None else support.like(query)
     src = query if support is None else support
     values = list(classes.values())
     z = most_labels_slice(src.labels, values, rng)
