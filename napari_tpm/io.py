@@ -16,7 +16,6 @@ from __future__ import annotations
 import gzip
 import math
 import struct
-import warnings
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -25,6 +24,17 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from napari_tpm._dicom import _read_dicom_folder, describe_series, dicom_series
+from napari_tpm._io_checks import (
+    VolumeError,
+    _as_3d_scalar,
+    _itk_detail,
+    _nonfinite_message,
+    check_finite,
+    check_size,
+    require_same_grid,
+    same_grid,
+)
 from napari_tpm._nifti import nifti_layout, scan_payload
 from napari_tpm.atomic import (
     OutputError,
@@ -52,10 +62,6 @@ __all__ = [
 SUPPORTED_EXTENSIONS: tuple[str, ...] = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
 
 _IDENTITY_DIRECTION: tuple[float, ...] = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
-
-
-class VolumeError(ValueError):
-    """A volume cannot be used; the message is one line naming the file and the problem."""
 
 
 @dataclass
@@ -121,89 +127,6 @@ class Volume:
 
 
 # --------------------------------------------------------------------------------------------
-# validation helpers
-
-
-def check_finite(array: np.ndarray, what: str = "image") -> None:
-    """Raise VolumeError when `array` holds NaN or infinite values (integers always pass).
-
-    NaNs poison every mean, z-score and distance downstream without an error of their own, so
-    they are refused at the door rather than discovered as an all-empty segmentation.
-    """
-    if not np.issubdtype(array.dtype, np.floating) and not np.issubdtype(
-        array.dtype, np.complexfloating
-    ):
-        return
-    finite = np.isfinite(array)
-    if not finite.all():
-        bad = int(finite.size - np.count_nonzero(finite))
-        n_nan = int(np.count_nonzero(np.isnan(array)))
-        raise VolumeError(_nonfinite_message(what, n_nan, bad - n_nan))
-
-
-def _nonfinite_message(what: str, n_nan: int, n_inf: int) -> str:
-    return (
-        f"{what} contains {n_nan + n_inf} non-finite voxel(s) ({n_nan} NaN, {n_inf} infinite); "
-        "replace them before segmenting"
-    )
-
-
-def check_size(shape: Sequence[int], max_voxels: int) -> int:
-    """Return the voxel count of `shape`; raise VolumeError when it exceeds `max_voxels`.
-
-    Lets a front end refuse a volume that would not fit in memory before any buffer is made.
-    """
-    n = math.prod(int(s) for s in shape)
-    if n > max_voxels:
-        raise VolumeError(
-            f"volume of shape {tuple(int(s) for s in shape)} has {n:,} voxels, more than the "
-            f"limit of {int(max_voxels):,}; crop or downsample it first"
-        )
-    return n
-
-
-def same_grid(a: Volume, b: Volume, tol: float = 1e-3) -> bool:
-    """True when `a` and `b` sample the same world grid.
-
-    `tol` is relative so one number fits every scale: spacings may differ by `tol` times their
-    size, origins by `tol` voxels (file formats store positions as float32, and NIfTI's
-    qform/sform conversions leave rounding far above machine precision), direction cosines by
-    `tol` absolutely.
-    """
-    return not _grid_differences(a, b, tol)
-
-
-def require_same_grid(image: Volume, labels: Volume, what: str = "labels") -> None:
-    """Raise VolumeError naming what differs when `labels` is not on `image`'s grid."""
-    diffs = _grid_differences(image, labels, 1e-3)
-    if diffs:
-        raise VolumeError(
-            f"{what} grid (shape/spacing/origin/direction) does not match the image: "
-            + "; ".join(diffs)
-        )
-
-
-def _grid_differences(a: Volume, b: Volume, tol: float) -> list[str]:
-    diffs = []
-    if a.shape != b.shape:
-        diffs.append(f"shape {a.shape} vs {b.shape}")
-        return diffs
-    sa, sb = np.asarray(a.spacing), np.asarray(b.spacing)
-    if np.any(np.abs(sa - sb) > tol * np.maximum(np.abs(sa), np.abs(sb))):
-        diffs.append(f"spacing {_fmt(a.spacing)} vs {_fmt(b.spacing)}")
-    voxel = float(np.min(np.minimum(np.abs(sa), np.abs(sb))))
-    if np.any(np.abs(np.subtract(a.origin, b.origin)) > tol * max(voxel, 1e-12)):
-        diffs.append(f"origin {_fmt(a.origin)} vs {_fmt(b.origin)}")
-    if np.any(np.abs(np.subtract(a.direction, b.direction)) > tol):
-        diffs.append(f"direction {_fmt(a.direction)} vs {_fmt(b.direction)}")
-    return diffs
-
-
-def _fmt(values: Sequence[float]) -> str:
-    return "(" + ", ".join(f"{v:.6g}" for v in values) + ")"
-
-
-# --------------------------------------------------------------------------------------------
 # reading
 
 
@@ -213,16 +136,6 @@ def _extension(path: Path) -> str:
         if name.endswith(ext):
             return ext
     return "".join(path.suffixes[-2:]).lower() if path.suffixes else ""
-
-
-def _itk_detail(error: Exception) -> str:
-    """The most telling line of a multi-line ITK exception, for a one-line message."""
-    lines = [ln.strip() for ln in str(error).splitlines() if ln.strip()]
-    for line in reversed(lines):
-        cleaned = line.removeprefix("[nrrd]").strip()
-        if cleaned and not cleaned.endswith(":"):
-            return cleaned[:200]
-    return type(error).__name__
 
 
 def read_volume(path: str | Path, series: str | None = None) -> Volume:
@@ -321,87 +234,6 @@ def read_header(path: str | Path, series: str | None = None) -> VolumeHeader:
     item = sitk.GetArrayViewFromImage(sitk.Image([1, 1], reader.GetPixelID())).itemsize
     per_voxel = item * max(1, int(reader.GetNumberOfComponents()))
     return VolumeHeader((z, y, x), per_voxel)
-
-
-def _as_3d_scalar(image: sitk.Image, name: str) -> sitk.Image:
-    """Refuse what the segmenter cannot use; squeeze a trailing singleton 4th axis."""
-    if image.GetNumberOfComponentsPerPixel() > 1:
-        raise VolumeError(
-            f"{name}: multi-component pixels ({image.GetNumberOfComponentsPerPixel()} values per "
-            "voxel: RGB, vector or 4D data stored as components); a single-channel 3D image is "
-            "needed"
-        )
-    dim = image.GetDimension()
-    size = image.GetSize()
-    if dim == 4 and size[3] == 1:
-        image = sitk.Extract(image, (*size[:3], 0), (0, 0, 0, 0))
-        dim, size = 3, image.GetSize()
-    if dim == 2 or (dim == 3 and min(size) == 1):
-        raise VolumeError(
-            f"{name}: this is a 2D image (size {size} in x, y, z); a 3D volume with several "
-            "slices is needed"
-        )
-    if dim != 3:
-        raise VolumeError(
-            f"{name}: this is a {dim}D image (size {size}); only 3D volumes are supported, "
-            "extract one 3D volume (e.g. one time point) first"
-        )
-    if image.GetPixelID() in (sitk.sitkComplexFloat32, sitk.sitkComplexFloat64):
-        raise VolumeError(f"{name}: complex-valued pixels are not supported")
-    return image
-
-
-def dicom_series(folder: str | Path) -> dict[str, tuple[str, ...]]:
-    """The DICOM series of a folder: SeriesInstanceUID -> its files in slice order.
-
-    Raises:
-        VolumeError: an empty folder, or one without any DICOM series.
-    """
-    folder = Path(folder)
-    if not any(p.is_file() for p in folder.iterdir()):
-        raise VolumeError(
-            f"{folder}: the folder is empty (no files directly inside); expected one DICOM series"
-        )
-    series_ids = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
-    if not series_ids:
-        raise VolumeError(f"{folder}: no DICOM series found in this folder")
-    return {
-        sid: tuple(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), sid))
-        for sid in series_ids
-    }
-
-
-def describe_series(found: dict[str, tuple[str, ...]]) -> str:
-    """ "UID (N files), ..." for messages that ask the user to choose a series."""
-    return ", ".join(f"{sid or '?'} ({len(f)} files)" for sid, f in found.items())
-
-
-def _read_dicom_folder(folder: Path, series: str | None = None) -> sitk.Image:
-    files_by_series = dicom_series(folder)
-    series_ids = list(files_by_series)
-    if series is not None and series not in files_by_series:
-        raise VolumeError(
-            f"{folder}: no DICOM series {series!r} here; the folder holds "
-            f"{describe_series(files_by_series)}"
-        )
-    chosen = series or max(series_ids, key=lambda sid: len(files_by_series[sid]))
-    files = files_by_series[chosen]
-    if len(series_ids) > 1 and series is None:
-        counts = describe_series(files_by_series)
-        warnings.warn(
-            f"{folder}: {len(series_ids)} DICOM series found ({counts}); reading {chosen or '?'}, "
-            "the one with the most files",
-            stacklevel=3,
-        )
-    reader = sitk.ImageSeriesReader()
-    reader.SetFileNames(list(files))
-    try:
-        return reader.Execute()
-    except RuntimeError as err:
-        raise VolumeError(
-            f"{folder}: cannot read the DICOM series, a file is unreadable or corrupt "
-            f"({_itk_detail(err)})"
-        ) from None
 
 
 def _check_nifti(path: Path, check_values: bool = True) -> None:
