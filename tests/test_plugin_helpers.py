@@ -161,7 +161,19 @@ def test_a_support_image_file_stored_mirrored_is_reordered_to_the_image_axes():
     request = build_request(image, layers.Labels(paint), atlas, 1)
     np.testing.assert_array_equal(request.support_image, data[:, :, ::-1])
     assert np.argwhere(request.support).tolist() == [[2, 3, 6]]
+    assert request.reordered == "LAS -> RAS"  # the status line says so after the run
     # a layer made in napari has no file geometry: taken as it is
     plain = build_request(image, layers.Labels(paint), layers.Image(data), 1)
     np.testing.assert_array_equal(plain.support_image, data)
-    assert np.argwhere(plain.support).tolist() == [[2, 3, 1]]
+    assert np.argwhere(plain.support).tolist() == [[2, 3, 1]] and plain.reordered == ""
+
+
+def test_the_status_note_names_what_was_done_with_another_volumes_paint():
+    from types import SimpleNamespace
+
+    from napari_tpm._widget._controller import _cross_volume_note
+
+    session = SimpleNamespace(contrast_steps={}, bootstrapped=True, support_slices=(7,))
+    note = _cross_volume_note(session, "LAS -> RAS")
+    assert note == " (support image reordered LAS -> RAS; second pass from slice 7)"
+    assert _cross_volume_note(SimpleNamespace(contrast_steps={}, bootstrapped=False)) == ""

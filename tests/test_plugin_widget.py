@@ -220,27 +220,41 @@ def test_slice_range_and_connectivity_restrict_the_preview(qtbot, setup, phantom
     np.testing.assert_array_equal(layer.data, shown)
 
 
-def test_support_painted_on_another_scan(qtbot, make_napari_viewer, phantom, errors):
-    """Atlas use: the paint lives on another volume, chosen as the support image."""
+@pytest.mark.parametrize("mirrored", [False, True])
+def test_support_painted_on_another_scan(qtbot, make_napari_viewer, phantom, errors, mirrored):
+    """Atlas use: the paint lives on another volume, chosen as the support image.
+
+    ``mirrored``: both were read from files, the atlas's storing its voxels right to left; the
+    dock reorders it to the image's axes and says so.
+    """
+    from napari_tpm._reader import GEOMETRY_KEY
     from napari_tpm.phantom import make_phantom
 
     atlas = make_phantom(shape=SHAPE, seed=11)
+    atlas_image, atlas_labels = atlas.image, atlas.labels
+    image_meta, atlas_meta = {}, {}
+    if mirrored:
+        atlas_image, atlas_labels = atlas_image[:, :, ::-1], atlas_labels[:, :, ::-1]
+        image_meta = {GEOMETRY_KEY: {"direction": (1.0, 0, 0, 0, 1.0, 0, 0, 0, 1.0)}}
+        atlas_meta = {GEOMETRY_KEY: {"direction": (-1.0, 0, 0, 0, 1.0, 0, 0, 0, 1.0)}}
     viewer = make_napari_viewer()
-    viewer.add_image(phantom.image, name="phantom", scale=phantom.spacing)
-    viewer.add_image(atlas.image, name="atlas", scale=atlas.spacing)
+    viewer.add_image(phantom.image, name="phantom", scale=phantom.spacing, metadata=image_meta)
+    viewer.add_image(atlas_image, name="atlas", scale=atlas.spacing, metadata=atlas_meta)
     _, widget = viewer.window.add_plugin_dock_widget("napari-tpm", "TPM Segmentation")
     widget.model_combo.value = "filterbank"
     widget.image_combo.value = viewer.layers["phantom"]
     widget.support_image_combo.value = viewer.layers["atlas"]
     support = widget.new_support_layer()
     z = paint_slice(atlas)
-    support.data[z][atlas.labels[z] == LIVER] = LIVER
+    support.data[z][atlas_labels[z] == LIVER] = LIVER
     run(qtbot, widget)
     assert errors == []
     score = dice(widget.result_layer.data == LIVER, phantom.labels == LIVER)
     assert score > MIN_ATLAS_DICE, score
     # the status line says the result came from a second pass on this scan
-    assert "second pass from slice" in widget.status_label.value, widget.status_label.value
+    status = widget.status_label.value
+    assert "second pass from slice" in status, status
+    assert ("support image reordered RPS -> LPS" in status) == mirrored, status
 
 
 def test_cancel_stops_the_worker_between_batches(qtbot, setup, slow_segment, errors):

@@ -265,7 +265,7 @@ class Controller:
             if self.ui.prototypes_spinbox.value != session.n_prototypes:  # changed meanwhile
                 self.refit(self.ui.prototypes_spinbox.value)
                 return
-            what = "Segmented" + _cross_volume_note(session)
+            what = "Segmented" + _cross_volume_note(session, run.reordered)
         else:
             what = f"Refitted {session.n_prototypes} prototype(s)"
         self.relabel(done_text=f"{what} in {run.seconds:.1f} s")
@@ -361,7 +361,8 @@ class Controller:
         from napari_tpm._widget._thread import job_worker
 
         worker = job_worker(segmentation_steps, self.get_session, request)
-        return self.start(worker, Run("segment"), "Segmenting...", np.shape(request.image)[0])
+        run = Run("segment", reordered=request.reordered)
+        return self.start(worker, run, "Segmenting...", np.shape(request.image)[0])
 
     def ensure_result_layer(self, image: Image, dtype: np.dtype) -> Labels:
         """The preview layer on the image's grid, emptied; created when missing.
@@ -411,11 +412,14 @@ class Controller:
         return self.adjust.full_timer.isActive() or self.adjust.relabels.busy
 
 
-def _cross_volume_note(session: Any) -> str:
-    """What the session did with paint from another volume, for the status line ("" if none)."""
+def _cross_volume_note(session: Any, reordered: str = "") -> str:
+    """What the session did with paint from another volume, for the status line ("" if none).
+
+    ``reordered``: how that volume's voxels were put in the image's order (``Run.reordered``).
+    """
     from napari_tpm.contrast import describe_step, is_unchanged
 
-    notes = []
+    notes = [f"support image reordered {reordered}"] if reordered else []
     steps = getattr(session, "contrast_steps", {})
     changed = {v: s for v, s in steps.items() if not is_unchanged(s)}
     if changed:

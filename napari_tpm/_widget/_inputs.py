@@ -60,16 +60,19 @@ def build_request(
         parse_support(paint, BACKGROUND_LABEL)
     except SupportError as exc:
         return f"{exc}."
-    other, other_spacing = None, None
+    other, other_spacing, reordered = None, None, ""
     if support_image is not None:
         other = np.asarray(support_image.data)
         other_spacing = tuple(float(s) for s in support_image.scale)
         direction = _direction(support_image), _direction(image)
         if None not in direction:  # both read from files: the same axes as the image's
-            from napari_tpm.orientation import reorient_like
+            from napari_tpm.orientation import orientation_code, reorient_like
 
-            other, other_spacing = reorient_like(other, other_spacing, *direction)
-            paint, _ = reorient_like(paint, support_image.scale, *direction)
+            moved, other_spacing = reorient_like(other, other_spacing, *direction)
+            if moved is not other:
+                paint, _ = reorient_like(paint, support_image.scale, *direction)
+                reordered = " -> ".join(orientation_code(d) for d in direction)
+            other = moved
     return SegmentRequest(
         image=np.asarray(image.data),
         spacing=tuple(float(s) for s in image.scale),
@@ -77,6 +80,7 @@ def build_request(
         support_image=other,
         support_spacing=other_spacing,
         n_prototypes=int(n_prototypes),
+        reordered=reordered,
     )
 
 

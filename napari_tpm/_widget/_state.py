@@ -30,6 +30,8 @@ class Run:
         shown_at, show_cost: when the preview was last rewritten and what it cost, to keep
             the GUI thread mostly free while a large volume streams in.
         unshown: the slices (lo, hi, inclusive) computed since the preview was last rewritten.
+        reordered: for a segmentation from another volume's paint, how its voxels were
+            reordered to the image's axes ("LAS -> RAS"), for the status line; "" if not.
     """
 
     kind: str
@@ -43,6 +45,7 @@ class Run:
     shown_at: float = 0.0  # when the preview was last rewritten during the run
     show_cost: float = 0.0  # how long that rewrite took (GUI thread)
     unshown: tuple[int, int] | None = None
+    reordered: str = ""
 
     @property
     def seconds(self) -> float:

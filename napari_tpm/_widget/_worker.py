@@ -60,6 +60,8 @@ class SegmentRequest:
     support_image: np.ndarray | None
     support_spacing: tuple[float, float, float] | None
     n_prototypes: int
+    #: how the support image and paint were reordered to the image's axes ("" if not)
+    reordered: str = ""
 
 
 def user_message(exc: BaseException) -> str:
