@@ -44,6 +44,7 @@ class SessionOutputs:
     _best: np.ndarray | None
     _normalised: np.ndarray | None
     _paint_footprints: dict[int, Footprint]
+    bootstrapped: bool
 
     if TYPE_CHECKING:
 
@@ -119,7 +120,9 @@ class SessionOutputs:
         3D components that touch the painted region (the largest one when the support came from
         another volume); None takes ``options.connected``. ``keep_paint`` writes the user's paint
         over the result on the painted slices (background strokes as 0); the paper's protocol
-        scores those slices with the model like any other, so the evaluation turns it off.
+        scores those slices with the model like any other, so the evaluation turns it off. After
+        a second pass (:attr:`bootstrapped`) the support is pseudo-paint taken from the first
+        result, not the user's, so it is never written over: the prior moves that slice too.
         ``slices=(lo, hi)`` rewrites only those slices along the slice axis (inclusive) and
         skips the 3D connectivity step: a live slider redraws the displayed slice in
         milliseconds, and a full call follows when it rests. Slices not computed yet are 0.
@@ -151,7 +154,7 @@ class SessionOutputs:
             s,
             self._background_value,
             threshold,
-            keep_paint=keep_paint,
+            keep_paint=keep_paint and not self.bootstrapped,
             z_range=z_range,
             clean_3d=self._clean_3d if connected else None,
         )

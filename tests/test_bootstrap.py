@@ -75,3 +75,8 @@ def test_session_second_pass_from_another_volumes_paint(bootstrap):
     assert 2 * (result.astype(bool) & truth).sum() / (result.astype(bool).sum() + truth.sum()) > 0.5
     if bootstrap:  # the pseudo-paint is part of the first result, on one slice of the query
         assert len(s.indices) == 1
+        # ... and not the user's paint: the prior moves its slice too (nothing is frozen)
+        z = s.indices[0]
+        painted = int((s.masks_native[z] > 0).sum())
+        strict = np.take(session.labels(1e-4), z, axis=s.axis)
+        assert painted > 0 and (strict > 0).sum() < painted
