@@ -13,10 +13,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from napari_tpm._session_data import _Job
 from napari_tpm.bootstrap import pseudo_paint
 from napari_tpm.contrast import (
     Footprint,
@@ -29,7 +31,7 @@ from napari_tpm.contrast import (
 )
 from napari_tpm.preprocess import guess_modality, normalise_intensity
 from napari_tpm.progress import Progress
-from napari_tpm.support import SupportSlices, parse_support
+from napari_tpm.support import parse_support
 
 if TYPE_CHECKING:
     from napari_tpm.checkpoints import TPMModel
@@ -56,17 +58,7 @@ class ContrastSearch:
 
     if TYPE_CHECKING:
 
-        def _run(
-            self,
-            paint: np.ndarray,
-            parsed: SupportSlices,
-            support_image: np.ndarray | None,
-            support_spacing: tuple[float, float, float] | None,
-            k: int,
-            background_label: int | None,
-            *,
-            bootstrap: bool,
-        ) -> Iterator[Progress]: ...
+        def _run(self, job: _Job, *, bootstrap: bool) -> Iterator[Progress]: ...
 
         def _bootstrap(
             self, k: int, background_label: int | None, first: np.ndarray | None = None
@@ -82,16 +74,8 @@ class ContrastSearch:
             background_label: int | None = ...,
         ) -> Iterator[Progress]: ...
 
-    def _search_contrast(
-        self,
-        paint: np.ndarray,
-        parsed: SupportSlices,
-        support_image: np.ndarray,
-        support_spacing: tuple[float, float, float] | None,
-        k: int,
-        background_label: int | None,
-    ) -> Iterator[Progress]:
-        """Segment from ``paint`` on ``support_image`` once per candidate intensity change.
+    def _search_contrast(self, job: _Job) -> Iterator[Progress]:
+        """Segment from ``job.paint`` on its other volume once per candidate intensity change.
 
         Every candidate yields its own progress (a viewer shows each result as it comes); the
         session ends holding the best candidate's result, and :attr:`contrast_steps` names its
@@ -99,8 +83,11 @@ class ContrastSearch:
         whose first pass could not win even with a second pass in full agreement (its
         footprint is too far off) skips the second pass: the choice is the same, sooner.
         """
-        axis, values = parsed.axis, parsed.values
-        sspacing = self._spacing if support_spacing is None else tuple(support_spacing)
+        paint, support_image = job.paint, job.support_image
+        assert support_image is not None  # paint from another volume
+        axis, values = job.parsed.axis, job.parsed.values
+        spacing = job.support_spacing
+        sspacing = self._spacing if spacing is None else tuple(spacing)
         modality = self._modality if self._modality != "auto" else guess_modality(support_image)
         snorm = normalise_intensity(
             support_image, modality=self._modality, method=self.model.normalisation
@@ -116,15 +103,13 @@ class ContrastSearch:
         for step in steps:
             shifted = shift_support(support_image, paint, values, step)
             self.bootstrapped = False
-            yield from self._run(
-                paint, parsed, shifted, support_spacing, k, background_label, bootstrap=False
-            )
+            yield from self._run(replace(job, support_image=shifted), bootstrap=False)
             first = self.labels(None)
             found = self._footprints(first, axis, values)
             unchanged = is_unchanged(step)
             if best is not None and fit_score(target, found, 1.0, unchanged) <= best[0]:
                 continue  # even two passes in full agreement could not win: skip the second
-            yield from self._bootstrap(k, background_label, first)
+            yield from self._bootstrap(job.k, job.background_label, first)
             agreement = _dice(first > 0, self.labels(None) > 0) if self.bootstrapped else 0.0
             score = fit_score(target, found, agreement, unchanged)
             if best is None or score > best[0]:
@@ -132,20 +117,10 @@ class ContrastSearch:
         assert best is not None
         if best[1] != steps[-1]:
             shifted = shift_support(support_image, paint, values, best[1])
-            yield from self._run(
-                paint, parsed, shifted, support_spacing, k, background_label, bootstrap=True
-            )
+            yield from self._run(replace(job, support_image=shifted), bootstrap=True)
         self.contrast_steps = dict.fromkeys(values, best[1])
 
-    def _segment_classes_apart(
-        self,
-        paint: np.ndarray,
-        parsed: SupportSlices,
-        support_image: np.ndarray,
-        support_spacing: tuple[float, float, float] | None,
-        k: int,
-        background_label: int | None,
-    ) -> Iterator[Progress]:
+    def _segment_classes_apart(self, job: _Job) -> Iterator[Progress]:
         """Several classes from another volume: each alone, then all together on this scan.
 
         Each class runs the single-class path (its contrast search, fitting region and second
@@ -153,29 +128,20 @@ class ContrastSearch:
         result's pseudo-paint (:func:`napari_tpm.bootstrap.pseudo_paint`) then starts one
         multi-class pass on this volume, so the classes still compete for their boundaries.
         """
-        axis, values = parsed.axis, parsed.values
+        paint, background_label = job.paint, job.background_label
+        axis, values = job.parsed.axis, job.parsed.values
         joint: np.ndarray | None = None
         confidence: np.ndarray | None = None
         steps: dict[int, tuple[str, float]] = {}
         for v in values:
             keep = [v] if background_label is None else [v, background_label]
             alone = np.where(np.isin(paint, keep), paint, 0).astype(paint.dtype)
-            one = parse_support(alone, background_label)
+            single = replace(job, paint=alone, parsed=parse_support(alone, background_label))
             if self.options.contrast_search:
-                yield from self._search_contrast(
-                    alone, one, support_image, support_spacing, k, background_label
-                )
+                yield from self._search_contrast(single)
                 steps.update(self.contrast_steps)
             else:
-                yield from self._run(
-                    alone,
-                    one,
-                    support_image,
-                    support_spacing,
-                    k,
-                    background_label,
-                    bootstrap=True,
-                )
+                yield from self._run(single, bootstrap=True)
             assert self._score is not None
             found = np.moveaxis(self.labels(None), axis, 0) == v
             score = self._score
@@ -188,18 +154,10 @@ class ContrastSearch:
         assert joint is not None and confidence is not None
         start = pseudo_paint(joint, np.where(joint > 0, confidence, 0), values)
         if start is None:  # no class found: the plain joint pass, for a consistent result
-            yield from self._run(
-                paint,
-                parsed,
-                support_image,
-                support_spacing,
-                k,
-                background_label,
-                bootstrap=False,
-            )
+            yield from self._run(job, bootstrap=False)
         else:
             yield from self.segment(
-                np.moveaxis(start, 0, axis), n_prototypes=k, background_label=background_label
+                np.moveaxis(start, 0, axis), n_prototypes=job.k, background_label=background_label
             )
             self.bootstrapped = True
         self.contrast_steps = steps

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from napari_tpm.preprocess import WorkingGrid, check_intensity_range
+from napari_tpm.support import SupportSlices
 from napari_tpm.tpm import icp_from_scores, support_pixel_features
 
 #: in-plane size of the square grid the encoder sees (the paper's 256 x 256).
@@ -61,6 +62,22 @@ def available_memory_bytes() -> int:
         return int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
     except (ValueError, OSError, AttributeError):
         return 1 << 62
+
+
+@dataclass(frozen=True)
+class _Job:
+    """One checked request of ``segment()``: the paint, where it lies, and its fit settings.
+
+    The cross-volume paths run the same pipeline on variants of it (a shifted support image,
+    one class of the paint), made with :func:`dataclasses.replace`.
+    """
+
+    paint: np.ndarray
+    parsed: SupportSlices
+    support_image: np.ndarray | None  # None: the paint is on the query itself
+    support_spacing: tuple[float, float, float] | None
+    k: int  # prototypes per class
+    background_label: int | None
 
 
 @dataclass

@@ -38,6 +38,7 @@ from napari_tpm._session_data import (
     _check_voxels,
     _content_mask,
     _encode_slices,
+    _Job,
     _make_view,
     _outward_batches,
     _smooth_sigma,
@@ -68,7 +69,6 @@ from napari_tpm.support import (
     BACKGROUND_LABEL,
     DEFAULT_PROTOTYPES,
     SupportError,
-    SupportSlices,
     find_support_slice,
     parse_support,
 )
@@ -284,45 +284,25 @@ class SegmentationSession(SessionOutputs, ContrastSearch):
         parsed = parse_support(paint, background_label)
         self._background_value = background_label
         self.contrast_steps = {}
+        other = None if same_volume else np.asarray(support_image)
+        job = _Job(paint, parsed, other, support_spacing, k, background_label)
         if not same_volume and self.options.bootstrap:
-            assert support_image is not None
-            other = np.asarray(support_image)
             if len(parsed.values) > 1 and self.options.classes_apart:
-                yield from self._segment_classes_apart(
-                    paint, parsed, other, support_spacing, k, background_label
-                )
+                yield from self._segment_classes_apart(job)
                 return
             if self.options.contrast_search:
-                yield from self._search_contrast(
-                    paint, parsed, other, support_spacing, k, background_label
-                )
+                yield from self._search_contrast(job)
                 return
-        yield from self._run(
-            paint,
-            parsed,
-            None if same_volume else np.asarray(support_image),
-            support_spacing,
-            k,
-            background_label,
-            bootstrap=not same_volume and self.options.bootstrap,
-        )
+        yield from self._run(job, bootstrap=not same_volume and self.options.bootstrap)
 
-    def _run(
-        self,
-        paint: np.ndarray,
-        parsed: SupportSlices,
-        support_image: np.ndarray | None,
-        support_spacing: tuple[float, float, float] | None,
-        k: int,
-        background_label: int | None,
-        *,
-        bootstrap: bool,
-    ) -> Iterator[Progress]:
+    def _run(self, job: _Job, *, bootstrap: bool) -> Iterator[Progress]:
         """One segmentation from checked paint: support, prototypes, scores, clean-up.
 
-        ``support_image`` None means the paint is on this volume. ``bootstrap`` adds the second
-        pass from the first result (:meth:`_bootstrap`).
+        ``job.support_image`` None means the paint is on this volume. ``bootstrap`` adds the
+        second pass from the first result (:meth:`_bootstrap`).
         """
+        paint, parsed, support_image = job.paint, job.parsed, job.support_image
+        k, background_label = job.k, job.background_label
         image = self._require_image()
         same_volume = support_image is None
         axis, indices = parsed.axis, parsed.indices
@@ -332,7 +312,8 @@ class SegmentationSession(SessionOutputs, ContrastSearch):
         if same_volume:
             sview, sidx = query, np.asarray(indices)
         else:
-            sspacing = self._spacing if support_spacing is None else tuple(support_spacing)
+            spacing = job.support_spacing
+            sspacing = self._spacing if spacing is None else tuple(spacing)
             snorm = normalise_intensity(
                 np.asarray(support_image), modality=self._modality, method=self.model.normalisation
             )
