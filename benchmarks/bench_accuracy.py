@@ -249,7 +249,9 @@ def run_forest(image, labels, case, jobs, cache: af.ForestCache, cfg) -> tuple[d
     wanted = [(job, organ) for job in jobs for organ in job.organs if organ in case.values]
     keys = {(j.key, o): f"{case.name}|{j.key}|{o}{_support_digest(j)}" for j, o in wanted}
     if all(cache.get(k)[0] for k in keys.values()):
-        return {jk: cache.get(k)[1] for jk, k in keys.items()}, 0.0
+        # None: an organ the support does not paint; left out, as a fresh run leaves it out
+        cached = {jk: cache.get(k)[1] for jk, k in keys.items()}
+        return {jk: d for jk, d in cached.items() if d is not None}, 0.0
     t0 = time.perf_counter()
     fjobs = [
         af.ForestJob(job.key, image if job.image is None else job.image, job.paint) for job in jobs
