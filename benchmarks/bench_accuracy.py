@@ -97,28 +97,27 @@ def build_jobs(
                 truth = labels == case.values[organ]
                 zs = ac.organ_slices(truth, n)
                 jobs.append(Job(mode, (organ,), ac.organ_paint(truth, zs), case.name, zs))
-    if "cross" in modes:
-        partner = ac.cross_partner(case, data)
-        if partner is not None:
-            pimg, plab, pspacing = partner.load(like=case)
-            for organ in present:
-                ptruth = plab == partner.values[organ]
-                zs = ac.organ_slices(ptruth, 1)
-                if zs:
-                    paint = ac.organ_paint(ptruth, zs)
-                    jobs.append(Job("cross", (organ,), paint, partner.name, zs, pimg, pspacing))
+    # the partner of both cross modes, read once (in the query's axes, as the CLI reads it)
+    partner = ac.cross_partner(case, data) if {"cross", "cross-multi"} & set(modes) else None
+    loaded = None if partner is None else partner.load(like=case)
+    if "cross" in modes and loaded is not None:
+        pimg, plab, pspacing = loaded
+        for organ in present:
+            ptruth = plab == partner.values[organ]
+            zs = ac.organ_slices(ptruth, 1)
+            if zs:
+                paint = ac.organ_paint(ptruth, zs)
+                jobs.append(Job("cross", (organ,), paint, partner.name, zs, pimg, pspacing))
     if "multi" in modes and present:
         job = _multi_job("multi", labels, case, present, organs)
         if job is not None:
             jobs.append(job)
-    if "cross-multi" in modes and present:
-        partner = ac.cross_partner(case, data)
-        if partner is not None:
-            pimg, plab, pspacing = partner.load(like=case)
-            job = _multi_job("cross-multi", plab, partner, present, organs)
-            if job is not None:
-                job.image, job.spacing = pimg, pspacing
-                jobs.append(job)
+    if "cross-multi" in modes and present and loaded is not None:
+        pimg, plab, pspacing = loaded
+        job = _multi_job("cross-multi", plab, partner, present, organs)
+        if job is not None:
+            job.image, job.spacing = pimg, pspacing
+            jobs.append(job)
     if "alone" in modes and present:
         # each organ by itself on the multi mode's slice: what "multi" must not lose to
         z = ac.multi_slice(labels, case.values)

@@ -21,7 +21,7 @@ import SimpleITK as sitk
 
 from napari_tpm.io import Volume
 
-__all__ = ["orientation_code", "reorient_like", "support_like"]
+__all__ = ["orientation_code", "reorient_like", "reorient_pair", "support_like"]
 
 
 def orientation_code(direction: Sequence[float]) -> str:
@@ -49,6 +49,26 @@ def reorient_like(
     return out.array.astype(array.dtype, copy=False), out.spacing  # type: ignore[return-value]
 
 
+def reorient_pair(
+    image: np.ndarray,
+    paint: np.ndarray,
+    spacing: Sequence[float],
+    direction: Sequence[float],
+    like_direction: Sequence[float],
+) -> tuple[np.ndarray, np.ndarray, tuple[float, float, float], str]:
+    """An image and its paint (one grid) reordered together by :func:`reorient_like`.
+
+    Returns (image, paint, spacing, change): the inputs themselves and "" when the
+    orientations agree, else the reordered arrays and the change as "LAS -> RAS".
+    """
+    moved, moved_spacing = reorient_like(image, spacing, direction, like_direction)
+    if moved is image:
+        return image, paint, moved_spacing, ""
+    painted, _ = reorient_like(paint, spacing, direction, like_direction)
+    change = f"{orientation_code(direction)} -> {orientation_code(like_direction)}"
+    return moved, painted, moved_spacing, change
+
+
 def support_like(support_image: Volume, paint: Volume, like: Volume) -> tuple[Volume, Volume, str]:
     """Another volume's image and its paint (one grid) with their axes pointing as ``like``'s.
 
@@ -56,13 +76,15 @@ def support_like(support_image: Volume, paint: Volume, like: Volume) -> tuple[Vo
     change made, as "LAS -> RAS", or "" for none. Only the arrays and the voxel size are
     reordered: the session reads nothing else.
     """
-    array, spacing = reorient_like(
-        support_image.array, support_image.spacing, support_image.direction, like.direction
+    array, painted, spacing, change = reorient_pair(
+        support_image.array,
+        paint.array,
+        support_image.spacing,
+        support_image.direction,
+        like.direction,
     )
-    if array is support_image.array:
+    if not change:
         return support_image, paint, ""
-    painted, _ = reorient_like(paint.array, paint.spacing, paint.direction, like.direction)
-    change = f"{orientation_code(support_image.direction)} -> {orientation_code(like.direction)}"
     return (
         Volume(array, spacing, direction=like.direction),
         Volume(painted, spacing, direction=like.direction),

@@ -66,13 +66,11 @@ def build_request(
         other_spacing = tuple(float(s) for s in support_image.scale)
         direction = _direction(support_image), _direction(image)
         if None not in direction:  # both read from files: the same axes as the image's
-            from napari_tpm.orientation import orientation_code, reorient_like
+            from napari_tpm.orientation import reorient_pair
 
-            moved, other_spacing = reorient_like(other, other_spacing, *direction)
-            if moved is not other:
-                paint, _ = reorient_like(paint, support_image.scale, *direction)
-                reordered = " -> ".join(orientation_code(d) for d in direction)
-            other = moved
+            other, paint, other_spacing, reordered = reorient_pair(
+                other, paint, other_spacing, *direction
+            )
     return SegmentRequest(
         image=np.asarray(image.data),
         spacing=tuple(float(s) for s in image.scale),

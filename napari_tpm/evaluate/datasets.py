@@ -197,12 +197,13 @@ class LoadedCase:
     def like(self, query: LoadedCase) -> LoadedCase:
         """This support volume with its axes pointing as ``query``'s do (as the CLI does:
         :mod:`napari_tpm.orientation`); itself when they already agree."""
-        from napari_tpm.orientation import reorient_like
+        from napari_tpm.orientation import reorient_pair
 
-        image, spacing = reorient_like(self.image, self.spacing, self.direction, query.direction)
-        if image is self.image:
+        image, labels, spacing, change = reorient_pair(
+            self.image, self.labels, self.spacing, self.direction, query.direction
+        )
+        if not change:
             return self
-        labels, _ = reorient_like(self.labels, self.spacing, self.direction, query.direction)
         return LoadedCase(self.name, image, labels, spacing, query.direction)
 
 
