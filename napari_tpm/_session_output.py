@@ -177,6 +177,7 @@ class SessionOutputs:
                 image=normalised,
                 target=self._paint_footprints,
                 pixel_area_mm2=area,
+                score=self._score,
             )
         clean_3d(
             view,

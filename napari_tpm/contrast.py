@@ -54,6 +54,9 @@ UNCHANGED_BONUS = 0.2
 BODY_MARGIN = 0.15
 #: the penalty of a class the result does not contain at all
 MISSING_PENALTY = 11.3
+#: weight of a region's mean log-odds against its footprint penalty in
+#: :func:`keep_fitting_component` (chosen on the tuning volumes)
+SCORE_WEIGHT = 0.15
 
 
 @dataclass(frozen=True)
@@ -219,6 +222,7 @@ def keep_fitting_component(
     target: dict[int, Footprint],
     pixel_area_mm2: float,
     *,
+    score: np.ndarray | None = None,
     candidates: int = 8,
 ) -> np.ndarray:
     """Keep, per class of ``target``, the 3D component whose footprint fits the paint best.
@@ -234,6 +238,9 @@ def keep_fitting_component(
         image: (n, H, W) the normalised image, for the body's box.
         target: the paint's footprint per class (:func:`footprints`).
         pixel_area_mm2: the area of one pixel of a slice.
+        score: (n, H, W) log-odds of each voxel's best class; a region's mean counts for it
+            (:data:`SCORE_WEIGHT`), as the look-alike neighbour matches the prototypes less
+            well than the organ does.
 
     Returns:
         A new array like ``labels``.
@@ -249,6 +256,11 @@ def keep_fitting_component(
             continue
         order = [int(i) for i in np.argsort(sizes)[::-1][:candidates] + 1]
         found = footprints(pieces, image, order, pixel_area_mm2)
-        keep = min(order, key=lambda i: footprint_penalty(want, found.get(i)))
+        cost = {i: footprint_penalty(want, found.get(i)) for i in order}
+        if score is not None and SCORE_WEIGHT:
+            means = ndimage.mean(score, pieces, order)
+            for i, m in zip(order, np.atleast_1d(means), strict=True):
+                cost[i] -= SCORE_WEIGHT * float(m)
+        keep = min(order, key=cost.__getitem__)
         out[mask & (pieces != keep)] = 0
     return out

@@ -212,3 +212,24 @@ def test_several_classes_from_another_scan(apart):
     result = session.labels(None)
     for v in (1, LIVER):
         assert _dice(result == v, query.labels == v) > 0.7
+
+
+def test_between_two_regions_that_fit_alike_the_better_matching_one_wins():
+    """A look-alike neighbour placed as well as the organ loses on its weaker prototype match."""
+    from napari_tpm import contrast
+
+    image = np.zeros((9, 64, 64), np.float32)
+    image[:, 8:56, 8:56] = 3.0  # the body
+    labels = np.zeros(image.shape, np.uint8)
+    labels[3:6, 14:24, 27:37] = 1  # two regions of one size, mirror places about the paint
+    labels[3:6, 40:50, 27:37] = 1
+    painted = {1: Footprint(100.0, (0.0, 0.0), 0.5)}
+    score = np.zeros(image.shape, np.float32)
+    score[labels == 1] = 1.0
+    score[3:6, 40:50, 27:37] = 3.0  # the lower region matches the prototypes better
+    out = keep_fitting_component(labels, image, painted, pixel_area_mm2=1.0, score=score)
+    assert out[4, 45, 30] == 1 and out[4, 18, 30] == 0
+    score[3:6, 14:24, 27:37] = 4.0  # ... and now the upper one does
+    out = keep_fitting_component(labels, image, painted, pixel_area_mm2=1.0, score=score)
+    assert out[4, 18, 30] == 1 and out[4, 45, 30] == 0
+    assert contrast.SCORE_WEIGHT > 0
