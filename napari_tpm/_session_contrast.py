@@ -66,6 +66,8 @@ class ContrastSearch:
 
         def labels(self, prior: float | None = None, **kwargs: object) -> np.ndarray: ...
 
+        def _calibrated_prior(self) -> float: ...
+
         def segment(
             self,
             support_labels: np.ndarray,
@@ -110,7 +112,10 @@ class ContrastSearch:
             if best is not None and fit_score(target, found, 1.0, unchanged) <= best[0]:
                 continue  # even two passes in full agreement could not win: skip the second
             yield from self._bootstrap(job.k, job.background_label, first)
-            agreement = _dice(first > 0, self.labels(None) > 0) if self.bootstrapped else 0.0
+            # both passes at their calibrated boundaries: the second's shift
+            # (bootstrap.CORE_LOGIT_SHIFT) widens the final result, not the agreement
+            second = self.labels(self._calibrated_prior()) if self.bootstrapped else None
+            agreement = 0.0 if second is None else _dice(first > 0, second > 0)
             score = fit_score(target, found, agreement, unchanged)
             if best is None or score > best[0]:
                 best = (score, step)

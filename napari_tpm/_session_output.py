@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from napari_tpm import bootstrap
 from napari_tpm._session_data import _check_prior, _outward_batches, _Support, _Volume
 from napari_tpm._session_labels import clean_3d, write_labels
 from napari_tpm._session_scoring import auto_prior
@@ -95,7 +96,18 @@ class SessionOutputs:
         support's painted fraction and slice location when it was fitted for this number of
         prototypes, else AvgEst, else 0.5 (the learned threshold, "CE-T"). A model without
         statistics is calibrated on the support slice itself, where 0.5 is the natural choice.
+        After a second pass (:attr:`bootstrapped`) the support is a core of the first result,
+        so the boundary moves out by :data:`napari_tpm.bootstrap.CORE_LOGIT_SHIFT`.
         """
+        p = self._calibrated_prior()
+        if not self.bootstrapped:
+            return p
+        logit = math.log(p / (1 - p)) + bootstrap.CORE_LOGIT_SHIFT
+        return 1.0 / (1.0 + math.exp(-logit))
+
+    def _calibrated_prior(self) -> float:
+        """:meth:`auto_prior` without the second pass's shift: where the calibration (or the
+        model's estimators) put the boundary for the support as it is."""
         return auto_prior(self.model.estimators, self._require_support(), self.n_prototypes)
 
     def _native_to_volume(self, array: np.ndarray) -> np.ndarray:

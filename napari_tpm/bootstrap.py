@@ -22,7 +22,14 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["pseudo_paint"]
+__all__ = ["CORE_LOGIT_SHIFT", "pseudo_paint"]
+
+#: how much lower (in log-odds) the second pass's default boundary sits than the calibrated
+#: one. The calibration reproduces the pseudo-paint's area, but that piece is a core: on the
+#: tuning pairs it held 0.6-0.96 of the organ's section on its slice, and the results came out
+#: too small (precision 0.97-1.00, recall 0.45-0.82). Chosen on the tuning volumes
+#: (benchmarks/RESULTS-accuracy.md, "The second pass's boundary").
+CORE_LOGIT_SHIFT = 1.0
 
 
 def pseudo_paint(labels: np.ndarray, score: np.ndarray, values: Sequence[int]) -> np.ndarray | None:

@@ -80,3 +80,14 @@ def test_session_second_pass_from_another_volumes_paint(bootstrap):
         painted = int((s.masks_native[z] > 0).sum())
         strict = np.take(session.labels(1e-4), z, axis=s.axis)
         assert painted > 0 and (strict > 0).sum() < painted
+    # the boundary moves out by CORE_LOGIT_SHIFT after a second pass (the pseudo-paint is a
+    # core of the first result), and only then
+    from napari_tpm import bootstrap as bs
+
+    calibrated = session._calibrated_prior()
+    logit = np.log(calibrated / (1 - calibrated)) + (bs.CORE_LOGIT_SHIFT if bootstrap else 0.0)
+    assert session.auto_prior() == pytest.approx(1 / (1 + np.exp(-logit)))
+    assert np.array_equal(result, session.labels(session.auto_prior()))
+    if bootstrap:
+        assert bs.CORE_LOGIT_SHIFT > 0
+        assert (result > 0).sum() >= (session.labels(calibrated) > 0).sum()
