@@ -255,6 +255,24 @@ def test_support_painted_on_another_scan(qtbot, make_napari_viewer, phantom, err
     status = widget.status_label.value
     assert "second pass from slice" in status, status
     assert ("support image reordered RPS -> LPS" in status) == mirrored, status
+    # the manual slider starts at the second pass's boundary (the CLI's --prior auto) ...
+    session = widget.session
+    start = round(session.auto_prior(), 3)
+    assert widget.prior_slider.value == pytest.approx(start) and start > 0.5
+    assert np.array_equal(widget.result_layer.data > 0, session.labels(start) > 0)
+    assert f"Prior {start:.3f}" in status, status
+    if not mirrored:
+        return
+    # ... and goes back to the calibrated 0.5 once the paint is on the image itself
+    from napari_tpm._widget._main import SAME_IMAGE
+
+    widget.support_image_combo.value = SAME_IMAGE
+    support.data[...] = 0
+    zq = paint_slice(phantom)
+    support.data[zq][phantom.labels[zq] == LIVER] = LIVER
+    run(qtbot, widget)
+    assert errors == [] and not session.bootstrapped
+    assert widget.prior_slider.value == pytest.approx(0.5)
 
 
 def test_cancel_stops_the_worker_between_batches(qtbot, setup, slow_segment, errors):

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from napari.layers import Labels
 from qtpy.QtCore import QTimer
 
+from napari_tpm._widget._layout import DEFAULT_PRIOR
 from napari_tpm._widget._relabel import Relabeler, RelabelJob, RelabelResult, snapshot
 from napari_tpm._widget._worker import describe
 
@@ -144,6 +145,37 @@ class Adjuster:
         if volumes is None:
             volumes = describe(layer.data, self.state.spacing, tuple(session.label_values))
         return f"Prior {prior:.3f} ({mode}): {volumes}"
+
+    def start_prior(self, session: SegmentationSession) -> None:
+        """Where the manual prior slider stands after a finished run.
+
+        After a second pass from another volume's paint the session's boundary is not the
+        calibrated 0.5: its support is a core of the first result, so the boundary sits
+        further out (:data:`napari_tpm.bootstrap.CORE_LOGIT_SHIFT`), as the CLI's default
+        ``--prior auto`` has it. The slider moves there when it stands at its default (or
+        where the dock last put it), and goes back once a run needs no second pass. A value
+        the user chose stays.
+        """
+        if self.ui.auto_prior_checkbox.value:
+            return
+        value, placed = float(self.ui.prior_slider.value), self.state.placed_prior
+        ours = placed is not None and abs(value - placed[0]) < 1e-9
+        if not ours:
+            placed = None  # the user moved it since (or the dock never did)
+        if session.bootstrapped:
+            if placed is None and abs(value - DEFAULT_PRIOR) > 1e-9:
+                return
+            target = round(session.auto_prior(), 3)
+            self.state.placed_prior = (target, value if placed is None else placed[1])
+        elif placed is not None:
+            target = placed[1]
+            self.state.placed_prior = None
+        else:
+            self.state.placed_prior = None
+            return
+        with self.ui.prior_slider.changed.blocked(), self.ui.prior_spinbox.changed.blocked():
+            self.ui.prior_slider.value = target
+            self.ui.prior_spinbox.value = target
 
     def on_prior_slider(self, value: float) -> None:
         if abs(self.ui.prior_spinbox.value - value) > 1e-9:

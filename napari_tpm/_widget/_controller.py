@@ -265,6 +265,7 @@ class Controller:
             if self.ui.prototypes_spinbox.value != session.n_prototypes:  # changed meanwhile
                 self.refit(self.ui.prototypes_spinbox.value)
                 return
+            self.adjust.start_prior(session)  # after a second pass: its boundary
             what = "Segmented" + _cross_volume_note(session, run.reordered)
         else:
             what = f"Refitted {session.n_prototypes} prototype(s)"

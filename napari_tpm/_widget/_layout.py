@@ -29,6 +29,8 @@ CPU_NOTICE = (
     "Running on CPU: the first segmentation of a large volume takes a while. "
     "Later adjustments reuse the cached features and are fast."
 )
+#: where the manual prior slider starts: the boundary calibrated on the user's paint
+DEFAULT_PRIOR = 0.5
 IDLE_TEXT = "Paint the structure on a slice of the support layer, then press Segment volume."
 MAX_ADAPT_STEPS = 5000
 
@@ -112,7 +114,9 @@ class Layout:
         self.adapt_button = PushButton(text="Adapt to this volume")
         self.adapt_estimate_label = _wrapping_label()
 
-        self.prior_slider = FloatSlider(min=0.001, max=0.999, step=0.001, value=0.5, readout=False)
+        self.prior_slider = FloatSlider(
+            min=0.001, max=0.999, step=0.001, value=DEFAULT_PRIOR, readout=False
+        )
         self.prior_slider.tooltip = (
             "Prior probability of the structure: higher gives a larger segmentation. Moving it "
             "only re-thresholds cached scores."
@@ -134,7 +138,8 @@ class Layout:
         self.auto_prior_checkbox = CheckBox(text="Auto (model's estimate)", value=False)
         self.auto_prior_checkbox.tooltip = (
             "Trained models: their AvgEst/LinEst estimate. The filter bank: 0.5, the prior "
-            "calibrated to reproduce your paint"
+            "calibrated to reproduce your paint (after a second pass from another scan's "
+            "paint, a little higher: that pass starts from a core of the first result)"
         )
         self.prototypes_spinbox = SpinBox(
             label="Prototypes", min=1, max=10, value=DEFAULT_PROTOTYPES

@@ -69,6 +69,8 @@ class WidgetState:
         spacing: the spacing of the image segmented last (z, y, x), for volumes in mL.
         segmented_data: the image array the session's scores belong to.
         adapt_options: extra keyword arguments for ``adapt_session`` (tests use tiny settings).
+        placed_prior: (value, value before) when the dock itself moved the manual prior slider
+            after a second pass (:meth:`._adjust.Adjuster.start_prior`), else None.
         generation: bumped by whatever makes a background relabel's result stale (a slider
             move, a run starting, a new image or model, closing): a result is written into the
             preview only while its generation is the newest (see :mod:`._relabel`).
@@ -87,6 +89,7 @@ class WidgetState:
     segmented_data: Any = None
     adapt_options: dict[str, Any] = field(default_factory=dict)
     generation: int = 0
+    placed_prior: tuple[float, float] | None = None
 
     @property
     def running(self) -> bool:
