@@ -23,6 +23,7 @@ from napari_tpm.checkpoints import TPMModel
 from napari_tpm.contrast import Footprint, keep_fitting_component, pixel_area
 from napari_tpm.options import SegmentOptions
 from napari_tpm.preprocess import WorkingGrid
+from napari_tpm.tpm.posterior import logit
 
 
 class SessionOutputs:
@@ -102,8 +103,8 @@ class SessionOutputs:
         p = self._calibrated_prior()
         if not self.bootstrapped:
             return p
-        logit = math.log(p / (1 - p)) + bootstrap.CORE_LOGIT_SHIFT
-        return 1.0 / (1.0 + math.exp(-logit))
+        shifted = float(logit(p)) + bootstrap.CORE_LOGIT_SHIFT
+        return 1.0 / (1.0 + math.exp(-shifted))
 
     def _calibrated_prior(self) -> float:
         """:meth:`auto_prior` without the second pass's shift: where the calibration (or the

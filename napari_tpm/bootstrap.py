@@ -28,7 +28,8 @@ __all__ = ["CORE_LOGIT_SHIFT", "pseudo_paint"]
 #: one. The calibration reproduces the pseudo-paint's area, but that piece is a core: on the
 #: tuning pairs it held 0.6-0.96 of the organ's section on its slice, and the results came out
 #: too small (precision 0.97-1.00, recall 0.45-0.82). Chosen on the tuning volumes
-#: (benchmarks/RESULTS-accuracy.md, "The second pass's boundary").
+#: (benchmarks/RESULTS-accuracy.md, "Another patient's paint: the prototype match picks the
+#: region, and the second pass's boundary moves out").
 CORE_LOGIT_SHIFT = 1.0
 
 

@@ -61,10 +61,7 @@ class Adjuster:
         if layer is None or image is None or image.data is not state.segmented_data:
             return  # the preview belongs to another image; the next Segment rebuilds it
         if self.ui.auto_prior_checkbox.value:
-            auto = round(session.auto_prior(), 3)
-            with self.ui.prior_slider.changed.blocked(), self.ui.prior_spinbox.changed.blocked():
-                self.ui.prior_slider.value = auto
-                self.ui.prior_spinbox.value = auto
+            self._show_prior(round(session.auto_prior(), 3))
         if not quick:
             self.full_timer.stop()
             self.relabels.submit(self._job(session, layer, done_text))
@@ -159,23 +156,23 @@ class Adjuster:
         if self.ui.auto_prior_checkbox.value:
             return
         value, placed = float(self.ui.prior_slider.value), self.state.placed_prior
-        ours = placed is not None and abs(value - placed[0]) < 1e-9
-        if not ours:
-            placed = None  # the user moved it since (or the dock never did)
-        if session.bootstrapped:
-            if placed is None and abs(value - DEFAULT_PRIOR) > 1e-9:
-                return
+        if placed is not None and abs(value - placed[0]) > 1e-9:
+            placed = None  # the user moved it since
+        self.state.placed_prior = None
+        if session.bootstrapped and (placed is not None or abs(value - DEFAULT_PRIOR) < 1e-9):
             target = round(session.auto_prior(), 3)
             self.state.placed_prior = (target, value if placed is None else placed[1])
         elif placed is not None:
-            target = placed[1]
-            self.state.placed_prior = None
+            target = placed[1]  # no second pass this time: back to where it stood
         else:
-            self.state.placed_prior = None
             return
+        self._show_prior(target)
+
+    def _show_prior(self, value: float) -> None:
+        """Put ``value`` on the slider and its box without relabelling (the caller does)."""
         with self.ui.prior_slider.changed.blocked(), self.ui.prior_spinbox.changed.blocked():
-            self.ui.prior_slider.value = target
-            self.ui.prior_spinbox.value = target
+            self.ui.prior_slider.value = value
+            self.ui.prior_spinbox.value = value
 
     def on_prior_slider(self, value: float) -> None:
         if abs(self.ui.prior_spinbox.value - value) > 1e-9:
