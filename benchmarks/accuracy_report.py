@@ -180,7 +180,7 @@ def write_csv(rows: list[dict], path: str | Path) -> None:
     """One row per (case, mode, organ): the two Dice values (empty = not run or n/a)."""
     fields = ["case", "set", "split", "mode", "organ", "support", "slices", "tpm", "forest"]
     with open(path, "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=fields)
+        w = csv.DictWriter(fh, fieldnames=fields, lineterminator="\n")
         w.writeheader()
         for r in rows:
             w.writerow(

@@ -88,8 +88,7 @@ class ContrastSearch:
         paint, support_image = job.paint, job.support_image
         assert support_image is not None  # paint from another volume
         axis, values = job.parsed.axis, job.parsed.values
-        spacing = job.support_spacing
-        sspacing = self._spacing if spacing is None else tuple(spacing)
+        sspacing = job.support_spacing
         modality = self._modality if self._modality != "auto" else guess_modality(support_image)
         snorm = normalise_intensity(
             support_image, modality=self._modality, method=self.model.normalisation

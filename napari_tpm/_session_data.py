@@ -75,7 +75,7 @@ class _Job:
     paint: np.ndarray
     parsed: SupportSlices
     support_image: np.ndarray | None  # None: the paint is on the query itself
-    support_spacing: tuple[float, float, float] | None
+    support_spacing: tuple[float, float, float]  # the query's own when the paint is on it
     k: int  # prototypes per class
     background_label: int | None
 

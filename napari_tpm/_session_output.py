@@ -144,7 +144,7 @@ class SessionOutputs:
         if self._score is None:
             raise ValueError("nothing segmented yet: iterate segment() first")
         p = self.auto_prior() if prior is None else _check_prior(prior)
-        threshold = -math.log(p / (1 - p))
+        threshold = -float(logit(p))
         shape = self._require_image().shape
         if out is None:
             dtype = np.uint8 if max(s.label_values) < 256 else np.uint16
@@ -210,10 +210,10 @@ class SessionOutputs:
         p = self.auto_prior() if prior is None else _check_prior(prior)
         query = self._view(s.axis)
         out = np.empty(query.slices.shape, dtype=np.float32)
-        logit = math.log(p / (1 - p))
+        prior_logit = float(logit(p))
         for lo, hi in _outward_batches(out.shape[0], 0, 16):
             any_fg = torch.logsumexp(self._low[lo:hi], 1, keepdim=True)
-            out[lo:hi] = torch.sigmoid(query.grid.from_working(any_fg)[:, 0] + logit).numpy()
+            out[lo:hi] = torch.sigmoid(query.grid.from_working(any_fg)[:, 0] + prior_logit).numpy()
         return self._native_to_volume(out)
 
     # ------------------------------------------------------- read-only accessors

@@ -285,7 +285,9 @@ class SegmentationSession(SessionOutputs, ContrastSearch):
         self._background_value = background_label
         self.contrast_steps = {}
         other = None if same_volume else np.asarray(support_image)
-        job = _Job(paint, parsed, other, support_spacing, k, background_label)
+        # another volume without its own spacing is taken to share this one's
+        sspacing = self._spacing if support_spacing is None else tuple(support_spacing)
+        job = _Job(paint, parsed, other, sspacing, k, background_label)
         if not same_volume and self.options.bootstrap:
             if len(parsed.values) > 1 and self.options.classes_apart:
                 yield from self._segment_classes_apart(job)
@@ -308,12 +310,10 @@ class SegmentationSession(SessionOutputs, ContrastSearch):
         axis, indices = parsed.axis, parsed.indices
         self._reset_support()
         query = self._view(axis)
-        sspacing = self._spacing
+        sspacing = job.support_spacing
         if same_volume:
             sview, sidx = query, np.asarray(indices)
         else:
-            spacing = job.support_spacing
-            sspacing = self._spacing if spacing is None else tuple(spacing)
             snorm = normalise_intensity(
                 np.asarray(support_image), modality=self._modality, method=self.model.normalisation
             )
