@@ -165,11 +165,24 @@ def cross_partner(case: CaseSpec, data: Path = DATA) -> CaseSpec | None:
     The cycle stays inside the split group so that a held-out query never borrows a tuning
     patient's paint (and the pairs do not change with ``--split`` or ``--limit``).
     """
+    partners = cross_partners(case, data)
+    return partners[0] if partners else None
+
+
+def cross_partners(case: CaseSpec, data: Path = DATA, every: bool = False) -> list[CaseSpec]:
+    """:func:`cross_partner` as a list; ``every``: all other volumes of the group, the next
+    one first and then on round the cycle.
+
+    One partner per query gives 5-8 pairs per set, too few to tune on: on the BTCV tuning
+    volumes their kidneys scored 0.71 cross-patient, all 42 ordered pairs 0.60
+    (benchmarks/RESULTS-accuracy.md, "Every ordered pair").
+    """
     group = [c for c in all_cases(data) if c.set == case.set and c.split == case.split]
     if len(group) < 2:
-        return None
+        return []
     i = [c.name for c in group].index(case.name)
-    return group[(i + 1) % len(group)]
+    ring = [group[(i + j) % len(group)] for j in range(1, len(group))]
+    return ring if every else ring[:1]
 
 
 # ------------------------------------------------------------------------------ supports

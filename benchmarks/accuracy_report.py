@@ -150,7 +150,8 @@ def report(rows: list[dict], args, times: dict, cfg) -> str:
         f"- machine: {_machine()}",
         f"- split `{args.split}`, {len(cases)} cases, sets {' '.join(args.sets)}; modes "
         f"{' '.join(args.modes)}; same-scan slice counts {' '.join(map(str, args.slices))}; "
-        f"organs {' '.join(args.organs)}",
+        f"organs {' '.join(args.organs)}"
+        + ("; cross partners: every other volume of the group" if args.partners == "all" else ""),
         f"- TPM: model `{args.model}`, auto prior, session options: {opts}; "
         f"{times['tpm']:.0f} s in all ({times['tpm'] / max(len(cases), 1):.1f} s per case, "
         "encoding included)",

@@ -16,7 +16,8 @@ Modes (the support):
   at 1/4), all painted slices stacked into one support-label volume; a session that refuses
   several slices is recorded as n/a.
 * ``cross``: the organ's middle slice of the next volume of the same set and split group
-  (cyclic), passed as ``support_image``.
+  (cyclic), passed as ``support_image``. ``--partners all`` takes every other volume of the
+  group in turn (all ordered pairs: more pairs to tune on; both cross modes).
 * ``multi``: all four organs painted at once on the one slice showing the most of them (ties:
   largest summed area); organs absent from that slice are not scored in this mode.
 * ``alone``: each of those organs painted by itself on that same slice, segmented alone: the
@@ -73,10 +74,13 @@ class Job:
     slices: list[int]
     image: np.ndarray | None = None  # support image when it is another volume
     spacing: tuple[float, float, float] | None = None
+    extra_partner: bool = False  # a cross partner other than the next volume (--partners all)
 
     @property
     def key(self) -> str:
-        return f"{self.mode}|{'+'.join(self.organs)}"
+        # the next partner keeps the key it always had, so cached forests stay valid
+        tail = f"|{self.support}" if self.extra_partner else ""
+        return f"{self.mode}|{'+'.join(self.organs)}{tail}"
 
 
 def build_jobs(
@@ -86,8 +90,12 @@ def build_jobs(
     organs: list[str],
     slice_counts: list[int],
     data: Path = ac.DATA,
+    every_partner: bool = False,
 ) -> list[Job]:
-    """Every support to run on ``case``; organs absent from the query are left out."""
+    """Every support to run on ``case``; organs absent from the query are left out.
+
+    ``every_partner``: the cross modes take each other volume of the group in turn.
+    """
     present = [o for o in organs if (labels == case.values[o]).any()]
     jobs: list[Job] = []
     if "same" in modes:
@@ -97,26 +105,12 @@ def build_jobs(
                 truth = labels == case.values[organ]
                 zs = ac.organ_slices(truth, n)
                 jobs.append(Job(mode, (organ,), ac.organ_paint(truth, zs), case.name, zs))
-    # the partner of both cross modes, read once (in the query's axes, as the CLI reads it)
-    partner = ac.cross_partner(case, data) if {"cross", "cross-multi"} & set(modes) else None
-    loaded = None if partner is None else partner.load(like=case)
-    if "cross" in modes and loaded is not None:
-        pimg, plab, pspacing = loaded
-        for organ in present:
-            ptruth = plab == partner.values[organ]
-            zs = ac.organ_slices(ptruth, 1)
-            if zs:
-                paint = ac.organ_paint(ptruth, zs)
-                jobs.append(Job("cross", (organ,), paint, partner.name, zs, pimg, pspacing))
+    if {"cross", "cross-multi"} & set(modes):
+        for rank, partner in enumerate(ac.cross_partners(case, data, every_partner)):
+            jobs += _cross_jobs(case, partner, rank > 0, modes, present, organs)
     if "multi" in modes and present:
         job = _multi_job("multi", labels, case, present, organs)
         if job is not None:
-            jobs.append(job)
-    if "cross-multi" in modes and present and loaded is not None:
-        pimg, plab, pspacing = loaded
-        job = _multi_job("cross-multi", plab, partner, present, organs)
-        if job is not None:
-            job.image, job.spacing = pimg, pspacing
             jobs.append(job)
     if "alone" in modes and present:
         # each organ by itself on the multi mode's slice: what "multi" must not lose to
@@ -125,6 +119,33 @@ def build_jobs(
             truth = labels == case.values[organ]
             if truth[z].any():
                 jobs.append(Job("alone", (organ,), ac.organ_paint(truth, [z]), case.name, [z]))
+    return jobs
+
+
+def _cross_jobs(
+    case: ac.CaseSpec,
+    partner: ac.CaseSpec,
+    extra: bool,
+    modes: list[str],
+    present: list[str],
+    organs: list[str],
+) -> list[Job]:
+    """Both cross modes' supports from ``partner``, read once in the query's axes (as the CLI
+    reads another volume)."""
+    pimg, plab, pspacing = partner.load(like=case)
+    jobs: list[Job] = []
+    if "cross" in modes:
+        for organ in present:
+            ptruth = plab == partner.values[organ]
+            zs = ac.organ_slices(ptruth, 1)
+            if zs:
+                paint = ac.organ_paint(ptruth, zs)
+                jobs.append(Job("cross", (organ,), paint, partner.name, zs, pimg, pspacing, extra))
+    if "cross-multi" in modes and present:
+        job = _multi_job("cross-multi", plab, partner, present, organs)
+        if job is not None:
+            job.image, job.spacing, job.extra_partner = pimg, pspacing, extra
+            jobs.append(job)
     return jobs
 
 
@@ -275,6 +296,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--slices", nargs="+", type=int, choices=(1, 2, 3), default=[1, 2, 3])
     ap.add_argument("--organs", nargs="+", choices=ac.ORGANS, default=list(ac.ORGANS))
     ap.add_argument("--limit", type=int, default=None, help="at most N cases per set")
+    ap.add_argument(
+        "--partners",
+        choices=("next", "all"),
+        default="next",
+        help="cross modes: the next volume of the group, or every other one in turn",
+    )
     ap.add_argument("--model", default="default")
     ap.add_argument("--methods", nargs="+", choices=("tpm", "forest"), default=["tpm", "forest"])
     ap.add_argument("--session-opt", action="append", default=[], metavar="KEY=VALUE")
@@ -305,7 +332,9 @@ def main(argv=None) -> int:
     t_start = time.perf_counter()
     for case in cases:
         image, labels, spacing = case.load()
-        jobs = build_jobs(case, labels, args.modes, args.organs, args.slices, args.data)
+        jobs = build_jobs(
+            case, labels, args.modes, args.organs, args.slices, args.data, args.partners == "all"
+        )
         tpm, forest = {}, {}
         if "tpm" in args.methods:
             tpm, secs = run_tpm(image, spacing, labels, case, jobs, args.model, opts)
