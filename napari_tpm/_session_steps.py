@@ -1,0 +1,231 @@
+"""The session's scoring stages: prototypes, calibration, scoring, refinement, smoothing.
+
+:class:`ScoringSteps` is a mixin of :class:`napari_tpm.session.SegmentationSession`: the steps
+that turn a support into the cached per-class log-odds (``_low`` on the working grid, ``_score``
+and ``_best`` on the native grid). The maths lives in :mod:`napari_tpm._session_scoring`; these
+methods hold the order and the caches, and stay methods so that a subclass that scores with
+another head (``HeadSession`` overrides ``_low_scores``) is the one asked everywhere.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from napari_tpm._session_data import (
+    _content_mask,
+    _outward_batches,
+    _smooth_sigma,
+    _start_slice,
+    _Support,
+    _Volume,
+)
+from napari_tpm._session_scoring import calibrate, fit_prototypes, low_scores, refine_gate
+from napari_tpm._threads import one_cpu_thread
+from napari_tpm.options import SegmentOptions
+from napari_tpm.postprocess import smooth_scores
+from napari_tpm.progress import Progress
+from napari_tpm.tpm import l2_normalize
+from napari_tpm.tpm.transductive import TransductiveResult, transductive_tpm
+
+if TYPE_CHECKING:
+    from napari_tpm.checkpoints import TPMModel
+
+
+class ScoringSteps:
+    """Support -> prototypes -> calibrated class log-odds over the volume, and their refinement."""
+
+    # provided by SegmentationSession
+    model: TPMModel
+    options: SegmentOptions
+    device: torch.device
+    batch_size: int
+    n_prototypes: int
+    refine_trace: list[float]
+    _spacing: tuple[float, float, float]
+    _support: _Support | None
+    _prototypes: list[tuple[torch.Tensor, torch.Tensor]]
+    _support_prototypes: list[tuple[torch.Tensor, torch.Tensor]]
+    _negative: tuple[torch.Tensor, torch.Tensor] | None
+    _slice_bias: torch.Tensor | None
+    _class_offsets: torch.Tensor | None
+    _offset: float
+    _low: torch.Tensor | None
+    _score: np.ndarray | None
+    _best: np.ndarray | None
+    _done: np.ndarray
+
+    if TYPE_CHECKING:
+
+        def _require_support(self) -> _Support: ...
+
+        def _encode(self, view: _Volume, indices: np.ndarray) -> None: ...
+
+    def _smooth(self, query: _Volume) -> Iterator[Progress]:
+        """3D Gaussian smoothing of the cached class log-odds (``options.smooth_mm``).
+
+        Scores are computed slice by slice; an organ is smooth across slices, so averaging the
+        log-odds over a few millimetres in 3D removes single-slice speckle and fills one-slice
+        gaps. Sigma is set in millimetres and converted per axis (feature pixels in-plane,
+        slices across), so it means the same on any scan.
+        """
+        mm = self.options.smooth_mm
+        if mm <= 0 or self._low is None:
+            return
+        n, _, h, _ = self._low.shape
+        sigma = _smooth_sigma(mm, self._spacing, self._require_support().axis, query.grid, h)
+        low = torch.from_numpy(smooth_scores(self._low.numpy(), sigma))
+        self._low = low
+        for lo, hi in _outward_batches(n, self._start_index(query), self.batch_size):
+            self._to_native(query, low[lo:hi], lo, hi)
+            yield Progress(n, n, "smooth", (lo, hi))
+
+    def _refine(self, query: _Volume) -> Iterator[Progress]:
+        """Transductive TPM on the finished first pass, then rescore (no encoder call)."""
+        opts = self.options
+        s = self._require_support()
+        iterations = opts.refine if s.same_volume else opts.refine_atlas
+        if iterations < 1:
+            return
+        n = query.slices.shape[0]
+        yield Progress(n, n, "refine", None)
+        with one_cpu_thread(self.device):
+            result = self._transduce(query, iterations)
+        self.refine_trace = result.log_likelihood
+        self._prototypes = result.prototypes
+        self._slice_bias = result.slice_bias if opts.slice_priors else None
+        if opts.recalibrate:
+            self._calibrate()
+        yield from self._score_all(query, start=self._start_index(query))
+
+    def _transduce(self, query: _Volume, iterations: int) -> TransductiveResult:
+        """EM of :func:`transductive_tpm` on the cached query features (see ``_refine``).
+
+        Only the first pass's 3D components at the paint teach the prototypes (``refine_gate``).
+        """
+        opts = self.options
+        s = self._require_support()
+        assert self._low is not None
+        return transductive_tpm(
+            query.features,
+            self._support_prototypes,
+            [x.shape[0] for x in s.pixel_features],
+            lambda f, p: self._calibrated_scores(f, p),
+            sigma_f=float(self.model.sigma_f),
+            sigma_b=float(self.model.sigma_b),
+            n_iter=iterations,
+            support_weight=opts.refine_weight,
+            slice_priors=opts.slice_priors,
+            smoothing=opts.prior_smoothing,
+            valid=_content_mask(query.grid, query.features.shape[-2:]),
+            gate=refine_gate(self._low, s) if opts.refine_gate else None,
+        )
+
+    def _stroke_scores(self, feats: torch.Tensor, pixels: torch.Tensor) -> torch.Tensor:
+        """(h, w) log-odds of one slice against the mean of a stroke's pixel features."""
+        proto = l2_normalize(pixels.mean(0, keepdim=True), dim=1)
+        return self._low_scores(feats, [(proto, torch.ones(1))])[0, 0]
+
+    def _start_index(self, query: _Volume) -> int:
+        """The slice scoring streams outward from: the painted one, or its relative place."""
+        return _start_slice(self._require_support(), query.slices.shape[0])
+
+    def _fit_prototypes(self, k: int) -> None:
+        """Prototypes per class: the masked average (k = 1) or an EM mixture (k > 1)."""
+        s = self._support
+        assert s is not None
+        self.n_prototypes = k
+        self._prototypes, self._negative = fit_prototypes(s, k, self.model.sigma_f)
+        self._support_prototypes = list(self._prototypes)
+        self._slice_bias = None
+
+    def _low_scores(
+        self, feats: torch.Tensor, prototypes: list[tuple[torch.Tensor, torch.Tensor]] | None = None
+    ) -> torch.Tensor:
+        """Per-class log-odds at prior 0.5 for features (B, C, h, w) -> (B, K, h, w).
+
+        ``prototypes`` defaults to the session's own; the background strokes' mixture is
+        always the session's. Subclasses override this to score with another head.
+        """
+        prototypes = self._prototypes if prototypes is None else prototypes
+        return low_scores(self.model, feats, prototypes, self._negative)
+
+    def _calibrated_scores(
+        self, feats: torch.Tensor, prototypes: list[tuple[torch.Tensor, torch.Tensor]] | None
+    ) -> torch.Tensor:
+        """Class log-odds with the calibration (shared and per-class offsets) applied."""
+        low = self._low_scores(feats, prototypes) + self._offset
+        if self._class_offsets is not None:
+            low = low + self._class_offsets[None, :, None, None]
+        return low
+
+    def _calibrate(self) -> None:
+        """Offset added to every score so that prior 0.5 reproduces the paint on its slices.
+
+        A trained checkpoint carries a learned threshold (T_D) and needs no offset. A model
+        without one (the training-free filter bank) has no meaningful distance scale, so its
+        decision boundary is placed where the painted slices' predicted foreground count equals
+        the painted count: the ideal class prior of the support itself.
+        """
+        self._offset = 0.0
+        self._class_offsets = None
+        if self.model.calibrated:
+            return
+        s = self._support
+        assert s is not None
+        # without the background strokes' evidence: calibrating with it would move the boundary
+        # until the painted count is reproduced again and so cancel most of the strokes' push
+        # on look-alikes elsewhere (with several prototypes nearly all of it). Mined look-alikes
+        # (``hard_negatives``) sit next to the organ on its own slice and were measured with
+        # the boundary recalibrated over them, so they keep it.
+        negative = self._negative
+        if not self.options.hard_negatives:
+            self._negative = None
+        try:
+            self._offset, self._class_offsets = calibrate(
+                s, self._low_scores, self.options.class_boundaries
+            )
+        finally:
+            self._negative = negative
+
+    def _score_all(self, query: _Volume, *, start: int) -> Iterator[Progress]:
+        n = query.slices.shape[0]
+        native = (n, *query.slices.shape[1:])
+        self._score = np.full(native, -np.inf, dtype=np.float32)
+        self._best = np.zeros(native, dtype=np.uint8)
+        self._done = np.zeros(n, bool)
+        low = None
+        for lo, hi in _outward_batches(n, start, self.batch_size):
+            idx = np.arange(lo, hi)
+            self._encode(query, idx)
+            with one_cpu_thread(self.device):
+                batch = self._calibrated_scores(query.features[lo:hi], self._prototypes)
+                if self._slice_bias is not None:
+                    batch = batch + self._slice_bias[lo:hi, :, None, None]
+                if low is None:
+                    low = torch.zeros((n, *batch.shape[1:]), dtype=torch.float32)
+                low[lo:hi] = batch
+                self._to_native(query, batch, lo, hi)
+            yield Progress(int(self._done.sum()), n, "segment", (lo, hi))
+        self._low = low
+
+    def _to_native(self, query: _Volume, low: torch.Tensor, lo: int, hi: int) -> None:
+        """Upsample per-class scores of slices lo..hi to the native grid; keep best class.
+
+        With relaxed per-class boundaries the class is chosen on the shared scores and only
+        its boundary against the background is its own: relaxing the liver must not let it
+        take pixels the kidney wins on the shared scores.
+        """
+        up = query.grid.from_working(low)  # (b, K, H, W)
+        if self._class_offsets is not None and self.options.class_boundaries == "relax":
+            index = (up - self._class_offsets[None, :, None, None]).argmax(1)
+            self._score[lo:hi] = up.gather(1, index[:, None])[:, 0].numpy()
+            self._best[lo:hi] = index.to(torch.uint8).numpy()
+        else:
+            best = up.max(1)
+            self._score[lo:hi] = best.values.numpy()
+            self._best[lo:hi] = best.indices.to(torch.uint8).numpy()
+        self._done[lo:hi] = True
