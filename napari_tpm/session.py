@@ -15,9 +15,10 @@ and the label at a prior is ``s > -logit(prior)``; see docs/architecture.md.
 
 This module holds the caches and the order of the stages; the work lives in private modules:
 ``_session_support`` (paint -> support), ``_session_steps`` with ``_session_scoring``
-(prototypes, log-odds, calibration, refinement, smoothing), ``_session_output`` (reading results) with ``_session_labels`` (threshold and 3D
-clean-up), ``_session_contrast`` (another volume's paint tried at several intensities), and
-``_session_data`` (records and small helpers).
+(prototypes, log-odds, calibration, refinement, smoothing), ``_session_output`` (reading
+results) with ``_session_labels`` (threshold and 3D clean-up), ``_session_contrast`` (another
+volume's paint tried at several intensities), and ``_session_data`` (records and small
+helpers).
 """
 
 from __future__ import annotations
