@@ -32,7 +32,8 @@ sys.path.insert(0, str(ROOT))
 
 from napari_tpm.adapt import adapt, estimate_seconds  # noqa: E402
 from napari_tpm.phantom import make_phantom  # noqa: E402
-from napari_tpm.train.trainer import TrainConfig, new_model  # noqa: E402
+from napari_tpm.train.setup import new_model  # noqa: E402
+from napari_tpm.train.trainer import TrainConfig  # noqa: E402
 from napari_tpm.train.volumes import volume_from_array  # noqa: E402
 
 

@@ -33,8 +33,9 @@ sys.path.insert(0, str(ROOT))
 
 from napari_tpm.phantom import make_phantom, make_phantom_dataset  # noqa: E402
 from napari_tpm.train.episodes import EpisodeConfig, EpisodeDataset  # noqa: E402
+from napari_tpm.train.setup import new_model  # noqa: E402
 from napari_tpm.train.supervoxels import compute_supervoxels  # noqa: E402
-from napari_tpm.train.trainer import TrainConfig, Trainer, new_model  # noqa: E402
+from napari_tpm.train.trainer import TrainConfig, Trainer  # noqa: E402
 from napari_tpm.train.volumes import to_working_volume, volume_from_array  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"

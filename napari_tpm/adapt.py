@@ -91,12 +91,12 @@ def default_analysis_episodes(device: str | torch.device = "auto") -> int:
 
 def trainable_parameters(model, trainable: str = "last") -> int:
     """Number of encoder parameters that adaptation would update (0 for the filter bank)."""
-    from napari_tpm.train.trainer import _last_stage_names
+    from napari_tpm.train.setup import last_stage_names
 
     params = list(model.encoder.named_parameters())
     if trainable == "all":
         return sum(p.numel() for _, p in params)
-    keep = _last_stage_names(model.encoder)
+    keep = last_stage_names(model.encoder)
     return sum(p.numel() for n, p in params if n.startswith(keep))
 
 
@@ -130,11 +130,11 @@ def estimate_seconds(
         per = _CPU_SECONDS_PER_STEP.get(name, max(_CPU_SECONDS_PER_STEP.values()))
         return float(steps) * (per / 20.0 if dev.type == "cuda" else per)
     check_adaptable(model)
-    from napari_tpm.train.trainer import _freeze_bn, _last_stage_names
+    from napari_tpm.train.setup import freeze_bn, last_stage_names
 
     encoder = copy.deepcopy(model.encoder).to(dev).train()
-    _freeze_bn(encoder)
-    keep = _last_stage_names(encoder)
+    freeze_bn(encoder)
+    keep = last_stage_names(encoder)
     for name, p in encoder.named_parameters():  # backward stops where adaptation's does
         p.requires_grad_(name.startswith(keep))
     x = torch.randn(2, 1, size, size, device=dev)

@@ -17,7 +17,8 @@ from napari_tpm.evaluate.head_session import HeadSession, head_name
 from napari_tpm.session import SegmentationSession
 from napari_tpm.tpm.heads import build_head, consistency_loss
 from napari_tpm.train.__main__ import main
-from napari_tpm.train.trainer import TrainConfig, new_model, train_steps
+from napari_tpm.train.setup import new_model
+from napari_tpm.train.trainer import TrainConfig, train_steps
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

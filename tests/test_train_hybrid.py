@@ -51,7 +51,8 @@ def test_hybrid_config_round_trips_and_rejects_other_strides():
 
 def test_adaptation_trains_only_the_hybrids_head_and_last_block(one_torch_thread):
     from napari_tpm.phantom import make_phantom_dataset
-    from napari_tpm.train.trainer import TrainConfig, new_model, train_steps
+    from napari_tpm.train.setup import new_model
+    from napari_tpm.train.trainer import TrainConfig, train_steps
     from napari_tpm.train.volumes import volume_from_array
 
     p = make_phantom_dataset(1, shape=(10, 48, 48), seed=3)[0]
@@ -74,7 +75,8 @@ def test_adapting_a_robust_hybrid_uses_its_own_intensity_map(one_torch_thread, m
     from napari_tpm import adapt as adapt_module
     from napari_tpm.phantom import make_phantom_dataset
     from napari_tpm.train import volumes as volumes_module
-    from napari_tpm.train.trainer import TrainConfig, new_model
+    from napari_tpm.train.setup import new_model
+    from napari_tpm.train.trainer import TrainConfig
 
     seen = []
     real = volumes_module.volume_from_array

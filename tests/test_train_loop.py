@@ -11,7 +11,8 @@ from napari_tpm.phantom import make_phantom_dataset
 from napari_tpm.train.analysis import fit_estimators
 from napari_tpm.train.episodes import EpisodeConfig
 from napari_tpm.train.runlog import plot_losses, read_log
-from napari_tpm.train.trainer import TrainConfig, Trainer, new_model, train_steps
+from napari_tpm.train.setup import new_model
+from napari_tpm.train.trainer import TrainConfig, Trainer, train_steps
 from napari_tpm.train.volumes import volume_from_array
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -30,9 +30,9 @@ __all__ = [
 _WHERE = {
     "EpisodeConfig": "episodes",
     "EpisodeDataset": "episodes",
-    "TrainConfig": "trainer",
+    "TrainConfig": "setup",
     "Trainer": "trainer",
-    "new_model": "trainer",
+    "new_model": "setup",
     "train_steps": "trainer",
     "TrainingVolume": "volumes",
     "load_training_volumes": "volumes",
@@ -44,8 +44,9 @@ _WHERE = {
 if TYPE_CHECKING:
     from napari_tpm.train.analysis import fit_estimators
     from napari_tpm.train.episodes import EpisodeConfig, EpisodeDataset
+    from napari_tpm.train.setup import TrainConfig, new_model
     from napari_tpm.train.supervoxels import compute_supervoxels
-    from napari_tpm.train.trainer import TrainConfig, Trainer, new_model, train_steps
+    from napari_tpm.train.trainer import Trainer, train_steps
     from napari_tpm.train.volumes import TrainingVolume, load_training_volumes, volume_from_array
 
 

@@ -285,7 +285,8 @@ def cmd_train(args) -> int:
         shutdown,
     )
     from napari_tpm.train.runlog import plot_losses
-    from napari_tpm.train.trainer import TrainConfig, Trainer, new_model
+    from napari_tpm.train.setup import new_model
+    from napari_tpm.train.trainer import TrainConfig, Trainer
 
     if args.threads:
         torch.set_num_threads(args.threads)
