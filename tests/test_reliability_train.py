@@ -169,7 +169,7 @@ def test_torch_write_failure_is_an_os_error_and_leaves_no_temporaries(
     monkeypatch.setattr(torch, "save", no_space)
     usage = shutil_module.disk_usage(tmp_path)
     monkeypatch.setattr(
-        "napari_tpm.checkpoints.shutil.disk_usage", lambda p: usage._replace(free=4096)
+        "napari_tpm.torch_files.shutil.disk_usage", lambda p: usage._replace(free=4096)
     )
     out = tmp_path / "run"
     assert train([*RUN, "--steps", "2", "--out", str(out)]) == 2

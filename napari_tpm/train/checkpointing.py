@@ -32,7 +32,7 @@ def save_checkpoint_file(obj: Any, path: Path) -> None:
     The old ``last.pt`` is hard-linked to ``last.prev.pt`` (no copy, no moment without a
     ``last.pt``), so a checkpoint damaged later on disk still has a predecessor to resume from.
     """
-    from napari_tpm.checkpoints import save_torch_atomic
+    from napari_tpm.torch_files import save_torch_atomic
 
     if path.is_file():
         keep = previous_checkpoint(path)
