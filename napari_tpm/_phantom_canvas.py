@@ -1,6 +1,7 @@
-"""The synthetic phantom's canvas: tissue classes, physical coordinates in the body's frame,
-and the shape helpers (rotations, deformed ellipsoids, tubes, smooth random profiles) that the
-anatomy builders (:mod:`napari_tpm._phantom_anatomy`) paint with.
+"""The synthetic phantom's canvas: tissue classes with their CT and MR intensities, physical
+coordinates in the body's frame, and the shape helpers (rotations, deformed ellipsoids, tubes,
+smooth random profiles) that the anatomy builders (:mod:`napari_tpm._phantom_anatomy`) paint
+with.
 """
 
 from __future__ import annotations
@@ -36,6 +37,57 @@ import numpy as np
     CSF,
 ) = range(21)
 _N_TISSUES = 21
+
+# (mean, jitter sd across seeds, texture sd) per tissue, CT in HU.
+_CT_TABLE: dict[int, tuple[float, float, float]] = {
+    AIR: (-1000, 0, 0),
+    FAT: (-100, 8, 8),
+    VISCERAL_FAT: (-90, 8, 10),
+    MUSCLE: (48, 4, 5),
+    LIVER: (62, 4, 7),
+    LIVER_VESSEL: (165, 20, 8),
+    SPLEEN: (50, 3, 2.5),
+    CORTEX: (175, 18, 8),
+    MEDULLA: (105, 12, 8),
+    SINUS_FAT: (-70, 10, 10),
+    BOWEL_WALL: (42, 6, 12),
+    FLUID: (15, 6, 8),
+    GAS: (-850, 40, 60),
+    ORAL_CONTRAST: (260, 50, 40),
+    BILE: (10, 4, 3),
+    AORTA: (185, 25, 6),
+    IVC: (130, 20, 8),
+    BONE: (850, 80, 60),
+    MARROW: (400, 40, 45),
+    DISC: (90, 10, 8),
+    CSF: (15, 4, 4),
+}
+
+# T2-weighted, fat-suppressed MR in arbitrary units: fluid bright, fat and flowing blood dark,
+# spleen and kidneys brighter than liver, renal medulla brighter than cortex.
+_MR_TABLE: dict[int, tuple[float, float, float]] = {
+    AIR: (0, 0, 0),
+    FAT: (90, 10, 10),
+    VISCERAL_FAT: (80, 10, 10),
+    MUSCLE: (120, 10, 8),
+    LIVER: (200, 15, 12),
+    LIVER_VESSEL: (70, 10, 8),
+    SPLEEN: (380, 25, 8),
+    CORTEX: (420, 30, 15),
+    MEDULLA: (560, 35, 15),
+    SINUS_FAT: (70, 10, 8),
+    BOWEL_WALL: (250, 25, 25),
+    FLUID: (800, 60, 40),
+    GAS: (10, 5, 5),
+    ORAL_CONTRAST: (600, 60, 40),
+    BILE: (900, 50, 20),
+    AORTA: (60, 10, 10),
+    IVC: (90, 15, 10),
+    BONE: (25, 5, 5),
+    MARROW: (160, 20, 20),
+    DISC: (450, 40, 20),
+    CSF: (950, 40, 20),
+}
 
 
 # --------------------------------------------------------------------------------------------
