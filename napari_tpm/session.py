@@ -277,8 +277,9 @@ class SegmentationSession(SessionOutputs, ContrastSearch, ScoringSteps):
         self._background_value = background_label
         self.contrast_steps = {}
         other = None if same_volume else np.asarray(support_image)
-        # another volume without its own spacing is taken to share this one's
-        sspacing = self._spacing if support_spacing is None else tuple(support_spacing)
+        # paint on this volume has its spacing; another volume without its own shares it
+        own = same_volume or support_spacing is None
+        sspacing = self._spacing if own else tuple(support_spacing)
         job = _Job(paint, parsed, other, sspacing, k, background_label)
         if not same_volume and self.options.bootstrap:
             if len(parsed.values) > 1 and self.options.classes_apart:
