@@ -102,13 +102,11 @@ def estimate_seconds(
         per = _CPU_SECONDS_PER_STEP.get(name, max(_CPU_SECONDS_PER_STEP.values()))
         return float(steps) * (per / 20.0 if dev.type == "cuda" else per)
     check_adaptable(model)
-    from napari_tpm.train.setup import freeze_bn, last_stage_names
+    from napari_tpm.train.setup import freeze_bn, train_last_stage_only
 
     encoder = copy.deepcopy(model.encoder).to(dev).train()
     freeze_bn(encoder)
-    keep = last_stage_names(encoder)
-    for name, p in encoder.named_parameters():  # backward stops where adaptation's does
-        p.requires_grad_(name.startswith(keep))
+    train_last_stage_only(encoder)  # backward stops where adaptation's does
     x = torch.randn(2, 1, size, size, device=dev)
     timings = []
     for _ in range(3):

@@ -175,10 +175,15 @@ def set_trainable(net: EpisodeModel, trainable: str) -> None:
         for p in net.parameters():
             p.requires_grad_(True)
         return
-    keep = last_stage_names(net.encoder)
-    for name, p in net.encoder.named_parameters():
-        p.requires_grad_(name.startswith(keep))
+    train_last_stage_only(net.encoder)
     net.theta.requires_grad_(True)
+
+
+def train_last_stage_only(encoder: nn.Module) -> None:
+    """Let only the encoder's :func:`last_stage_names` parameters learn (the rest frozen)."""
+    keep = last_stage_names(encoder)
+    for name, p in encoder.named_parameters():
+        p.requires_grad_(name.startswith(keep))
 
 
 def freeze_bn(module: nn.Module) -> None:
