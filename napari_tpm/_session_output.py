@@ -8,7 +8,6 @@ refinement that write them. It holds no state of its own.
 
 from __future__ import annotations
 
-import math
 from functools import partial
 from typing import TYPE_CHECKING
 
@@ -23,7 +22,7 @@ from napari_tpm.checkpoints import TPMModel
 from napari_tpm.contrast import Footprint, keep_fitting_component, pixel_area
 from napari_tpm.options import SegmentOptions
 from napari_tpm.preprocess import WorkingGrid
-from napari_tpm.tpm.posterior import logit
+from napari_tpm.tpm.posterior import logit, sigmoid
 
 
 class SessionOutputs:
@@ -103,8 +102,7 @@ class SessionOutputs:
         p = self._calibrated_prior()
         if not self.bootstrapped:
             return p
-        shifted = float(logit(p)) + bootstrap.CORE_LOGIT_SHIFT
-        return 1.0 / (1.0 + math.exp(-shifted))
+        return sigmoid(float(logit(p)) + bootstrap.CORE_LOGIT_SHIFT)
 
     def _calibrated_prior(self) -> float:
         """:meth:`auto_prior` without the second pass's shift: where the calibration (or the

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import pytest
 import torch
@@ -25,6 +26,7 @@ from napari_tpm.tpm import (
     td_from_T,
     theta_from_T,
 )
+from napari_tpm.tpm.posterior import sigmoid
 
 FAST = settings(max_examples=60, deadline=None)
 
@@ -217,3 +219,35 @@ def test_unreachable_parameters_raise():
     with pytest.raises(ValueError):
         theta_from_T(-30.0, 0.5, ALPHA, 1)  # T <= -alpha
     assert td_from_T(-30.0, ALPHA) == 0.0  # no boundary: clamped, not NaN
+
+
+@FAST
+@given(p=st.floats(1e-12, 1 - 1e-12))
+def test_sigmoid_inverts_logit(p):
+    assert sigmoid(logit(p)) == pytest.approx(p, rel=1e-9, abs=1e-15)
+
+
+def test_sigmoid_matches_the_textbook_formula_and_takes_tensors():
+    for x in (-700.0, -30.0, -1.5, 0.0, 0.3, 2.0, 40.0):
+        assert sigmoid(x) == 1.0 / (1.0 + math.exp(-x))  # bit for bit: auto_prior unchanged
+    assert sigmoid(0) == 0.5 and isinstance(sigmoid(1), float)
+    p = torch.tensor([[0.01, 0.5], [0.9, 0.999]], dtype=torch.float64, requires_grad=True)
+    back = sigmoid(logit(p))
+    torch.testing.assert_close(back, p, rtol=1e-12, atol=0)
+    back.sum().backward()
+    assert p.grad is not None and back.dtype == torch.float64
+    assert sigmoid(torch.tensor([0, 2])).dtype == torch.get_default_dtype()
+
+
+def test_sigmoid_does_not_overflow_for_large_inputs():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert sigmoid(1e6) == 1.0 and sigmoid(math.inf) == 1.0
+        assert sigmoid(-1e6) == 0.0 and sigmoid(-math.inf) == 0.0
+        assert 0.0 < sigmoid(-745.0) < 1e-320  # a denormal, not 0 from a rounding detour
+        assert sigmoid(-701.0) == pytest.approx(math.exp(-701.0), rel=1e-12)
+        big = torch.tensor([-1e4, -100.0, 0.0, 100.0, 1e4], dtype=torch.float32)
+        out = sigmoid(big)
+        assert torch.isfinite(out).all()
+        assert out[0] == 0.0 and out[2] == 0.5 and out[-1] == 1.0
+        assert math.isnan(sigmoid(math.nan))

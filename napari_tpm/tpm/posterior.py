@@ -89,6 +89,24 @@ def logit(p: Scalar) -> Scalar:
     return _ret(torch.log(t) - torch.log1p(-t), as_float)
 
 
+def sigmoid(x: Scalar) -> Scalar:
+    """1 / (1 + exp(-x)), the inverse of :func:`logit`, without overflow for any ``x``.
+
+    Plain numbers stay Python floats: the textbook ``1 / (1 + exp(-x))`` where ``exp(-x)`` is
+    finite (x >= -700), else ``exp(x)``, since ``1 + exp(x)`` rounds to 1 there; so
+    ``sigmoid(-inf) = 0`` and ``sigmoid(inf) = 1``. Tensors (any shape, their own device; an
+    integer tensor is promoted to a float dtype as in :func:`logit`) go through the stable,
+    differentiable ``torch.sigmoid``.
+    """
+    if isinstance(x, torch.Tensor):
+        (t,), _ = _as_tensors(x)
+        return torch.sigmoid(t)
+    x = float(x)
+    if x >= -700.0:
+        return 1.0 / (1.0 + math.exp(-x))
+    return math.exp(x)
+
+
 # --------------------------------------------------------------------------------------------
 # posteriors
 # --------------------------------------------------------------------------------------------
