@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+# the session's device rule (a device must exist here), re-exported for session.py
+from napari_tpm.devices import resolve_device as resolve_device
 from napari_tpm.preprocess import WorkingGrid, check_intensity_range
 from napari_tpm.support import SupportSlices
 from napari_tpm.tpm import icp_from_scores, support_pixel_features
@@ -25,28 +27,6 @@ WORKING_SIZE = 256
 
 class VolumeTooLargeError(ValueError):
     """The volume would need more memory than this machine has available."""
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """Turn "auto" into the best available device; refuse devices that are not there.
-
-    MPS is never chosen automatically: users report wrong results with it, so it is opt-in.
-    """
-    if isinstance(device, torch.device):
-        return device
-    name = str(device).lower()
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' was requested but no CUDA GPU is available")
-    if name == "mps" and not (
-        getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()
-    ):
-        raise ValueError("device 'mps' was requested but MPS is not available")
-    try:
-        return torch.device(name)
-    except RuntimeError as err:
-        raise ValueError(f"unknown device {device!r} (use auto, cpu or cuda)") from err
 
 
 def available_memory_bytes() -> int:

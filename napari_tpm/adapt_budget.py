@@ -11,6 +11,8 @@ import time
 
 import torch
 
+from napari_tpm.devices import resolve_device
+
 #: Learning rate of adaptation: a tenth of training's, so a few steps refine, not retrain.
 ADAPT_LR = 1e-4
 
@@ -44,11 +46,7 @@ _STEP_OVERHEAD_S = {"cpu": 0.15, "cuda": 0.01}
 def device_of(device: str | torch.device) -> torch.device:
     """``device`` as a torch.device ("auto": CUDA when present, else CPU). Not checked to exist:
     the budget also answers for a device the user has not picked yet (what would a GPU get)."""
-    if isinstance(device, torch.device):
-        return device
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    return resolve_device(device, check_available=False)
 
 
 def default_steps(device: str | torch.device = "auto") -> int:

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from napari_tpm import devices
+
 
 @dataclass(frozen=True)
 class DistInfo:
@@ -33,14 +35,11 @@ class DistInfo:
 
 
 def resolve_device(device: str = "auto", local_rank: int = 0) -> torch.device:
-    """ "auto" picks CUDA when available (one GPU per local rank), else CPU."""
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError("--device cuda was asked for but no CUDA device is available")
-        return torch.device("cuda", local_rank % torch.cuda.device_count())
-    return torch.device(device)
+    """ "auto" picks CUDA when available (one GPU per local rank), else CPU.
+
+    Training's rule of :func:`napari_tpm.devices.resolve_device`.
+    """
+    return devices.resolve_device(device, local_rank=local_rank)
 
 
 def init_distributed(device: torch.device) -> DistInfo:
