@@ -7,6 +7,7 @@ import pytest
 from scipy import ndimage as ndi
 
 from napari_tpm.phantom import make_phantom
+from napari_tpm.train import _fh_kernels as kernels
 from napari_tpm.train import supervoxels as sv
 
 
@@ -81,7 +82,7 @@ def test_edge_weights_follow_the_anisotropic_rule():
 def test_radix_argsort_is_a_stable_sort():
     rng = np.random.default_rng(0)
     costs = rng.integers(0, 50, 5000).astype(np.float32) * 0.25
-    order = sv._radix_argsort(costs, np.empty(5000, np.int32), np.empty(5000, np.int32))
+    order = kernels._radix_argsort(costs, np.empty(5000, np.int32), np.empty(5000, np.int32))
     np.testing.assert_array_equal(order, np.argsort(costs, kind="stable"))
 
 
@@ -103,9 +104,8 @@ def test_cache_is_written_once_and_reused(tmp_path, phantom_image, monkeypatch):
 
 def test_kernels_release_the_gil():
     """The GUI thread must keep running while Adapt computes supervoxels in its worker."""
-    from napari_tpm.train import supervoxels as sv
-
     if not sv.HAVE_NUMBA:
         pytest.skip("numba is not installed")
-    kernels = [sv._count_edges, sv._build_edges, sv._radix_argsort, sv._find, sv._merge]
-    assert all(k.targetoptions.get("nogil") for k in kernels)
+    k = kernels
+    compiled = [k._count_edges, k._build_edges, k._radix_argsort, k._find, k._merge]
+    assert all(f.targetoptions.get("nogil") for f in compiled)
