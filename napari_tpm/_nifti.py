@@ -1,8 +1,9 @@
 """Byte-level NIfTI checks that ITK does not make: the header's promised size, hidden NaNs.
 
 ITK reads a truncated NIfTI without complaint (padding with zeros) and its NIfTI library turns
-NaN and infinite floats into 0, so `napari_tpm.io` checks files against their header with
-these helpers, when reading and after writing (a full disk truncates what ITK writes).
+NaN and infinite floats into 0, so `napari_tpm._nifti_check` checks files against their header
+with these helpers, when `napari_tpm.io` reads and after it writes (a full disk truncates
+what ITK writes).
 """
 
 from __future__ import annotations

@@ -4,7 +4,8 @@ The dock is assembled from three parts, each with one job:
 
 * :mod:`._layout` creates and places the controls (what the user sees);
 * :mod:`._state` is the dock's memory (which session, is the preview complete or partial...);
-* :mod:`._controller` turns events into session calls through one ordered result path;
+* :mod:`._controller` turns events into session calls through one ordered result path
+  (:mod:`._run_path`, a mixin the controller inherits);
   :mod:`._models` handles the model, device and Adapt controls, :mod:`._paint` the support
   layer, corrections, Auto-update and Apply, :mod:`._adjust` the class prior, slice range and
   connectivity of a finished result (its full relabel runs in a worker: :mod:`._relabel`).
