@@ -246,21 +246,69 @@ def keep_fitting_component(
         A new array like ``labels``.
     """
     out = np.array(labels, copy=True)
+    n_slices = labels.shape[0]
     for v, want in target.items():
         mask = labels == v
-        if not mask.any():
+        box = _bounding_box(mask)
+        if box is None:
             continue
-        pieces = cc3d.connected_components(mask, connectivity=26)
+        # the class's box only: the regions, their sizes and scores are the same as over the
+        # whole volume (cc3d numbers them in raster order, which a crop keeps), at a fraction
+        # of the cost (the volume holds tens of millions of voxels, an organ a few)
+        sub = mask[box]
+        pieces = cc3d.connected_components(sub, connectivity=26)
         sizes = np.bincount(pieces.ravel())[1:]
         if sizes.size <= 1:
             continue
         order = [int(i) for i in np.argsort(sizes)[::-1][:candidates] + 1]
-        found = footprints(pieces, image, order, pixel_area_mm2)
+        found = _piece_footprints(pieces, box, image, order, pixel_area_mm2, n_slices)
         cost = {i: footprint_penalty(want, found.get(i)) for i in order}
         if score is not None and SCORE_WEIGHT:
-            means = ndimage.mean(score, pieces, order)
-            for i, m in zip(order, np.atleast_1d(means), strict=True):
-                cost[i] -= SCORE_WEIGHT * float(m)
+            sums = np.bincount(pieces.ravel(), weights=score[box].ravel().astype(np.float64))
+            for i in order:
+                cost[i] -= SCORE_WEIGHT * float(sums[i] / sizes[i - 1])
         keep = min(order, key=cost.__getitem__)
-        out[mask & (pieces != keep)] = 0
+        out[box][sub & (pieces != keep)] = 0
+    return out
+
+
+def _bounding_box(mask: np.ndarray) -> tuple[slice, ...] | None:
+    """The smallest box (one slice per axis) holding every True voxel; None when none is."""
+    box = []
+    for axis in range(mask.ndim):
+        hit = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
+        if hit.size == 0:
+            return None
+        box.append(slice(int(hit[0]), int(hit[-1]) + 1))
+    return tuple(box)
+
+
+def _piece_footprints(
+    pieces: np.ndarray,
+    box: tuple[slice, ...],
+    image: np.ndarray,
+    order: Sequence[int],
+    pixel_area_mm2: float,
+    n_slices: int,
+) -> dict[int, Footprint]:
+    """:func:`footprints` of the regions ``order`` of ``pieces``, a crop at ``box`` of a
+    volume with ``n_slices`` slices: one pass counts every region's area on every slice."""
+    z0, y0, x0 = (b.start for b in box)
+    n = int(pieces.max()) + 1
+    slice_of = np.arange(pieces.shape[0], dtype=np.int64)[:, None, None]
+    areas = np.bincount((slice_of * n + pieces).ravel(), minlength=pieces.shape[0] * n)
+    areas = areas.reshape(pieces.shape[0], n)
+    out: dict[int, Footprint] = {}
+    for i in order:
+        z = int(areas[:, i].argmax())
+        by0, by1, bx0, bx1 = _body_box(np.asarray(image[z0 + z], dtype=np.float32))
+        ys, xs = np.nonzero(pieces[z] == i)
+        ys, xs = ys + y0, xs + x0  # the whole slice's pixel indices, as footprints() has them
+        row = (2 * ys.mean() - by0 - by1) / max(by1 - by0, 1.0)
+        col = (2 * xs.mean() - bx0 - bx1) / max(bx1 - bx0, 1.0)
+        out[i] = Footprint(
+            float(areas[z, i] * pixel_area_mm2),
+            (float(row), float(col)),
+            (z0 + z) / max(n_slices - 1, 1),
+        )
     return out

@@ -233,3 +233,29 @@ def test_between_two_regions_that_fit_alike_the_better_matching_one_wins():
     out = keep_fitting_component(labels, image, painted, pixel_area_mm2=1.0, score=score)
     assert out[4, 18, 30] == 1 and out[4, 45, 30] == 0
     assert contrast.SCORE_WEIGHT > 0
+
+
+def test_region_footprints_from_the_class_box_match_the_whole_volume_ones():
+    """keep_fitting_component measures regions in the class's bounding box only; their
+    footprints must be exactly those :func:`footprints` gives on the whole volume."""
+    import cc3d
+
+    from napari_tpm import contrast
+
+    rng = np.random.default_rng(3)
+    image = np.zeros((12, 48, 56), np.float32)
+    image[:, 6:44, 5:50] = 3.0  # the body
+    mask = np.zeros(image.shape, bool)
+    mask[2:9, 10:22, 30:44] = True
+    mask[5:11, 28:40, 8:20] = True
+    mask[3, 30:33, 46:49] = True  # a speck
+    mask &= rng.random(mask.shape) > 0.05
+    box = contrast._bounding_box(mask)
+    assert box is not None
+    whole = cc3d.connected_components(mask, connectivity=26)
+    crop = cc3d.connected_components(mask[box], connectivity=26)
+    assert np.array_equal(whole[box], crop)  # the crop numbers the regions alike
+    ids = [int(i) for i in np.unique(crop)[1:]]
+    fast = contrast._piece_footprints(crop, box, image, ids, 0.8, image.shape[0])
+    assert fast == footprints(whole, image, ids, 0.8)
+    assert contrast._bounding_box(np.zeros((2, 3, 4), bool)) is None
