@@ -9,6 +9,7 @@ so axis 0 of the array is the axial slice axis the user paints on.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,15 +62,27 @@ class CaseSpec:
         img = read_volume(self.image)
         lab = read_volume(self.label)
         if like is not None:
+            from napari_tpm.io import Volume
             from napari_tpm.orientation import support_like
 
-            img, lab, _ = support_like(img, lab, read_volume(like.image))
+            # support_like reads only the query's direction
+            query = Volume(np.zeros((1, 1, 1), np.uint8), direction=_direction(like.image))
+            img, lab, _ = support_like(img, lab, query)
         labels = np.asarray(lab.array)
         if not np.issubdtype(labels.dtype, np.integer):
             labels = np.rint(labels).astype(np.int32)
         if labels.shape != img.array.shape:
             raise ValueError(f"{self.name}: image {img.array.shape} != labels {labels.shape}")
         return np.asarray(img.array), labels, tuple(float(s) for s in img.spacing)
+
+
+@functools.lru_cache(maxsize=64)
+def _direction(image: Path) -> tuple[float, ...]:
+    """The direction cosines of a query image, read once: with ``--partners all`` every other
+    volume of the group is reordered to the same query's axes."""
+    from napari_tpm.io import read_volume
+
+    return read_volume(image).direction
 
 
 def all_cases(data: Path = DATA) -> list[CaseSpec]:
