@@ -21,6 +21,7 @@ from napari_tpm._session_scoring import auto_prior
 from napari_tpm.checkpoints import TPMModel
 from napari_tpm.contrast import Footprint, keep_fitting_component, pixel_area
 from napari_tpm.options import SegmentOptions
+from napari_tpm.paint_position import side_balance, tip_logit_shift
 from napari_tpm.preprocess import WorkingGrid
 from napari_tpm.tpm.posterior import logit, sigmoid
 
@@ -45,6 +46,7 @@ class SessionOutputs:
     _best: np.ndarray | None
     _normalised: np.ndarray | None
     _paint_footprints: dict[int, Footprint]
+    _tip_cache: float | None  # the tip shift of the current scores (None: not measured yet)
     bootstrapped: bool
 
     if TYPE_CHECKING:
@@ -97,12 +99,40 @@ class SessionOutputs:
         prototypes, else AvgEst, else 0.5 (the learned threshold, "CE-T"). A model without
         statistics is calibrated on the support slice itself, where 0.5 is the natural choice.
         After a second pass (:attr:`bootstrapped`) the support is a core of the first result,
-        so the boundary moves out by :data:`napari_tpm.bootstrap.CORE_LOGIT_SHIFT`.
+        so the boundary moves out by :data:`napari_tpm.bootstrap.CORE_LOGIT_SHIFT`. One slice
+        painted near the organ's end moves it out too (``options.tip_shift``,
+        :mod:`napari_tpm.paint_position`); the first call after a segmentation measures that
+        on the result at the calibrated prior (one :meth:`labels`), later calls reuse it.
         """
         p = self._calibrated_prior()
-        if not self.bootstrapped:
-            return p
-        return sigmoid(float(logit(p)) + bootstrap.CORE_LOGIT_SHIFT)
+        if self.bootstrapped:
+            return sigmoid(float(logit(p)) + bootstrap.CORE_LOGIT_SHIFT)
+        shift = self._tip_shift(p)
+        return p if shift == 0.0 else sigmoid(float(logit(p)) + shift)
+
+    def _tip_shift(self, calibrated: float) -> float:
+        """The outward shift for one slice painted near the organ's end (0: none applies).
+
+        Only for paint on this volume, one class on one slice, and a model that calibrates on
+        the support slice (a learned threshold or LinEst already knows the slice's place).
+        """
+        s = self._require_support()
+        applies = (
+            self.options.tip_shift > 0
+            and s.same_volume
+            and len(s.indices) == 1
+            and len(s.label_values) == 1
+            and not self.model.calibrated
+            and not self.model.estimators
+            and self._low is not None
+        )
+        if not applies:
+            return 0.0
+        if self._tip_cache is None:
+            first = np.moveaxis(self.labels(calibrated), s.axis, 0)
+            balance = side_balance(first, s.indices)
+            self._tip_cache = tip_logit_shift(balance, self.options.tip_shift)
+        return self._tip_cache
 
     def _calibrated_prior(self) -> float:
         """:meth:`auto_prior` without the second pass's shift: where the calibration (or the

@@ -55,6 +55,7 @@ class ScoringSteps:
     _offset: float
     _low: torch.Tensor | None
     _score: np.ndarray | None
+    _tip_cache: float | None
     _best: np.ndarray | None
     _done: np.ndarray
 
@@ -219,6 +220,7 @@ class ScoringSteps:
         its boundary against the background is its own: relaxing the liver must not let it
         take pixels the kidney wins on the shared scores.
         """
+        self._tip_cache = None  # the scores change: the tip shift is measured again
         up = query.grid.from_working(low)  # (b, K, H, W)
         if self._class_offsets is not None and self.options.class_boundaries == "relax":
             index = (up - self._class_offsets[None, :, None, None]).argmax(1)

@@ -68,6 +68,11 @@ class SegmentOptions:
             else only its part on it (0: off). Stops a leak into a neighbour that touches the
             organ over a broad contact, which a neck cut cannot separate
             (:mod:`napari_tpm.continuity`).
+        tip_shift: with one slice painted on this volume and a model without a learned
+            threshold, move the auto prior's boundary out by up to this many log-odds units
+            when the first result lies mostly on one side of the painted slice: the paint was
+            near the organ's end, where the support slice's own calibration is too strict
+            (:mod:`napari_tpm.paint_position`; 0: off).
         bootstrap: with paint on another volume, segment a second time from the first
             result's most confident slice of this volume, as if the user had painted it
             there: the prototypes and the boundary then come from this scan
@@ -101,6 +106,7 @@ class SegmentOptions:
     hard_negatives: bool = False
     snap_mm: float = 3.0
     continuity: float = 0.7
+    tip_shift: float = 1.0
     bootstrap: bool = True
     contrast_search: bool = True
     fit_component: bool = True
@@ -116,7 +122,14 @@ class SegmentOptions:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"{name} must be a whole number >= 0, got {value!r}")
-        for name in ("refine_weight", "prior_smoothing", "smooth_mm", "neck", "snap_mm"):
+        for name in (
+            "refine_weight",
+            "prior_smoothing",
+            "smooth_mm",
+            "neck",
+            "snap_mm",
+            "tip_shift",
+        ):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not value >= 0 or value == float("inf"):
                 raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")

@@ -243,6 +243,7 @@ class SegmentationSession(SessionOutputs, ContrastSearch, ScoringSteps):
         self._best = None
         self._done = np.zeros(0, bool)
         self._paint_footprints: dict[int, Footprint] = {}
+        self._tip_cache = None
         self.label_values = ()
 
     def segment(

@@ -1,0 +1,125 @@
+"""Paint near an organ's end: the side balance of the first result and the boundary's shift."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_tpm.paint_position import TIP_BALANCE, TIP_SLOPE, side_balance, tip_logit_shift
+from napari_tpm.phantom import make_phantom
+from napari_tpm.session import SegmentationSession
+from napari_tpm.tpm.posterior import logit
+
+SHAPE = (32, 96, 96)
+LIVER = 5
+
+
+def _result(rows: list[int], n: int = 20) -> np.ndarray:
+    out = np.zeros((n, 4, 4), np.uint8)
+    out[rows, 1:3, 1:3] = 1
+    return out
+
+
+def test_side_balance_measures_where_the_result_lies_about_the_paint():
+    assert side_balance(_result(list(range(5, 16))), [10]) == pytest.approx(0.5)  # centred
+    assert side_balance(_result(list(range(10, 16))), [10]) == 0.0  # all above the paint
+    assert side_balance(_result(list(range(4, 11))), [10]) == 0.0  # all below it
+    assert side_balance(_result([10]), [10]) == 0.0  # only the painted slice
+    assert side_balance(_result(list(range(8, 18))), [10]) == pytest.approx(2 / 9)
+    # several painted slices: the sides are counted from the outermost ones
+    assert side_balance(_result(list(range(2, 18))), [6, 12]) == pytest.approx(4 / 15)
+    assert side_balance(np.zeros((5, 3, 3), np.uint8), [2]) is None
+    assert side_balance(_result([3]), []) is None
+
+
+def test_the_shift_grows_as_the_paint_nears_an_end_and_is_capped():
+    assert tip_logit_shift(0.5, 1.0) == 0.0
+    assert tip_logit_shift(TIP_BALANCE, 1.0) == 0.0
+    assert tip_logit_shift(0.35, 1.0) == pytest.approx(TIP_SLOPE * (TIP_BALANCE - 0.35))
+    assert tip_logit_shift(0.0, 1.0) == 1.0  # capped at the option's maximum
+    assert tip_logit_shift(0.0, 0.0) == 0.0  # off
+    assert tip_logit_shift(None, 1.0) == 0.0  # nothing found: nothing to say
+
+
+def _liver_at(ph, fraction: float) -> np.ndarray:
+    liver = ph.labels == LIVER
+    zs = np.flatnonzero(liver.any(axis=(1, 2)))
+    z = int(zs[round(fraction * (zs.size - 1))])
+    paint = np.zeros(liver.shape, np.uint8)
+    paint[z][liver[z]] = 1
+    return paint
+
+
+def _session(ph, **options) -> SegmentationSession:
+    session = SegmentationSession("filterbank", device="cpu", **options)
+    session.set_image(ph.image, ph.spacing)
+    return session
+
+
+def test_paint_at_the_organs_end_moves_the_auto_boundary_out_and_the_middle_does_not():
+    ph = make_phantom(shape=SHAPE, seed=4)
+    truth = ph.labels == LIVER
+    session = _session(ph)
+    for _ in session.segment(_liver_at(ph, 0.5)):
+        pass
+    assert session.auto_prior() == pytest.approx(session._calibrated_prior())
+
+    for _ in session.segment(_liver_at(ph, 0.15)):
+        pass
+    calibrated = session._calibrated_prior()
+    first = session.labels(calibrated) > 0
+    balance = side_balance(first, session.support_slices)
+    assert balance is not None and balance < TIP_BALANCE  # the result lies on one side
+    shift = float(logit(session.auto_prior()) - logit(calibrated))
+    assert shift == pytest.approx(tip_logit_shift(balance, 1.0), abs=1e-5) and shift > 0
+    # the wider boundary finds more of the organ (on the phantom the first result is nearly
+    # whole already, so only a little more) without losing Dice
+    shifted = session.labels(None) > 0
+    assert (shifted & truth).sum() > (first & truth).sum()
+
+    def dice(a):
+        return 2 * (a & truth).sum() / (a.sum() + truth.sum())
+
+    assert dice(shifted) >= dice(first) - 0.01
+
+    off = _session(ph, tip_shift=0.0)
+    for _ in off.segment(_liver_at(ph, 0.15)):
+        pass
+    assert off.auto_prior() == pytest.approx(off._calibrated_prior())
+
+
+def test_the_shift_is_measured_once_per_result_and_again_after_new_scores():
+    ph = make_phantom(shape=SHAPE, seed=4)
+    session = _session(ph)
+    for _ in session.segment(_liver_at(ph, 0.15)):
+        pass
+    calls = []
+    labels = session.labels
+
+    def counting(*args, **kwargs):
+        calls.append(args)
+        return labels(*args, **kwargs)
+
+    session.labels = counting  # type: ignore[method-assign]
+    first = session.auto_prior()
+    assert session.auto_prior() == first and len(calls) == 1  # the slider's "Auto" stays cheap
+    session.set_prototypes(1)  # new scores: measured again
+    session.auto_prior()
+    assert len(calls) == 2
+
+
+def test_two_painted_slices_or_two_classes_get_no_shift():
+    ph = make_phantom(shape=SHAPE, seed=4)
+    two = _liver_at(ph, 0.15) | _liver_at(ph, 0.4)
+    session = _session(ph)
+    for _ in session.segment(two):
+        pass
+    assert session.auto_prior() == pytest.approx(session._calibrated_prior())
+    liver, kidney = ph.labels == LIVER, ph.labels == 2
+    z = int(np.flatnonzero((liver.any(axis=(1, 2))) & kidney.any(axis=(1, 2)))[0])
+    both = np.zeros(liver.shape, np.uint8)
+    both[z][liver[z]] = 1
+    both[z][kidney[z]] = 2
+    for _ in session.segment(both):
+        pass
+    assert session.auto_prior() == pytest.approx(session._calibrated_prior())
