@@ -214,6 +214,15 @@ def organ_slices(truth: np.ndarray, count: int) -> list[int]:
     return list(dict.fromkeys(picks))
 
 
+def organ_slice_at(truth: np.ndarray, fraction: float) -> list[int]:
+    """The one axial slice at ``fraction`` (0 first, 1 last) of the organ's labelled slices:
+    paint near an end of the organ (the ``ends`` mode), where users also paint."""
+    zs = np.flatnonzero(truth.any(axis=(1, 2)))
+    if zs.size == 0:
+        return []
+    return [int(zs[round(fraction * (zs.size - 1))])]
+
+
 def organ_paint(truth: np.ndarray, slices: list[int]) -> np.ndarray:
     """uint8 volume: 1 where the organ is on the painted slices, 0 elsewhere."""
     paint = np.zeros(truth.shape, np.uint8)

@@ -17,7 +17,17 @@ from pathlib import Path
 import accuracy_cases as ac
 import numpy as np
 
-MODE_ORDER = ("same", "same-2sl", "same-3sl", "cross", "multi", "alone", "cross-multi")
+MODE_ORDER = (
+    "same",
+    "same-2sl",
+    "same-3sl",
+    "same-lo",
+    "same-hi",
+    "cross",
+    "multi",
+    "alone",
+    "cross-multi",
+)
 ORGAN_TITLES = {"liver": "liver", "rkidney": "R kid", "lkidney": "L kid", "spleen": "spleen"}
 
 

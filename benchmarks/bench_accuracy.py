@@ -22,6 +22,8 @@ Modes (the support):
   largest summed area); organs absent from that slice are not scored in this mode.
 * ``alone``: each of those organs painted by itself on that same slice, segmented alone: the
   single-organ figure the joint ``multi`` result is compared with.
+* ``ends``: one slice painted near each end of the organ, at 15 % (``same-lo``) and 85 %
+  (``same-hi``) of its labelled slices: what a user gets who paints away from the middle.
 * ``cross-multi``: ``multi``'s slice and paint taken from the ``cross`` partner (all four
   organs of another patient at once); organs absent from the query are not scored.
 
@@ -60,7 +62,10 @@ import accuracy_cases as ac
 import accuracy_forest as af
 import accuracy_report as ar
 
-MODES = ("same", "cross", "multi", "alone", "cross-multi")
+MODES = ("same", "cross", "multi", "alone", "cross-multi", "ends")
+#: the ``ends`` mode: one slice painted near each end of the organ, at these fractions of its
+#: labelled slices (a user does not always find the middle)
+ENDS = {"same-lo": 0.15, "same-hi": 0.85}
 
 
 @dataclass
@@ -104,6 +109,12 @@ def build_jobs(
             for organ in present:
                 truth = labels == case.values[organ]
                 zs = ac.organ_slices(truth, n)
+                jobs.append(Job(mode, (organ,), ac.organ_paint(truth, zs), case.name, zs))
+    if "ends" in modes:
+        for mode, fraction in ENDS.items():
+            for organ in present:
+                truth = labels == case.values[organ]
+                zs = ac.organ_slice_at(truth, fraction)
                 jobs.append(Job(mode, (organ,), ac.organ_paint(truth, zs), case.name, zs))
     if {"cross", "cross-multi"} & set(modes):
         for rank, partner in enumerate(ac.cross_partners(case, data, every_partner)):
