@@ -110,6 +110,13 @@ class SessionOutputs:
         shift = self._tip_shift(p)
         return p if shift == 0.0 else sigmoid(float(logit(p)) + shift)
 
+    @property
+    def auto_prior_moved(self) -> bool:
+        """Whether :meth:`auto_prior` stands away from the support's own calibration: after a
+        second pass, or for paint near the organ's end. A dock then places its manual slider
+        there, as the CLI's ``--prior auto`` has it."""
+        return abs(self.auto_prior() - self._calibrated_prior()) > 1e-9
+
     def _tip_shift(self, calibrated: float) -> float:
         """The outward shift for one slice painted near the organ's end (0: none applies).
 

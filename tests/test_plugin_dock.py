@@ -222,3 +222,22 @@ def test_flipped_nifti_overlays_its_dicom_and_saves_paint_mirrored_right(
     np.testing.assert_allclose(saved.origin, image.origin, atol=1e-3)
     painted = tuple(np.round(nifti.world_to_data(point)).astype(int))
     assert saved.array[painted] == 1  # lands on the voxel it was painted over
+
+
+def test_paint_near_the_organs_end_starts_the_slider_at_the_moved_boundary(
+    qtbot, open_dock, phantom
+):
+    """A liver painted near its end: the manual slider starts where the CLI's --prior auto
+    puts the boundary (napari_tpm.paint_position), not at the calibrated 0.5."""
+    _viewer, widget, support = open_dock(phantom, paint=False)
+    liver = phantom.labels == LIVER
+    zs = np.flatnonzero(liver.any(axis=(1, 2)))
+    z = int(zs[round(0.15 * (zs.size - 1))])
+    support.data[z][liver[z]] = LIVER
+    support.refresh()
+    _click_segment(qtbot, widget)
+    session = widget.session
+    start = round(session.auto_prior(), 3)
+    assert session.auto_prior_moved and not session.bootstrapped and start > 0.5
+    assert widget.prior_slider.value == pytest.approx(start)
+    qtbot.waitUntil(lambda: f"Prior {start:.3f}" in widget.status_label.value, timeout=10_000)

@@ -149,9 +149,10 @@ class Adjuster:
         After a second pass from another volume's paint the session's boundary is not the
         calibrated 0.5: its support is a core of the first result, so the boundary sits
         further out (:data:`napari_tpm.bootstrap.CORE_LOGIT_SHIFT`), as the CLI's default
-        ``--prior auto`` has it. The slider moves there when it stands at its default (or
-        where the dock last put it), and goes back once a run needs no second pass. A value
-        the user chose stays.
+        ``--prior auto`` has it. One slice painted near the organ's end moves it out too
+        (:mod:`napari_tpm.paint_position`). The slider moves there when it stands at its
+        default (or where the dock last put it), and goes back once a run needs no such move.
+        A value the user chose stays.
         """
         if self.ui.auto_prior_checkbox.value:
             return
@@ -159,11 +160,11 @@ class Adjuster:
         if placed is not None and abs(value - placed[0]) > 1e-9:
             placed = None  # the user moved it since
         self.state.placed_prior = None
-        if session.bootstrapped and (placed is not None or abs(value - DEFAULT_PRIOR) < 1e-9):
+        if session.auto_prior_moved and (placed is not None or abs(value - DEFAULT_PRIOR) < 1e-9):
             target = round(session.auto_prior(), 3)
             self.state.placed_prior = (target, value if placed is None else placed[1])
         elif placed is not None:
-            target = placed[1]  # no second pass this time: back to where it stood
+            target = placed[1]  # no move this time: back to where it stood
         else:
             return
         self._show_prior(target)

@@ -97,6 +97,7 @@ def segmentation_steps(
             support_spacing=request.support_spacing,
             n_prototypes=request.n_prototypes,
         )
+        session.auto_prior()  # measured here, off the GUI thread, where it may cost a relabel
     except Exception as exc:  # GeneratorExit (from quit) is not an Exception: it passes through
         yield Failure(user_message(exc))
 
@@ -150,6 +151,7 @@ def refit_prototypes(session: SegmentationSession, k: int) -> int | Failure:
     """Refit ``k`` prototypes from the cached support features (no encoder call)."""
     try:
         session.set_prototypes(k)
+        session.auto_prior()  # as after a segmentation: measured off the GUI thread
     except Exception as exc:
         return Failure(user_message(exc))
     return k
