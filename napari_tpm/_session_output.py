@@ -47,6 +47,7 @@ class SessionOutputs:
     _normalised: np.ndarray | None
     _paint_footprints: dict[int, Footprint]
     _tip_cache: float | None  # the tip shift of the current scores (None: not measured yet)
+    _tip_labels: tuple[float, np.ndarray] | None  # (prior, labels) that measurement made
     bootstrapped: bool
 
     if TYPE_CHECKING:
@@ -136,9 +137,12 @@ class SessionOutputs:
         if not applies:
             return 0.0
         if self._tip_cache is None:
-            first = np.moveaxis(self.labels(calibrated), s.axis, 0)
-            balance = side_balance(first, s.indices)
+            labelled = self.labels(calibrated)
+            balance = side_balance(np.moveaxis(labelled, s.axis, 0), s.indices)
             self._tip_cache = tip_logit_shift(balance, self.options.tip_shift)
+            # no shift (paint mid-organ, the usual case): the auto labels are these ones, so
+            # the caller's labels(None) reuses them instead of labelling the volume twice
+            self._tip_labels = (calibrated, labelled) if self._tip_cache == 0.0 else None
         return self._tip_cache
 
     def _calibrated_prior(self) -> float:
@@ -179,6 +183,11 @@ class SessionOutputs:
         if self._score is None:
             raise ValueError("nothing segmented yet: iterate segment() first")
         p = self.auto_prior() if prior is None else _check_prior(prior)
+        plain = out is None and z_range is None and keep_paint and slices is None
+        if plain and connected in (None, self.options.connected) and self._tip_labels is not None:
+            measured_at, measured = self._tip_labels
+            if measured_at == p:  # auto_prior() just labelled at this prior to measure the tip
+                return measured.copy()
         threshold = -float(logit(p))
         shape = self._require_image().shape
         if out is None:

@@ -123,3 +123,24 @@ def test_two_painted_slices_or_two_classes_get_no_shift():
     for _ in session.segment(both):
         pass
     assert session.auto_prior() == pytest.approx(session._calibrated_prior())
+
+
+def test_a_mid_organ_paint_labels_the_volume_once_for_the_auto_prior(monkeypatch):
+    """Measuring the tip costs no second labelling when it finds no shift (the usual case)."""
+    from napari_tpm import _session_output
+
+    ph = make_phantom(shape=SHAPE, seed=4)
+    session = _session(ph)
+    for _ in session.segment(_liver_at(ph, 0.5)):
+        pass
+    calls = []
+    write = _session_output.write_labels
+    monkeypatch.setattr(
+        _session_output, "write_labels", lambda *a, **k: calls.append(1) or write(*a, **k)
+    )
+    auto = session.labels(None)
+    assert len(calls) == 1  # the measurement's labels are the auto labels
+    again = session.labels(None)
+    assert len(calls) == 1 and np.array_equal(auto, again) and again is not auto
+    fresh = session.labels(session.auto_prior(), z_range=(0, SHAPE[0] - 1))  # not reused
+    assert len(calls) == 2 and np.array_equal(auto, fresh)
