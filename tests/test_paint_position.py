@@ -50,6 +50,15 @@ def _liver_at(ph, fraction: float) -> np.ndarray:
     return paint
 
 
+def _segmented(fraction: float, **options) -> SegmentationSession:
+    """A session over the phantom with its liver painted at ``fraction`` of its slices."""
+    ph = make_phantom(shape=SHAPE, seed=4)
+    session = _session(ph, **options)
+    for _ in session.segment(_liver_at(ph, fraction)):
+        pass
+    return session
+
+
 def _session(ph, **options) -> SegmentationSession:
     session = SegmentationSession("filterbank", device="cpu", **options)
     session.set_image(ph.image, ph.spacing)
@@ -89,10 +98,7 @@ def test_paint_at_the_organs_end_moves_the_auto_boundary_out_and_the_middle_does
 
 
 def test_the_shift_is_measured_once_per_result_and_again_after_new_scores():
-    ph = make_phantom(shape=SHAPE, seed=4)
-    session = _session(ph)
-    for _ in session.segment(_liver_at(ph, 0.15)):
-        pass
+    session = _segmented(0.15)
     calls = []
     labels = session.labels
 
@@ -129,10 +135,7 @@ def test_a_mid_organ_paint_labels_the_volume_once_for_the_auto_prior(monkeypatch
     """Measuring the tip costs no second labelling when it finds no shift (the usual case)."""
     from napari_tpm import _session_output
 
-    ph = make_phantom(shape=SHAPE, seed=4)
-    session = _session(ph)
-    for _ in session.segment(_liver_at(ph, 0.5)):
-        pass
+    session = _segmented(0.5)
     calls = []
     write = _session_output.write_labels
     monkeypatch.setattr(
