@@ -3,7 +3,8 @@
 :class:`SessionOutputs` is the read side of :class:`napari_tpm.session.SegmentationSession`
 (which inherits it): everything here only reads the caches the pipeline filled, so the live
 prior slider, the widget and the evaluation can be read apart from the encoding, scoring and
-refinement that write them. It holds no state of its own.
+refinement that write them. Its only state is what :meth:`SessionOutputs.auto_prior` measures on
+first use for paint near an organ's end, a cache the scoring stages reset.
 """
 
 from __future__ import annotations
