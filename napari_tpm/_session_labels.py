@@ -129,4 +129,5 @@ def _keep_continuous(
         mask = view == value
         painted = np.flatnonzero((seeds == value).any(axis=(1, 2)))
         if mask.any() and painted.size:
-            view[mask & ~keep_continuous(mask, painted, overlap, spacing)] = 0
+            kept = keep_continuous(mask, painted, overlap, spacing, paint=seeds == value)
+            view[mask & ~kept] = 0

@@ -70,6 +70,7 @@ def keep_continuous(
     spacing: tuple[float, float] = (1.0, 1.0),
     growth: float = GROWTH,
     shrink: float = SHRINK,
+    paint: np.ndarray | None = None,
 ) -> np.ndarray:
     """The part of ``mask`` (slice axis first) that continues slice by slice from ``seeds``.
 
@@ -85,6 +86,10 @@ def keep_continuous(
             result itself everywhere.
         shrink: growth stops for the rest of a sweep once its result has narrowed below this
             fraction of its widest slice so far (0: growth everywhere).
+        paint: 3D boolean, what was painted (same shape as ``mask``). On a seed slice only the
+            2D pieces of ``mask`` that touch it start the sweep: the user painted the organ
+            there, so another piece on that slice is a neighbour, and taken as a seed it would
+            lead the sweep into that neighbour. None: the seed slice's whole result.
 
     Returns:
         A boolean array of ``mask``'s shape, a subset of ``mask``. Slices beyond a slice with an
@@ -106,15 +111,17 @@ def keep_continuous(
     pieces, count = ndimage.label(mask, structure=_IN_PLANE)
     area = np.bincount(pieces.ravel(), minlength=count + 1)
     seed_set = set(starts)
+    if paint is not None and paint.shape != mask.shape:
+        raise ValueError(f"paint {paint.shape} and mask {mask.shape} must be one shape")
     out = np.zeros_like(mask)
     for z in starts:
-        out[z] = mask[z]
+        out[z] = mask[z] if paint is None else _touching(pieces[z], mask[z] & paint[z])
     for direction, first, stop in ((1, starts[0] + 1, n), (-1, starts[-1] - 1, -1)):
-        prev = mask[first - direction]
+        prev = out[first - direction]
         largest = int(prev.sum())
         for z in range(first, stop, direction):
             if z in seed_set:
-                prev = mask[z]
+                prev = out[z]
                 largest = int(prev.sum())
                 continue
             size = int(prev.sum())
@@ -124,6 +131,13 @@ def keep_continuous(
             prev = cur
             largest = max(largest, size)
     return out
+
+
+def _touching(pieces: np.ndarray, painted: np.ndarray) -> np.ndarray:
+    """The 2D pieces that hold a painted pixel (the painted pixels themselves included)."""
+    if not painted.any():  # nothing of the paint in the result: the slice as it is
+        return pieces > 0
+    return np.isin(pieces, np.unique(pieces[painted])) & (pieces > 0) | painted
 
 
 def _continue(

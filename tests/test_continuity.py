@@ -129,3 +129,24 @@ def test_the_session_step_runs_per_structure_from_its_own_paint():
     unpainted = np.where(result, 3, 0).astype(np.uint8)
     _keep_continuous(unpainted, np.zeros_like(unpainted), (3,), 0.7, (1.0, 1.0))
     assert (unpainted == np.where(result, 3, 0)).all()  # nothing painted: nothing to walk from
+
+
+def test_on_a_painted_slice_only_the_painted_pieces_start_the_sweep():
+    """A neighbour that is its own piece on a painted slice is not the organ (the user painted
+    the organ there); taken as a seed, the sweep would follow it out of the organ."""
+    shape = (30, 64, 96)
+    organ = np.zeros(shape, bool)
+    other = np.zeros(shape, bool)
+    for z in range(4, 16):
+        organ[z] = _disk(shape[1:], (32, 30), 9)
+    for z in range(12, 30):
+        other[z] = _disk(shape[1:], (32, 70), 10)  # apart from the organ in every slice
+    result = organ | other
+    paint = np.zeros(shape, bool)
+    paint[[8, 14]] = organ[[8, 14]]
+    whole = keep_continuous(result, [8, 14])
+    assert whole[20:][other[20:]].all()  # the seed slice's neighbour piece led the sweep on
+    out = keep_continuous(result, [8, 14], paint=paint)
+    assert (out == organ).all()
+    with pytest.raises(ValueError, match="one shape"):
+        keep_continuous(result, [8], paint=paint[:-1])
