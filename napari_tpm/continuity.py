@@ -19,6 +19,12 @@ it, as fast as organs widen between thick slices. Once the result has narrowed (
 organ's widest slice, which is where a user usually paints), the organ only shrinks towards its
 end, so a piece must lie on the previous result itself: a leak cannot widen it again.
 
+On a painted slice the sweep starts from the 2D pieces that hold paint, not from the slice's
+whole result: another piece there is tissue the user did not paint, and a neighbour that
+continues beyond the painted slice would carry the sweep with it (a left kidney painted near its
+upper pole, with the spleen beside it on that slice: CHAOS tuning, two painted slices 0.828 ->
+0.844, three 0.842 -> 0.875; benchmarks/RESULTS-accuracy.md, "Painted slices seed").
+
 Chosen on the tuning volumes only (benchmarks/RESULTS-accuracy.md, "Slice continuity"): mean
 Dice with the session's other defaults, off -> on, BTCV CT / CHAOS MR: one painted slice
 0.865 -> 0.875 / 0.810 -> 0.846, three slices 0.889 -> 0.889 / 0.840 -> 0.842, all organs on one
