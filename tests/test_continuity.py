@@ -14,17 +14,24 @@ def _disk(shape: tuple[int, int], centre: tuple[float, float], radius: float) ->
     return (yy - centre[0]) ** 2 + (xx - centre[1]) ** 2 <= radius**2
 
 
-def _kidney_against_spleen() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """A small cylinder ("kidney", slices 4-15) touching a larger one ("spleen", slices 10-29)
-    side by side, so from slice 10 on one 2D piece holds both (a broad contact, no neck)."""
+def _two_organs(
+    other_from: int, other_centre: tuple[float, float], other_radius: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A small cylinder ("kidney", slices 4-15) and another one from slice ``other_from`` on."""
     shape = (30, 64, 96)
     organ = np.zeros(shape, bool)
     other = np.zeros(shape, bool)
     for z in range(4, 16):
         organ[z] = _disk(shape[1:], (32, 30), 9)
-    for z in range(10, 30):
-        other[z] = _disk(shape[1:], (32, 56), 18) & ~organ[z]
+    for z in range(other_from, 30):
+        other[z] = _disk(shape[1:], other_centre, other_radius) & ~organ[z]
     return organ, other, organ | other
+
+
+def _kidney_against_spleen() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The kidney touching a larger cylinder ("spleen", slices 10-29) side by side, so from
+    slice 10 on one 2D piece holds both (a broad contact, no neck)."""
+    return _two_organs(10, (32, 56), 18)
 
 
 def test_a_broad_leak_is_kept_to_the_organs_footprint():
@@ -134,15 +141,8 @@ def test_the_session_step_runs_per_structure_from_its_own_paint():
 def test_on_a_painted_slice_only_the_painted_pieces_start_the_sweep():
     """A neighbour that is its own piece on a painted slice is not the organ (the user painted
     the organ there); taken as a seed, the sweep would follow it out of the organ."""
-    shape = (30, 64, 96)
-    organ = np.zeros(shape, bool)
-    other = np.zeros(shape, bool)
-    for z in range(4, 16):
-        organ[z] = _disk(shape[1:], (32, 30), 9)
-    for z in range(12, 30):
-        other[z] = _disk(shape[1:], (32, 70), 10)  # apart from the organ in every slice
-    result = organ | other
-    paint = np.zeros(shape, bool)
+    organ, other, result = _two_organs(12, (32, 70), 10)  # apart from the organ in every slice
+    paint = np.zeros(result.shape, bool)
     paint[[8, 14]] = organ[[8, 14]]
     whole = keep_continuous(result, [8, 14])
     assert whole[20:][other[20:]].all()  # the seed slice's neighbour piece led the sweep on
