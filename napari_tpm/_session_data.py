@@ -226,18 +226,6 @@ def _check_prior(prior: float) -> float:
     return p
 
 
-def _bounding_box(array: np.ndarray, margin: tuple[int, ...]) -> tuple[slice, ...] | None:
-    """Slices of the box around ``array``'s non-zero voxels, grown by ``margin`` per axis."""
-    box = []
-    for axis, pad in enumerate(margin):
-        other = tuple(a for a in range(array.ndim) if a != axis)
-        hit = np.flatnonzero(array.any(axis=other))
-        if hit.size == 0:
-            return None
-        box.append(slice(max(int(hit[0]) - pad, 0), min(int(hit[-1]) + pad + 1, array.shape[axis])))
-    return tuple(box)
-
-
 def _check_image(array: np.ndarray, spacing: Sequence[float]) -> tuple[float, float, float]:
     """Refuse what cannot be a query volume (ValueError); returns the spacing as floats.
 

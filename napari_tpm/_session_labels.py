@@ -12,12 +12,12 @@ from collections.abc import Callable
 
 import numpy as np
 
-from napari_tpm._session_data import _apply_paint, _bounding_box, _Support
+from napari_tpm._session_data import _apply_paint, _Support
 from napari_tpm.boundary import snap_to_intensity
 from napari_tpm.continuity import keep_continuous
 from napari_tpm.necks import cut_necks, neck_radius_mm
 from napari_tpm.options import SegmentOptions
-from napari_tpm.postprocess import keep_connected, limit_range
+from napari_tpm.postprocess import bounding_box, keep_connected, limit_range
 
 
 def write_labels(
@@ -91,7 +91,7 @@ def clean_3d(
     if pick is not None and not s.same_volume:
         view[...] = pick(view)
     view[...] = keep_connected(view, seeds)
-    box = _bounding_box(view, margin=(1, *(int(opts.snap_mm / sp) + 2 for sp in others)))
+    box = bounding_box(view, margin=(1, *(int(opts.snap_mm / sp) + 2 for sp in others)))
     if box is None:
         return
     view, seeds = view[box], seeds[box]  # what follows works near the result only

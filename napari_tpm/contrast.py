@@ -30,6 +30,8 @@ import cc3d
 import numpy as np
 from scipy import ndimage
 
+from napari_tpm.postprocess import bounding_box
+
 __all__ = [
     "Footprint",
     "candidate_steps",
@@ -249,7 +251,7 @@ def keep_fitting_component(
     n_slices = labels.shape[0]
     for v, want in target.items():
         mask = labels == v
-        box = _bounding_box(mask)
+        box = bounding_box(mask)
         if box is None:
             continue
         # the class's box only: the regions, their sizes and scores are the same as over the
@@ -270,17 +272,6 @@ def keep_fitting_component(
         keep = min(order, key=cost.__getitem__)
         out[box][sub & (pieces != keep)] = 0
     return out
-
-
-def _bounding_box(mask: np.ndarray) -> tuple[slice, ...] | None:
-    """The smallest box (one slice per axis) holding every True voxel; None when none is."""
-    box = []
-    for axis in range(mask.ndim):
-        hit = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
-        if hit.size == 0:
-            return None
-        box.append(slice(int(hit[0]), int(hit[-1]) + 1))
-    return tuple(box)
 
 
 def _piece_footprints(

@@ -18,9 +18,35 @@ import cc3d
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["fill_holes_2d", "keep_connected", "limit_range", "limit_z", "smooth_scores"]
+__all__ = [
+    "bounding_box",
+    "fill_holes_2d",
+    "keep_connected",
+    "limit_range",
+    "limit_z",
+    "smooth_scores",
+]
 
 Fallback = Literal["largest", "keep", "remove"]
+
+
+def bounding_box(
+    array: np.ndarray, margin: Sequence[int] | None = None
+) -> tuple[slice, ...] | None:
+    """Slices of the box around ``array``'s non-zero voxels, grown by ``margin`` voxels per axis
+    (None: not grown) and clipped to the array; None when no voxel is non-zero.
+
+    The 3D label steps work inside it: an organ fills a small part of a CT volume.
+    """
+    margin = (0,) * array.ndim if margin is None else tuple(margin)
+    box = []
+    for axis, pad in enumerate(margin):
+        other = tuple(a for a in range(array.ndim) if a != axis)
+        hit = np.flatnonzero(array.any(axis=other))
+        if hit.size == 0:
+            return None
+        box.append(slice(max(int(hit[0]) - pad, 0), min(int(hit[-1]) + pad + 1, array.shape[axis])))
+    return tuple(box)
 
 
 def _structure(ndim: int, connectivity: int) -> np.ndarray:

@@ -241,6 +241,7 @@ def test_region_footprints_from_the_class_box_match_the_whole_volume_ones():
     import cc3d
 
     from napari_tpm import contrast
+    from napari_tpm.postprocess import bounding_box
 
     rng = np.random.default_rng(3)
     image = np.zeros((12, 48, 56), np.float32)
@@ -250,7 +251,7 @@ def test_region_footprints_from_the_class_box_match_the_whole_volume_ones():
     mask[5:11, 28:40, 8:20] = True
     mask[3, 30:33, 46:49] = True  # a speck
     mask &= rng.random(mask.shape) > 0.05
-    box = contrast._bounding_box(mask)
+    box = bounding_box(mask)
     assert box is not None
     whole = cc3d.connected_components(mask, connectivity=26)
     crop = cc3d.connected_components(mask[box], connectivity=26)
@@ -258,4 +259,4 @@ def test_region_footprints_from_the_class_box_match_the_whole_volume_ones():
     ids = [int(i) for i in np.unique(crop)[1:]]
     fast = contrast._piece_footprints(crop, box, image, ids, 0.8, image.shape[0])
     assert fast == footprints(whole, image, ids, 0.8)
-    assert contrast._bounding_box(np.zeros((2, 3, 4), bool)) is None
+    assert bounding_box(np.zeros((2, 3, 4), bool)) is None
