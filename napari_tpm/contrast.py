@@ -173,7 +173,6 @@ def footprints(
     """
     if labels.shape != image.shape or labels.ndim != 3:
         raise ValueError(f"labels {labels.shape} and image {image.shape} must be one 3D shape")
-    n = labels.shape[0]
     out: dict[int, Footprint] = {}
     for v in values:
         mask = labels == v
@@ -181,14 +180,21 @@ def footprints(
         if not areas.any():
             continue
         z = int(areas.argmax())
-        y0, y1, x0, x1 = _body_box(np.asarray(image[z], dtype=np.float32))
         ys, xs = np.nonzero(mask[z])
-        row = (2 * ys.mean() - y0 - y1) / max(y1 - y0, 1.0)
-        col = (2 * xs.mean() - x0 - x1) / max(x1 - x0, 1.0)
-        out[int(v)] = Footprint(
-            float(areas[z] * pixel_area_mm2), (float(row), float(col)), z / max(n - 1, 1)
-        )
+        out[int(v)] = _footprint(ys, xs, z, image, pixel_area_mm2)
     return out
+
+
+def _footprint(
+    ys: np.ndarray, xs: np.ndarray, z: int, image: np.ndarray, pixel_area_mm2: float
+) -> Footprint:
+    """The :class:`Footprint` of the pixels ``(ys, xs)`` of slice ``z`` of ``image`` (n, H, W):
+    their area, their centroid in the body's box, the slice's relative height."""
+    y0, y1, x0, x1 = _body_box(np.asarray(image[z], dtype=np.float32))
+    row = (2 * ys.mean() - y0 - y1) / max(y1 - y0, 1.0)
+    col = (2 * xs.mean() - x0 - x1) / max(x1 - x0, 1.0)
+    height = z / max(image.shape[0] - 1, 1)
+    return Footprint(float(ys.size * pixel_area_mm2), (float(row), float(col)), height)
 
 
 def footprint_penalty(support: Footprint, result: Footprint | None) -> float:
@@ -248,7 +254,6 @@ def keep_fitting_component(
         A new array like ``labels``.
     """
     out = np.array(labels, copy=True)
-    n_slices = labels.shape[0]
     for v, want in target.items():
         mask = labels == v
         box = bounding_box(mask)
@@ -263,7 +268,7 @@ def keep_fitting_component(
         if sizes.size <= 1:
             continue
         order = [int(i) for i in np.argsort(sizes)[::-1][:candidates] + 1]
-        found = _piece_footprints(pieces, box, image, order, pixel_area_mm2, n_slices)
+        found = _piece_footprints(pieces, box, image, order, pixel_area_mm2)
         cost = {i: footprint_penalty(want, found.get(i)) for i in order}
         if score is not None and SCORE_WEIGHT:
             sums = np.bincount(pieces.ravel(), weights=score[box].ravel().astype(np.float64))
@@ -280,10 +285,9 @@ def _piece_footprints(
     image: np.ndarray,
     order: Sequence[int],
     pixel_area_mm2: float,
-    n_slices: int,
 ) -> dict[int, Footprint]:
-    """:func:`footprints` of the regions ``order`` of ``pieces``, a crop at ``box`` of a
-    volume with ``n_slices`` slices: one pass counts every region's area on every slice."""
+    """:func:`footprints` of the regions ``order`` of ``pieces``, a crop at ``box`` of the
+    volume ``image`` shows: one pass counts every region's area on every slice."""
     z0, y0, x0 = (b.start for b in box)
     n = int(pieces.max()) + 1
     slice_of = np.arange(pieces.shape[0], dtype=np.int64)[:, None, None]
@@ -292,14 +296,7 @@ def _piece_footprints(
     out: dict[int, Footprint] = {}
     for i in order:
         z = int(areas[:, i].argmax())
-        by0, by1, bx0, bx1 = _body_box(np.asarray(image[z0 + z], dtype=np.float32))
         ys, xs = np.nonzero(pieces[z] == i)
-        ys, xs = ys + y0, xs + x0  # the whole slice's pixel indices, as footprints() has them
-        row = (2 * ys.mean() - by0 - by1) / max(by1 - by0, 1.0)
-        col = (2 * xs.mean() - bx0 - bx1) / max(bx1 - bx0, 1.0)
-        out[i] = Footprint(
-            float(areas[z, i] * pixel_area_mm2),
-            (float(row), float(col)),
-            (z0 + z) / max(n_slices - 1, 1),
-        )
+        # the whole volume's pixel and slice indices, as footprints() has them
+        out[i] = _footprint(ys + y0, xs + x0, z0 + z, image, pixel_area_mm2)
     return out

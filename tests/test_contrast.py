@@ -257,6 +257,6 @@ def test_region_footprints_from_the_class_box_match_the_whole_volume_ones():
     crop = cc3d.connected_components(mask[box], connectivity=26)
     assert np.array_equal(whole[box], crop)  # the crop numbers the regions alike
     ids = [int(i) for i in np.unique(crop)[1:]]
-    fast = contrast._piece_footprints(crop, box, image, ids, 0.8, image.shape[0])
+    fast = contrast._piece_footprints(crop, box, image, ids, 0.8)
     assert fast == footprints(whole, image, ids, 0.8)
     assert bounding_box(np.zeros((2, 3, 4), bool)) is None
