@@ -1,6 +1,8 @@
-"""The session's paths for paint from another volume: contrast search, classes apart.
+"""The session's paths for paint from another volume: second pass, contrast search, classes apart.
 
 :class:`ContrastSearch` is a mixin of :class:`napari_tpm.session.SegmentationSession`.
+- ``options.bootstrap``: the first pass only has to find the organ; a second pass segments
+  again from the first result's pseudo-paint on this volume.
 - ``options.contrast_search``: it runs the whole cross-volume pipeline (first pass, then the
   bootstrap's second pass) once per intensity change of
   :func:`napari_tpm.contrast.candidate_steps`, and keeps the result that fits the paint best
@@ -18,7 +20,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from napari_tpm._session_data import _Job
+from napari_tpm._session_data import _Job, _Support
 from napari_tpm.bootstrap import pseudo_paint
 from napari_tpm.contrast import (
     Footprint,
@@ -60,11 +62,9 @@ class ContrastSearch:
 
         def _run(self, job: _Job, *, bootstrap: bool) -> Iterator[Progress]: ...
 
-        def _bootstrap(
-            self, k: int, background_label: int | None, first: np.ndarray | None = None
-        ) -> Iterator[Progress]: ...
-
         def labels(self, prior: float | None = None, **kwargs: object) -> np.ndarray: ...
+
+        def _require_support(self) -> _Support: ...
 
         def _calibrated_prior(self) -> float: ...
 
@@ -75,6 +75,27 @@ class ContrastSearch:
             n_prototypes: int = ...,
             background_label: int | None = ...,
         ) -> Iterator[Progress]: ...
+
+    def _bootstrap(
+        self, k: int, background_label: int | None, first: np.ndarray | None = None
+    ) -> Iterator[Progress]:
+        """Segment again from the first result's most confident slice (``options.bootstrap``).
+
+        The first pass, from another volume's paint, only has to find the organ; the second
+        starts from its pseudo-paint on this volume (:func:`napari_tpm.bootstrap.pseudo_paint`)
+        and runs the same-scan pipeline. Nothing found: the first result stays. ``first`` is
+        the first result's ``labels(None)`` when the caller already has it.
+        """
+        s = self._require_support()
+        assert self._score is not None
+        first = self.labels(None) if first is None else first
+        paint = pseudo_paint(np.moveaxis(first, s.axis, 0), self._score, s.label_values)
+        if paint is None:
+            return
+        yield from self.segment(
+            np.moveaxis(paint, 0, s.axis), n_prototypes=k, background_label=background_label
+        )
+        self.bootstrapped = True
 
     def _search_contrast(self, job: _Job) -> Iterator[Progress]:
         """Segment from ``job.paint`` on its other volume once per candidate intensity change.

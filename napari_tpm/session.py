@@ -53,7 +53,6 @@ from napari_tpm._session_scoring import (
 from napari_tpm._session_steps import ScoringSteps
 from napari_tpm._session_support import build_support, check_paint_grid
 from napari_tpm._threads import one_cpu_thread
-from napari_tpm.bootstrap import pseudo_paint
 from napari_tpm.checkpoints import TPMModel, load_model
 from napari_tpm.contrast import Footprint, footprints, pixel_area
 from napari_tpm.options import SegmentOptions
@@ -351,27 +350,6 @@ class SegmentationSession(SessionOutputs, ContrastSearch, ScoringSteps):
         yield from self._smooth(query)
         if bootstrap:
             yield from self._bootstrap(k, background_label)
-
-    def _bootstrap(
-        self, k: int, background_label: int | None, first: np.ndarray | None = None
-    ) -> Iterator[Progress]:
-        """Segment again from the first result's most confident slice (``options.bootstrap``).
-
-        The first pass, from another volume's paint, only has to find the organ; the second
-        starts from its pseudo-paint on this volume (:func:`napari_tpm.bootstrap.pseudo_paint`)
-        and runs the same-scan pipeline. Nothing found: the first result stays. ``first`` is
-        the first result's ``labels(None)`` when the caller already has it.
-        """
-        s = self._require_support()
-        assert self._score is not None
-        first = self.labels(None) if first is None else first
-        paint = pseudo_paint(np.moveaxis(first, s.axis, 0), self._score, s.label_values)
-        if paint is None:
-            return
-        yield from self.segment(
-            np.moveaxis(paint, 0, s.axis), n_prototypes=k, background_label=background_label
-        )
-        self.bootstrapped = True
 
     def set_prototypes(self, k: int) -> None:
         """Refit ``k`` prototypes per class from the cached support features and rescore.
