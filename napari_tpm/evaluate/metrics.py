@@ -11,6 +11,7 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
+from scipy.special import expit
 
 
 def dice(pred: np.ndarray, truth: np.ndarray) -> float:
@@ -42,7 +43,7 @@ def prior_thresholds(priors: np.ndarray) -> np.ndarray:
 def default_prior_grid(n: int = 49, lo: float = 1e-3, hi: float = 0.999) -> np.ndarray:
     """Priors evenly spaced in logit between ``lo`` and ``hi`` (0.5 included for odd n)."""
     z = np.linspace(math.log(lo / (1 - lo)), math.log(hi / (1 - hi)), n)
-    return 1.0 / (1.0 + np.exp(-z))
+    return expit(z)
 
 
 def dice_curve(scores: np.ndarray, truth: np.ndarray, priors: np.ndarray) -> np.ndarray:

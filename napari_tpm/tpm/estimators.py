@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from scipy.special import expit  # the stable sigmoid: no overflow for any |z|
 
 PRIOR_CLIP = (1e-3, 1.0 - 1e-3)
 """The reference clips priors to this range before a logit and after a prediction."""
@@ -33,12 +34,6 @@ def clip_prior(p: float | np.ndarray) -> float | np.ndarray:
 
 def _logit(p: np.ndarray) -> np.ndarray:
     return np.log(p) - np.log1p(-p)
-
-
-def _sigmoid(z: np.ndarray) -> np.ndarray:
-    # exp of a non-positive number only, so no overflow warning for large |z|
-    e = np.exp(-np.abs(z))
-    return np.where(z >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
 
 
 @dataclass
@@ -125,7 +120,7 @@ class LinEst:
         s = np.asarray(size, dtype=np.float64)
         x = np.asarray(loc, dtype=np.float64)
         z = self.b0 + self.b1 * (x - 0.5) ** 2 + self.b2 * s
-        return clip_prior(_sigmoid(z))
+        return clip_prior(expit(z))
 
     def to_dict(self) -> dict[str, Any]:
         return {"kind": "lin", "b0": self.b0, "b1": self.b1, "b2": self.b2, "n": int(self.n)}
