@@ -45,6 +45,8 @@ class ScoringSteps:
     batch_size: int
     n_prototypes: int
     refine_trace: list[float]
+    bootstrapped: bool
+    _second_pass: bool
     _spacing: tuple[float, float, float]
     _support: _Support | None
     _prototypes: list[tuple[torch.Tensor, torch.Tensor]]
@@ -89,7 +91,10 @@ class ScoringSteps:
         """Transductive TPM on the finished first pass, then rescore (no encoder call)."""
         opts = self.options
         s = self._require_support()
-        iterations = opts.refine if s.same_volume else opts.refine_atlas
+        if not s.same_volume:
+            iterations = opts.refine_atlas
+        else:  # pseudo-paint of a second pass: see ContrastSearch._second_pass_from
+            iterations = 0 if self._second_pass or self.bootstrapped else opts.refine
         if iterations < 1:
             return
         n = query.slices.shape[0]

@@ -36,12 +36,16 @@ class SegmentOptions:
             belongs to still decided on the shared scores. With one shared boundary a liver
             painted on a slice low in it comes out a fraction of its size beside the kidneys
             and spleen; with "own" the kidneys lose instead.
-        refine: iterations of transductive TPM on the query (0: the plain one-pass TPM).
-            Each refits the prototypes and the per-slice class priors on the query's own
-            features by EM, regularised towards the support (``tpm.transductive``).
+        refine: iterations of transductive TPM on the query for paint on this volume (0: the
+            plain one-pass TPM). Each refits the prototypes and the per-slice class priors on
+            the query's own features by EM, regularised towards the support
+            (``tpm.transductive``). Paint on the organ's middle slice changes by at most 0.01;
+            paint near its end gains most (a liver painted low in it: prototypes from its tip
+            miss its wider sections, which the refit reaches; benchmarks/RESULTS-accuracy.md).
+            Not in the second pass from another volume's paint (``bootstrap``): it starts on
+            the first result's most confident slice, where refining gained nothing.
         refine_atlas: the same, used when the support was painted on another volume (an atlas or
-            another patient): there the support's prototype misses the query's appearance and
-            the refinement gains most, while on the painted scan itself it loses a little.
+            another patient): there the support's prototype misses the query's appearance.
         refine_weight: strength of the support prior in the refinement, in units of the
             support's own pixel count (1: the support counts as much as as many query pixels).
         slice_priors: let the refinement estimate a class prior per slice (off: no gain measured
@@ -94,7 +98,7 @@ class SegmentOptions:
     connected: bool = True
     grow_scribbles: bool = True
     class_boundaries: str = "relax"
-    refine: int = 0
+    refine: int = 2
     refine_atlas: int = 2
     refine_weight: float = 1.0
     slice_priors: bool = False

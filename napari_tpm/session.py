@@ -118,6 +118,7 @@ class SegmentationSession(SessionOutputs, ContrastSearch, ScoringSteps):
         #: whether the last segment() ran a second pass from the first result's pseudo-paint
         #: (``options.bootstrap``); the support is then that pseudo-paint on this volume
         self.bootstrapped = False
+        self._second_pass = False  # a second pass from pseudo-paint is running
         #: per label value, the change to another volume's painted intensities that the last
         #: segment() chose (``options.contrast_search``; :func:`napari_tpm.contrast.describe_step`)
         self.contrast_steps: dict[int, tuple[str, float]] = {}

@@ -70,6 +70,10 @@ def test_session_second_pass_from_another_volumes_paint(bootstrap):
     assert s.same_volume is bootstrap  # the second pass's support is on the query itself
     assert stages.count("support") == (2 if bootstrap else 1)
     assert session.label_values == (5,)
+    # the first pass (another volume's paint) refines; the second pass (pseudo-paint on this
+    # volume) does not, though ``refine`` is on for paint on this volume
+    assert session.options.refine > 0 and session.options.refine_atlas > 0
+    assert stages.count("refine") == 1
     result = session.labels(None)
     truth = query.labels == 5
     assert 2 * (result.astype(bool) & truth).sum() / (result.astype(bool).sum() + truth.sum()) > 0.5
@@ -91,3 +95,29 @@ def test_session_second_pass_from_another_volumes_paint(bootstrap):
     if bootstrap:
         assert bs.CORE_LOGIT_SHIFT > 0
         assert (result > 0).sum() >= (session.labels(calibrated) > 0).sum()
+
+
+def test_set_prototypes_after_a_second_pass_does_not_refine_its_pseudo_paint():
+    query = make_phantom(shape=SHAPE, seed=3)
+    other = make_phantom(shape=SHAPE, seed=11)
+    zs = np.flatnonzero((other.labels == 5).any(axis=(1, 2)))
+    paint = np.zeros(SHAPE, np.uint8)
+    z = int(zs[len(zs) // 2])
+    paint[z][other.labels[z] == 5] = 5
+    session = SegmentationSession(
+        "filterbank", device="cpu", options=SegmentOptions(contrast_search=False)
+    )
+    session.set_image(query.image, query.spacing)
+    for _ in session.segment(paint, support_image=other.image):
+        pass
+    assert session.bootstrapped
+    session.refine_trace = []
+    session.set_prototypes(2)
+    assert session.refine_trace == []
+    # paint on this volume itself is refined (the default ``refine``), also after a new K
+    for _ in session.segment(paint):
+        pass
+    assert not session.bootstrapped and session.refine_trace
+    session.refine_trace = []
+    session.set_prototypes(1)
+    assert session.refine_trace

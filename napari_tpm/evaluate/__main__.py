@@ -83,7 +83,8 @@ def _common(p: argparse.ArgumentParser) -> None:
         default=[],
         metavar="KEY=VALUE",
         help="a session option (napari_tpm.options.SegmentOptions) over the protocol's plain "
-        "TPM (connected=false, refine_atlas=0, bootstrap=false), e.g. refine_atlas=2; repeatable",
+        "TPM (connected=false, refine=0, refine_atlas=0, bootstrap=false), e.g. refine_atlas=2; "
+        "repeatable",
     )
 
 
@@ -211,7 +212,7 @@ def _segment_options(pairs: list[str]) -> SegmentOptions:
     """The protocol's plain TPM (no connectivity filter, no refinement) with ``--option``s."""
     try:
         return SegmentOptions.from_pairs(
-            pairs, {"connected": "false", "refine_atlas": "0", "bootstrap": "false"}
+            pairs, {"connected": "false", "refine": "0", "refine_atlas": "0", "bootstrap": "false"}
         )
     except ValueError as err:
         raise BadInput(str(err)) from None

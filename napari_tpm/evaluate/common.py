@@ -42,7 +42,9 @@ class Options:
     #: the session's options; the paper's protocol scores the plain one-pass TPM (no
     #: refinement, no connectivity filter), so that is the default here
     segment: SegmentOptions = field(
-        default_factory=lambda: SegmentOptions(connected=False, refine_atlas=0, bootstrap=False)
+        default_factory=lambda: SegmentOptions(
+            connected=False, refine=0, refine_atlas=0, bootstrap=False
+        )
     )
 
     def __post_init__(self) -> None:
