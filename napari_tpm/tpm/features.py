@@ -84,7 +84,9 @@ def masked_average(features: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return torch.stack(prototypes)
 
 
-def squared_distance(features: torch.Tensor, prototypes: torch.Tensor) -> torch.Tensor:
+def squared_distance(
+    features: torch.Tensor, prototypes: torch.Tensor, *, unit: bool = False
+) -> torch.Tensor:
     """Squared chord distance on the unit sphere, D2 = 2 (1 - cos), clamped to [0, 4].
 
     Both sides are normalised here, so raw (e.g. bilinearly resampled) features are fine.
@@ -93,11 +95,13 @@ def squared_distance(features: torch.Tensor, prototypes: torch.Tensor) -> torch.
         features: ``[B, C, h, w]``.
         prototypes: ``[K, C]`` shared by the batch, or ``[B, K, C]`` one set per batch item
             (training episodes each have their own support).
+        unit: the features are already unit along C; their norms are not computed again
+            (the norm of a whole volume's features costs more than the distances themselves).
 
     Returns:
         ``[B, K, h, w]``.
     """
-    f = l2_normalize(features, dim=1)
+    f = features if unit else l2_normalize(features, dim=1)
     p = l2_normalize(prototypes, dim=-1).to(f.dtype)
     if p.dim() == 2:
         cos = torch.einsum("bchw,kc->bkhw", f, p)

@@ -86,11 +86,12 @@ def refine_means(
     weights: torch.Tensor | None = None,
     sigma_b: float | None = None,
     gate: torch.Tensor | None = None,
+    unit: bool = False,
 ) -> torch.Tensor:
     """M-step for one class's means ``[J, C]`` (MAP towards the support's means).
 
     Args:
-        features: ``[B, C, h, w]`` query features (any norm; normalised here).
+        features: ``[B, C, h, w]`` query features (any norm; normalised here unless ``unit``).
         resp: ``[B, h, w]`` posterior of this class.
         support_means: ``[J, C]`` the support's prototypes (unit).
         support_count: support pixels behind them (``n_s``).
@@ -101,8 +102,10 @@ def refine_means(
             voxel's pull is ``r / sigma_f^2 + (1 - r) / sigma_b^2`` (scaled by ``sigma_f^2``):
             exactly the maximiser of the expected TPM log-likelihood. None: foreground only.
         gate: ``[B, h, w]`` bool, the voxels allowed to pull (None: all).
+        unit: ``features`` are float32 and already unit along C (computed once by the caller
+            for every class and iteration).
     """
-    f = l2_normalize(features.float(), dim=1)
+    f = features if unit else l2_normalize(features.float(), dim=1)
     j = support_means.shape[0]
     pull = resp if sigma_b is None else resp + (1 - resp) * (sigma_f / sigma_b) ** 2
     if gate is not None:
@@ -111,7 +114,7 @@ def refine_means(
         gamma = pull[:, None]
     else:
         w = torch.full((j,), 1.0 / j) if weights is None else weights.float()
-        d2 = squared_distance(f, support_means)
+        d2 = squared_distance(f, support_means, unit=True)
         log_g = torch.log(w)[None, :, None, None] - d2 / (2.0 * sigma_f**2)
         gamma = torch.softmax(log_g, 1) * pull[:, None]
     pulled = torch.einsum("bjhw,bchw->jc", gamma, f)
@@ -187,6 +190,7 @@ def transductive_tpm(
     protos = [(m.float().clone(), w.float().clone()) for m, w in prototypes]
     bias = torch.zeros((n, k))
     trace: list[float] = []
+    unit = l2_normalize(features.float(), dim=1) if n_iter > 0 else features  # M-step's, once
     for _ in range(max(0, int(n_iter))):
         scores = _scores(features, protos, score_fn, chunk)
         trace.append(query_log_likelihood(scores, bias))
@@ -196,7 +200,7 @@ def transductive_tpm(
         protos = [
             (
                 refine_means(
-                    features,
+                    unit,
                     resp[:, c],
                     prototypes[c][0],
                     float(support_counts[c]),
@@ -205,6 +209,7 @@ def transductive_tpm(
                     prototypes[c][1],
                     sigma_b=sigma_b,
                     gate=None if gate is None else gate[:, c],
+                    unit=True,
                 ),
                 prototypes[c][1].float(),
             )
