@@ -90,11 +90,7 @@ class ScoringSteps:
     def _refine(self, query: _Volume) -> Iterator[Progress]:
         """Transductive TPM on the finished first pass, then rescore (no encoder call)."""
         opts = self.options
-        s = self._require_support()
-        if not s.same_volume:
-            iterations = opts.refine_atlas
-        else:  # pseudo-paint of a second pass: see ContrastSearch._second_pass_from
-            iterations = 0 if self._second_pass or self.bootstrapped else opts.refine
+        iterations = self._refine_iterations()
         if iterations < 1:
             return
         n = query.slices.shape[0]
@@ -104,9 +100,19 @@ class ScoringSteps:
         self.refine_trace = result.log_likelihood
         self._prototypes = result.prototypes
         self._slice_bias = result.slice_bias if opts.slice_priors else None
+        scores = result.scores  # the refined prototypes' scores: reused unless recalibrated
         if opts.recalibrate:
             self._calibrate()
-        yield from self._score_all(query, start=self._start_index(query))
+            scores = None
+        yield from self._score_all(query, start=self._start_index(query), low=scores)
+
+    def _refine_iterations(self) -> int:
+        """EM steps of the refinement for the current support (0: none)."""
+        opts = self.options
+        if not self._require_support().same_volume:
+            return opts.refine_atlas
+        # pseudo-paint of a second pass: see ContrastSearch._second_pass_from
+        return 0 if self._second_pass or self.bootstrapped else opts.refine
 
     def _transduce(self, query: _Volume, iterations: int) -> TransductiveResult:
         """EM of :func:`transductive_tpm` on the cached query features (see ``_refine``).
@@ -129,6 +135,8 @@ class ScoringSteps:
             smoothing=opts.prior_smoothing,
             valid=_content_mask(query.grid, query.features.shape[-2:]),
             gate=refine_gate(self._low, s) if opts.refine_gate else None,
+            # the first pass scored the volume with these very prototypes (no slice priors yet)
+            initial_scores=self._low if self._slice_bias is None else None,
         )
 
     def _stroke_scores(self, feats: torch.Tensor, pixels: torch.Tensor) -> torch.Tensor:
@@ -198,24 +206,43 @@ class ScoringSteps:
         finally:
             self._negative = negative
 
-    def _score_all(self, query: _Volume, *, start: int) -> Iterator[Progress]:
+    def _score_all(
+        self,
+        query: _Volume,
+        *,
+        start: int,
+        low: torch.Tensor | None = None,
+        native: bool = True,
+    ) -> Iterator[Progress]:
+        """Score every slice (encoding what is missing) and write the native-grid scores.
+
+        ``low``: the calibrated class log-odds of the whole volume with the current
+        prototypes, when the caller has them already (the refinement's last scoring).
+        ``native=False`` keeps only the working-grid scores: for a pass that nobody sees
+        because the refinement rescores it at once (upsampling is a third of a pass's time).
+        """
+        given = low
         n = query.slices.shape[0]
-        native = (n, *query.slices.shape[1:])
-        self._score = np.full(native, -np.inf, dtype=np.float32)
-        self._best = np.zeros(native, dtype=np.uint8)
+        grid = (n, *query.slices.shape[1:])
+        self._score = np.full(grid, -np.inf, dtype=np.float32)
+        self._best = np.zeros(grid, dtype=np.uint8)
         self._done = np.zeros(n, bool)
         low = None
         for lo, hi in _outward_batches(n, start, self.batch_size):
             idx = np.arange(lo, hi)
             self._encode(query, idx)
             with one_cpu_thread(self.device):
-                batch = self._calibrated_scores(query.features[lo:hi], self._prototypes)
+                if given is not None:
+                    batch = given[lo:hi]
+                else:
+                    batch = self._calibrated_scores(query.features[lo:hi], self._prototypes)
                 if self._slice_bias is not None:
                     batch = batch + self._slice_bias[lo:hi, :, None, None]
                 if low is None:
                     low = torch.zeros((n, *batch.shape[1:]), dtype=torch.float32)
                 low[lo:hi] = batch
-                self._to_native(query, batch, lo, hi)
+                if native:
+                    self._to_native(query, batch, lo, hi)
             yield Progress(int(self._done.sum()), n, "segment", (lo, hi))
         self._low = low
 

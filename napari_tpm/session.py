@@ -365,7 +365,8 @@ class SegmentationSession(SessionOutputs, ContrastSearch, ScoringSteps):
         with one_cpu_thread(self.device):
             self._fit_prototypes(k)
             self._calibrate()
-        for _ in self._score_all(query, start=0):
+        # nothing is shown between the two passes here, so a refined result is upsampled once
+        for _ in self._score_all(query, start=0, native=self._refine_iterations() < 1):
             pass
         for _ in self._refine(query):
             pass

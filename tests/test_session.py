@@ -225,3 +225,25 @@ def test_outward_batches_cover_range_once(n, start, size):
     seen = [i for lo, hi in batches for i in range(lo, hi)]
     assert sorted(seen) == list(range(n))
     assert batches[0][0] <= start < batches[0][1]
+
+
+@pytest.mark.parametrize("refine", [0, 2])
+def test_set_prototypes_gives_what_segment_gives_with_that_k(phantom, refine):
+    """The selector's refit (which skips the unseen first pass's upsampling and reuses its
+    scores in the refinement) lands on the same result as segmenting with that K."""
+    zs = np.flatnonzero((phantom.labels == 5).any(axis=(1, 2)))
+    paint = np.zeros(SHAPE, np.uint8)
+    z = int(zs[len(zs) // 4])  # off the middle, where the refinement moves the prototypes
+    paint[z][phantom.labels[z] == 5] = 5
+    results = []
+    for via_selector in (False, True):
+        session = SegmentationSession("filterbank", device="cpu", refine=refine)
+        session.set_image(phantom.image, phantom.spacing)
+        for _ in session.segment(paint, n_prototypes=1 if via_selector else 3):
+            pass
+        if via_selector:
+            session.set_prototypes(3)
+        assert bool(session.refine_trace) is (refine > 0)
+        results.append((session.labels(None), session.probabilities(0.5)))
+    assert np.array_equal(results[0][0], results[1][0])
+    np.testing.assert_allclose(results[0][1], results[1][1], atol=1e-5)

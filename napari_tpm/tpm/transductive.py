@@ -50,11 +50,17 @@ ScoreFn = Callable[[torch.Tensor, Prototypes], torch.Tensor]
 
 @dataclass
 class TransductiveResult:
-    """Refined prototypes, per-slice log prior ratios ``[n, K]`` and the likelihood trace."""
+    """Refined prototypes, per-slice log prior ratios ``[n, K]`` and the likelihood trace.
+
+    ``scores`` are the refined prototypes' class log-odds over the query (``score_fn``'s, without
+    ``slice_bias``): the last likelihood is computed from them, and a caller may reuse them
+    instead of scoring the volume once more.
+    """
 
     prototypes: Prototypes
     slice_bias: torch.Tensor
     log_likelihood: list[float]
+    scores: torch.Tensor
 
 
 def class_posteriors(scores: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
@@ -165,6 +171,7 @@ def transductive_tpm(
     gate: torch.Tensor | None = None,
     valid: torch.Tensor | None = None,
     chunk: int = 32,
+    initial_scores: torch.Tensor | None = None,
 ) -> TransductiveResult:
     """EM on the query's features under the TPM mixture, regularised towards the support.
 
@@ -184,6 +191,8 @@ def transductive_tpm(
             component connected to the paint); posteriors elsewhere still set the priors.
         valid: ``[h, w]`` bool, the working grid's content (padding excluded from priors).
         chunk: slices per scoring call (bounds memory).
+        initial_scores: ``score_fn(features, prototypes)`` when the caller already has it (the
+            first pass's scores): the first E-step uses it instead of scoring the volume again.
     """
     n = features.shape[0]
     k = len(prototypes)
@@ -191,8 +200,11 @@ def transductive_tpm(
     bias = torch.zeros((n, k))
     trace: list[float] = []
     unit = l2_normalize(features.float(), dim=1) if n_iter > 0 else features  # M-step's, once
-    for _ in range(max(0, int(n_iter))):
-        scores = _scores(features, protos, score_fn, chunk)
+    for step in range(max(0, int(n_iter))):
+        if step == 0 and initial_scores is not None:
+            scores = initial_scores.float()
+        else:
+            scores = _scores(features, protos, score_fn, chunk)
         trace.append(query_log_likelihood(scores, bias))
         resp = class_posteriors(scores, bias)  # E-step
         if slice_priors:
@@ -217,7 +229,9 @@ def transductive_tpm(
         ]
     scores = _scores(features, protos, score_fn, chunk)
     trace.append(query_log_likelihood(scores, bias))
-    return TransductiveResult(prototypes=protos, slice_bias=bias, log_likelihood=trace)
+    return TransductiveResult(
+        prototypes=protos, slice_bias=bias, log_likelihood=trace, scores=scores
+    )
 
 
 def _scores(
