@@ -50,14 +50,20 @@ def test_nothing_found_gives_none_and_shapes_are_checked():
         pseudo_paint(labels, np.zeros((3, 8, 9)), (1,))
 
 
-@pytest.mark.parametrize("bootstrap", [True, False])
-def test_session_second_pass_from_another_volumes_paint(bootstrap):
+def _liver_painted_on_another_phantom():
+    """(query, other, paint): the liver painted on the other phantom's middle liver slice."""
     query = make_phantom(shape=SHAPE, seed=3)
     other = make_phantom(shape=SHAPE, seed=11)
     zs = np.flatnonzero((other.labels == 5).any(axis=(1, 2)))
     paint = np.zeros(SHAPE, np.uint8)
     z = int(zs[len(zs) // 2])
     paint[z][other.labels[z] == 5] = 5
+    return query, other, paint
+
+
+@pytest.mark.parametrize("bootstrap", [True, False])
+def test_session_second_pass_from_another_volumes_paint(bootstrap):
+    query, other, paint = _liver_painted_on_another_phantom()
     session = SegmentationSession(
         "filterbank",
         device="cpu",
@@ -98,12 +104,7 @@ def test_session_second_pass_from_another_volumes_paint(bootstrap):
 
 
 def test_set_prototypes_after_a_second_pass_does_not_refine_its_pseudo_paint():
-    query = make_phantom(shape=SHAPE, seed=3)
-    other = make_phantom(shape=SHAPE, seed=11)
-    zs = np.flatnonzero((other.labels == 5).any(axis=(1, 2)))
-    paint = np.zeros(SHAPE, np.uint8)
-    z = int(zs[len(zs) // 2])
-    paint[z][other.labels[z] == 5] = 5
+    query, other, paint = _liver_painted_on_another_phantom()
     session = SegmentationSession(
         "filterbank", device="cpu", options=SegmentOptions(contrast_search=False)
     )
