@@ -223,10 +223,11 @@ class ScoringSteps:
         """
         given = low
         n = query.slices.shape[0]
-        grid = (n, *query.slices.shape[1:])
-        self._score = np.full(grid, -np.inf, dtype=np.float32)
-        self._best = np.zeros(grid, dtype=np.uint8)
-        self._done = np.zeros(n, bool)
+        if native:  # else the native arrays wait for the pass that fills them
+            grid = (n, *query.slices.shape[1:])
+            self._score = np.full(grid, -np.inf, dtype=np.float32)
+            self._best = np.zeros(grid, dtype=np.uint8)
+            self._done = np.zeros(n, bool)
         low = None
         for lo, hi in _outward_batches(n, start, self.batch_size):
             idx = np.arange(lo, hi)

@@ -13,8 +13,15 @@ import torch.nn.functional as F
 
 
 def l2_normalize(x: torch.Tensor, dim: int = 1, eps: float = 1e-8) -> torch.Tensor:
-    """Scale ``x`` to unit norm along ``dim``; ``eps`` keeps an all-zero vector finite (zero)."""
-    return x / torch.linalg.vector_norm(x, dim=dim, keepdim=True).clamp_min(eps)
+    """Scale ``x`` to unit norm along ``dim``; ``eps`` keeps an all-zero vector finite (zero).
+
+    Written as ``x * rsqrt(max(sum(x^2), eps^2))``, the same value as ``x / max(|x|, eps)`` to
+    float rounding: on CPU, ``torch.linalg.vector_norm`` over the channel axis of a
+    ``[B, C, h, w]`` map is about 5x slower than this sum, and every scoring pass
+    normalises the whole query. Squares are summed in float32 (half inputs would overflow).
+    """
+    squares = x.float().square().sum(dim=dim, keepdim=True)
+    return x * torch.rsqrt(squares.clamp_min(eps * eps)).to(x.dtype)
 
 
 def _sample_at(features: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
