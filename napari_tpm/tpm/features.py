@@ -18,9 +18,10 @@ def l2_normalize(x: torch.Tensor, dim: int = 1, eps: float = 1e-8) -> torch.Tens
     Written as ``x * rsqrt(max(sum(x^2), eps^2))``, the same value as ``x / max(|x|, eps)`` to
     float rounding: on CPU, ``torch.linalg.vector_norm`` over the channel axis of a
     ``[B, C, h, w]`` map is about 5x slower than this sum, and every scoring pass
-    normalises the whole query. Squares are summed in float32 (half inputs would overflow).
+    normalises the whole query. Squares are summed in at least float32 (half inputs would
+    overflow; float64 stays float64).
     """
-    squares = x.float().square().sum(dim=dim, keepdim=True)
+    squares = x.to(torch.promote_types(x.dtype, torch.float32)).square().sum(dim=dim, keepdim=True)
     return x * torch.rsqrt(squares.clamp_min(eps * eps)).to(x.dtype)
 
 
