@@ -104,7 +104,7 @@ class ScoringSteps:
         if opts.recalibrate:
             self._calibrate()
             scores = None
-        yield from self._score_all(query, start=self._start_index(query), low=scores)
+        yield from self._score_all(query, start=self._start_index(query), scores=scores)
 
     def _refine_iterations(self) -> int:
         """EM steps of the refinement for the current support (0: none)."""
@@ -211,17 +211,16 @@ class ScoringSteps:
         query: _Volume,
         *,
         start: int,
-        low: torch.Tensor | None = None,
+        scores: torch.Tensor | None = None,
         native: bool = True,
     ) -> Iterator[Progress]:
         """Score every slice (encoding what is missing) and write the native-grid scores.
 
-        ``low``: the calibrated class log-odds of the whole volume with the current
+        ``scores``: the calibrated class log-odds of the whole volume with the current
         prototypes, when the caller has them already (the refinement's last scoring).
         ``native=False`` keeps only the working-grid scores: for a pass that nobody sees
         because the refinement rescores it at once (upsampling is a third of a pass's time).
         """
-        given = low
         n = query.slices.shape[0]
         if native:  # else the native arrays wait for the pass that fills them
             grid = (n, *query.slices.shape[1:])
@@ -233,8 +232,8 @@ class ScoringSteps:
             idx = np.arange(lo, hi)
             self._encode(query, idx)
             with one_cpu_thread(self.device):
-                if given is not None:
-                    batch = given[lo:hi]
+                if scores is not None:
+                    batch = scores[lo:hi]
                 else:
                     batch = self._calibrated_scores(query.features[lo:hi], self._prototypes)
                 if self._slice_bias is not None:
