@@ -123,3 +123,22 @@ def test_support_pixel_features_are_the_unit_painted_pixels():
     torch.testing.assert_close(torch.linalg.vector_norm(up, dim=1), torch.ones(560).double())
     with pytest.raises(ValueError, match="no foreground"):
         support_pixel_features(f, torch.zeros(5, 7))
+
+
+def test_channel_products_match_their_sums_written_out() -> None:
+    """The matrix-product forms give the per-pixel dot products and the weighted sums by hand."""
+    from napari_tpm.tpm.features import channel_dot, weighted_channel_sums
+
+    g = torch.Generator().manual_seed(0)
+    f = torch.randn(3, 5, 4, 6, generator=g, dtype=torch.float64)
+    p = torch.randn(2, 5, generator=g, dtype=torch.float64)
+    per_item = torch.randn(3, 2, 5, generator=g, dtype=torch.float64)
+    w = torch.rand(3, 2, 4, 6, generator=g, dtype=torch.float64)
+    by_hand = (f[:, None] * p[None, :, :, None, None]).sum(2)
+    assert torch.allclose(channel_dot(f, p), by_hand)
+    by_hand_items = (f[:, None] * per_item[:, :, :, None, None]).sum(2)
+    assert torch.allclose(channel_dot(f, per_item), by_hand_items)
+    sums = (w[:, :, None] * f[:, None]).sum((0, 3, 4))
+    assert torch.allclose(weighted_channel_sums(w, f), sums)
+    with pytest.raises(ValueError, match="vectors must be"):
+        channel_dot(f, p[0])

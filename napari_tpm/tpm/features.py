@@ -25,6 +25,35 @@ def l2_normalize(x: torch.Tensor, dim: int = 1, eps: float = 1e-8) -> torch.Tens
     return x * torch.rsqrt(squares.clamp_min(eps * eps)).to(x.dtype)
 
 
+def channel_dot(features: torch.Tensor, vectors: torch.Tensor) -> torch.Tensor:
+    """Channel dot products: ``[B, C, h, w]``, ``[K, C]`` or ``[B, K, C]`` -> ``[B, K, h, w]``.
+
+    A batched matrix product over the flattened pixels. On CPU, ``torch.einsum`` with the
+    same pattern was about 10x slower (4.3 vs 0.4 ms for 16 x 36 x 64 x 64 features against 3
+    prototypes, one thread), and every scoring pass of a session runs it over the volume.
+    Both are cast alike under autocast.
+    """
+    b, c, h, w = features.shape
+    flat = features.reshape(b, c, h * w)
+    if vectors.dim() == 2:
+        out = torch.matmul(vectors, flat)
+    elif vectors.dim() == 3:
+        out = torch.bmm(vectors, flat)
+    else:
+        raise ValueError(f"vectors must be [K, C] or [B, K, C], got {tuple(vectors.shape)}")
+    return out.view(b, out.shape[1], h, w)
+
+
+def weighted_channel_sums(weights: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+    """Sums of ``weights[b, j] * features[b, c]`` over b, h, w: -> ``[J, C]``.
+
+    The M-step's posterior-weighted feature sums. Batched matrix products summed over the
+    batch: ``torch.einsum("bjhw,bchw->jc")`` took 8x longer on CPU (101 vs 12 ms for a
+    150-slice query).
+    """
+    return torch.bmm(weights.flatten(2), features.flatten(2).transpose(1, 2)).sum(0)
+
+
 def _sample_at(features: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Features ``[C, h, w]`` bilinearly upsampled to the mask grid, at the mask's nonzero pixels.
 
@@ -111,12 +140,9 @@ def squared_distance(
     """
     f = features if unit else l2_normalize(features, dim=1)
     p = l2_normalize(prototypes, dim=-1).to(f.dtype)
-    if p.dim() == 2:
-        cos = torch.einsum("bchw,kc->bkhw", f, p)
-    elif p.dim() == 3:
-        cos = torch.einsum("bchw,bkc->bkhw", f, p)
-    else:
+    if p.dim() not in (2, 3):
         raise ValueError(f"prototypes must be [K, C] or [B, K, C], got {tuple(prototypes.shape)}")
+    cos = channel_dot(f, p)
     return (2.0 - 2.0 * cos).clamp(0.0, 4.0)
 
 

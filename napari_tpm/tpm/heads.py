@@ -45,7 +45,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .em import fit_spherical_gmm
-from .features import l2_normalize
+from .features import channel_dot, l2_normalize
 
 HEAD_NAMES = ("tpm", "dspnet", "mper")
 
@@ -88,7 +88,7 @@ def mined_prototypes(
 def cosine(features: torch.Tensor, prototypes: torch.Tensor) -> torch.Tensor:
     """``[B, C, h, w]``, ``[K, C]`` -> cosines ``[B, K, h, w]``."""
     f = l2_normalize(features.float(), dim=1)
-    return torch.einsum("bchw,kc->bkhw", f, l2_normalize(prototypes, dim=-1))
+    return channel_dot(f, l2_normalize(prototypes, dim=-1).to(f.dtype))
 
 
 class _Head(nn.Module):

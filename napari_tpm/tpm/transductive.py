@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .features import l2_normalize, squared_distance
+from .features import l2_normalize, squared_distance, weighted_channel_sums
 
 __all__ = [
     "TransductiveResult",
@@ -123,7 +123,7 @@ def refine_means(
         d2 = squared_distance(f, support_means, unit=True)
         log_g = torch.log(w)[None, :, None, None] - d2 / (2.0 * sigma_f**2)
         gamma = torch.softmax(log_g, 1) * pull[:, None]
-    pulled = torch.einsum("bjhw,bchw->jc", gamma, f)
+    pulled = weighted_channel_sums(gamma, f)
     prior = support_weight * support_count * l2_normalize(support_means.float(), dim=-1)
     return l2_normalize(prior + pulled, dim=-1)
 
