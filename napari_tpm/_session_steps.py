@@ -224,14 +224,10 @@ class ScoringSteps:
         n = query.slices.shape[0]
         if native:  # else the native arrays wait for the pass that fills them
             grid = (n, *query.slices.shape[1:])
-            if self._score is not None and self._score.shape == grid and self._best is not None:
-                # a rescore of the same volume: refill the cache in place. A fresh 150 x 512 x
-                # 512 array is first touched page by page (0.1-0.5 s on this CPU), a refill not
-                self._score.fill(-np.inf)
-                self._best.fill(0)
-            else:
-                self._score = np.full(grid, -np.inf, dtype=np.float32)
-                self._best = np.zeros(grid, dtype=np.uint8)
+            # new arrays, never refilled in place: the widget's background relabel may still be
+            # reading the previous ones (napari_tpm/_widget/_relabel.py)
+            self._score = np.full(grid, -np.inf, dtype=np.float32)
+            self._best = np.zeros(grid, dtype=np.uint8)
             self._done = np.zeros(n, bool)
         low = None
         for lo, hi in _outward_batches(n, start, self.batch_size):

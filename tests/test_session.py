@@ -247,3 +247,18 @@ def test_set_prototypes_gives_what_segment_gives_with_that_k(phantom, refine):
         results.append((session.labels(None), session.probabilities(0.5)))
     assert np.array_equal(results[0][0], results[1][0])
     np.testing.assert_allclose(results[0][1], results[1][1], atol=1e-5)
+
+
+def test_a_refit_leaves_the_previous_score_arrays_untouched(phantom):
+    """The widget's background relabel reads the last result's arrays while a refit may run
+    (napari_tpm/_widget/_relabel.py): a rescore must write new arrays, not refill the old."""
+    session = SegmentationSession("filterbank", device="cpu", batch_size=8)
+    session.set_image(phantom.image, phantom.spacing)
+    paint, _ = paint_middle(phantom.labels, 5)
+    for _ in session.segment(paint, n_prototypes=1):
+        pass
+    before = session.scores()
+    kept = before.copy()
+    session.set_prototypes(3)
+    assert not np.shares_memory(before, session.scores())
+    np.testing.assert_array_equal(before, kept)
