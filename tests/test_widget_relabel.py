@@ -220,3 +220,25 @@ def test_finished_relabels_do_not_keep_their_run_alive(qtbot, dock):
     qtbot.wait(20)
     gc.collect()
     assert not [o for o in gc.get_objects() if isinstance(o, RelabelJob)]
+
+
+def test_a_refit_shows_the_displayed_slice_before_its_full_relabel(qtbot, dock, calls):
+    """A prototype change writes the displayed slice at once; the 3D relabel follows."""
+    viewer, widget = dock
+    z = viewer.dims.current_step[0]
+    session = widget.session
+    before = widget.result_layer.data[z].copy()
+    calls.gate.clear()
+    entered = calls.entered
+    widget.prototypes_spinbox.value = 1  # the default is 3
+    qtbot.waitUntil(lambda: calls.entered > entered, timeout=TIMEOUT_MS)  # held at the gate
+    assert session.n_prototypes == 1
+    quick = np.zeros_like(widget.result_layer.data)
+    session.labels(0.5, out=quick, z_range=widget.controller.z_range(), slices=(z, z))
+    assert not np.array_equal(quick[z], before), "one and three prototypes agree on this slice"
+    np.testing.assert_array_equal(widget.result_layer.data[z], quick[z])
+    calls.gate.set()
+    settle(qtbot, widget)
+    np.testing.assert_array_equal(widget.result_layer.data, expected(widget, calls, 0.5))
+    status = widget.status_label.value
+    assert status.startswith("Refitted 1 prototype(s)"), status

@@ -46,13 +46,18 @@ class Adjuster:
             self.full_timer.stop()
         self.relabels.invalidate()
 
-    def relabel(self, *_args: Any, quick: bool = False, done_text: str = "") -> None:
+    def relabel(
+        self, *_args: Any, quick: bool = False, done_text: str = "", slice_first: bool = False
+    ) -> None:
         """Re-threshold the cached scores into the preview layer (no encoder call).
 
         ``quick`` (slider drags): only the displayed slice, without the 3D steps, here on the
         GUI thread (a few ms); the full relabel is scheduled for when the slider rests. The
         full relabel (3D steps, volumes per label: up to a second on a CT) runs in a worker
         (:mod:`._relabel`) and lands in :meth:`_land` if nothing newer came meanwhile.
+        ``slice_first`` (a refit of the prototypes): the displayed slice at once as ``quick``
+        does, then the full relabel without waiting, so the user sees the new prototypes'
+        result where they look about a second sooner.
         """
         session, state = self.state.session, self.state
         if state.closed or state.running or session is None or not state.complete:
@@ -64,9 +69,37 @@ class Adjuster:
             self._show_prior(round(session.auto_prior(), 3))
         if not quick:
             self.full_timer.stop()
+            if slice_first and self.displayed_slice(image, session.axis) is not None:
+                self.relabels.next_generation()  # a full relabel still running is stale
+                if not self._write_displayed(session, layer, image):
+                    return
             self.relabels.submit(self._job(session, layer, done_text))
             return
         generation = self.relabels.next_generation()  # a full relabel still running is stale
+        if not self._write_displayed(session, layer, image):
+            return
+        if generation == state.generation:  # refresh() may process events
+            self.full_timer.start()
+            self.c.status(f"Prior {self.ui.prior_slider.value:.3f}...")
+
+    def show_refitted(self) -> None:
+        """A refit's scores are in place while its worker measures the auto prior: show the
+        displayed slice at the manual prior now. With Auto on, the prior is that measurement,
+        so the slice waits for the end of the refit; a 3D view waits for the full relabel."""
+        session, state = self.state.session, self.state
+        if state.closed or session is None or not state.complete:
+            return
+        if self.ui.auto_prior_checkbox.value:
+            return
+        layer, image = self.c.result_layer, self.c.image_layer
+        if layer is None or image is None or image.data is not state.segmented_data:
+            return
+        if self.displayed_slice(image, session.axis) is not None:
+            self._write_displayed(session, layer, image)
+
+    def _write_displayed(self, session: SegmentationSession, layer: Labels, image: Any) -> bool:
+        """The displayed slice (all slices in a 3D view) at the current prior, without the 3D
+        steps, into the layer on the GUI thread. False after an error shown to the user."""
         shown = self.displayed_slice(image, session.axis)
         try:
             session.labels(
@@ -78,11 +111,9 @@ class Adjuster:
             )
         except ValueError as exc:
             self.c.error(str(exc))
-            return
+            return False
         layer.refresh()
-        if generation == state.generation:  # refresh() may process events
-            self.full_timer.start()
-            self.c.status(f"Prior {self.ui.prior_slider.value:.3f}...")
+        return True
 
     def _job(self, session: SegmentationSession, layer: Labels, done_text: str) -> RelabelJob:
         """Freeze what the full relabel needs, on the GUI thread (see :mod:`._relabel`)."""

@@ -141,9 +141,10 @@ class Controller(RunPath):
                 return
             self.adjust.start_prior(session)  # after a second pass: its boundary
             what = "Segmented" + _cross_volume_note(session, run.reordered)
-        else:
-            what = f"Refitted {session.n_prototypes} prototype(s)"
-        self.relabel(done_text=f"{what} in {run.seconds:.1f} s")
+            self.relabel(done_text=f"{what} in {run.seconds:.1f} s")
+            return
+        what = f"Refitted {session.n_prototypes} prototype(s)"
+        self.adjust.relabel(done_text=f"{what} in {run.seconds:.1f} s", slice_first=True)
 
     def forget_result(self) -> None:
         """The cached scores no longer describe the preview: drop pending relabels too."""

@@ -110,6 +110,9 @@ class RunPath:
         if run.kind == "adapt":
             self.adapt.on_progress(run, item)
             return
+        if run.kind == "refit":  # the new prototypes' scores are in place
+            self.adjust.show_refitted()
+            return
         if item.slices is None:
             return
         lo, hi = int(item.slices[0]), int(item.slices[1]) - 1  # inclusive from here on

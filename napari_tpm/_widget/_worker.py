@@ -17,7 +17,7 @@ A value travels the ordinary ``yielded``/``returned`` path, which works everywhe
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -147,10 +147,21 @@ def encoder_name(choice: str) -> str:
     return str(encoder.get("name", "")) if isinstance(encoder, dict) else ""
 
 
-def refit_prototypes(session: SegmentationSession, k: int) -> int | Failure:
-    """Refit ``k`` prototypes from the cached support features (no encoder call)."""
+def refit_prototypes(
+    session: SegmentationSession, k: int
+) -> Generator[Progress, None, int | Failure]:
+    """Refit ``k`` prototypes from the cached support features (no encoder call).
+
+    Yields once when the new scores are in place, so the dock can show the displayed slice
+    at a manual prior before the auto prior is measured (that labels the whole volume, about
+    a second on a CT). Returns ``k``, or a :class:`Failure`.
+    """
+    from napari_tpm.progress import Progress
+
     try:
         session.set_prototypes(k)
+        n = int(np.shape(session.scores())[session.axis])
+        yield Progress(n, n, "refit", None)
         session.auto_prior()  # as after a segmentation: measured off the GUI thread
     except Exception as exc:
         return Failure(user_message(exc))
