@@ -23,6 +23,7 @@ import numpy as np
 from napari_tpm._session_data import _Job, _Support
 from napari_tpm.bootstrap import pseudo_paint
 from napari_tpm.contrast import (
+    DOUBTFUL_FIT,
     Footprint,
     candidate_steps,
     fit_score,
@@ -53,6 +54,7 @@ class ContrastSearch:
     bootstrapped: bool
     _second_pass: bool
     contrast_steps: dict[int, tuple[str, float]]
+    fit_scores: dict[int, float]
     label_values: tuple[int, ...]
     _score: np.ndarray | None
     _modality: str
@@ -159,6 +161,7 @@ class ContrastSearch:
             shifted = shift_support(support_image, paint, values, best[1])
             yield from self._run(replace(job, support_image=shifted), bootstrap=True)
         self.contrast_steps = dict.fromkeys(values, best[1])
+        self.fit_scores = dict.fromkeys(values, best[0])
 
     def _segment_classes_apart(self, job: _Job) -> Iterator[Progress]:
         """Several classes from another volume: each alone, then all together on this scan.
@@ -173,6 +176,7 @@ class ContrastSearch:
         joint: np.ndarray | None = None
         confidence: np.ndarray | None = None
         steps: dict[int, tuple[str, float]] = {}
+        fits: dict[int, float] = {}
         for v in values:
             keep = [v] if background_label is None else [v, background_label]
             alone = np.where(np.isin(paint, keep), paint, 0).astype(paint.dtype)
@@ -180,6 +184,7 @@ class ContrastSearch:
             if self.options.contrast_search:
                 yield from self._search_contrast(single)
                 steps.update(self.contrast_steps)
+                fits.update(self.fit_scores)
             else:
                 yield from self._run(single, bootstrap=True)
             assert self._score is not None
@@ -198,6 +203,17 @@ class ContrastSearch:
         else:
             yield from self._second_pass_from(np.moveaxis(start, 0, axis), job.k, background_label)
         self.contrast_steps = steps
+        self.fit_scores = fits
+
+    @property
+    def doubtful_labels(self) -> tuple[int, ...]:
+        """Label values whose result from another volume's paint fits that paint poorly.
+
+        Their :attr:`fit_scores` lie below :data:`napari_tpm.contrast.DOUBTFUL_FIT`. Such a
+        result is often a look-alike region, not the organ: a front end says so, and a user
+        checks it or paints one slice of this volume instead.
+        """
+        return tuple(v for v, fit in self.fit_scores.items() if fit < DOUBTFUL_FIT)
 
     def _footprints(
         self, labels: np.ndarray, axis: int, values: tuple[int, ...]

@@ -52,6 +52,10 @@ AREA_WEIGHT = 0.2  # per unit of |log(area ratio)|
 POSITION_WEIGHT = 1.0  # per unit of body-relative distance (the body's box spans [-1, 1])
 HEIGHT_WEIGHT = 0.5  # per unit of relative slice position (capped at 1)
 UNCHANGED_BONUS = 0.2
+#: a result from another volume's paint whose :func:`fit_score` is below this is reported as
+#: doubtful (chosen on the tuning pairs, every ordered pair of BTCV 15-21 and CHAOS 21-33: below
+#: 0.5 lay 14 of the 23 results with Dice < 0.3 and 12 of the 129 others)
+DOUBTFUL_FIT = 0.5
 #: a pixel is body when it stands this far (normalised units) above its slice's floor
 BODY_MARGIN = 0.15
 #: the penalty of a class the result does not contain at all

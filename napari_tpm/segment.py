@@ -105,7 +105,7 @@ def _check_outputs_spare_inputs(args: argparse.Namespace) -> None:
 
 def run(args: argparse.Namespace) -> dict:
     """Do the work for parsed arguments; raise BadInput for user errors. Returns a summary."""
-    from napari_tpm.contrast import describe_step, is_unchanged
+    from napari_tpm.contrast import DOUBTFUL_FIT, describe_step, is_unchanged
     from napari_tpm.io import VolumeError, read_volume, require_same_grid
     from napari_tpm.session import SegmentationSession, SupportError, VolumeTooLargeError
 
@@ -206,6 +206,9 @@ def run(args: argparse.Namespace) -> dict:
             for v, step in session.contrast_steps.items()
             if not is_unchanged(step)
         },
+        "fit_scores": {int(v): round(float(f), 3) for v, f in session.fit_scores.items()},
+        "doubtful_labels": session.doubtful_labels,
+        "doubtful_below": DOUBTFUL_FIT,
     }
 
 
@@ -293,6 +296,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(
                 "  contrast search: the painted intensities fit this scan best changed by "
                 f"{changed} (--option contrast_search=false keeps them)",
+                file=sys.stderr,
+            )
+        for v in summary.get("doubtful_labels", ()):
+            fit, below = summary["fit_scores"][v], summary["doubtful_below"]
+            print(
+                f"  warning: label {v} fits the painted organ poorly (fit {fit:.2f} < {below}): "
+                "from another scan's paint this is often a look-alike region, not the organ. "
+                "Check it, or paint one slice of this scan instead.",
                 file=sys.stderr,
             )
         if "dice" in summary:

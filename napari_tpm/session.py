@@ -122,6 +122,9 @@ class SegmentationSession(SessionOutputs, ContrastSearch, ScoringSteps):
         #: per label value, the change to another volume's painted intensities that the last
         #: segment() chose (``options.contrast_search``; :func:`napari_tpm.contrast.describe_step`)
         self.contrast_steps: dict[int, tuple[str, float]] = {}
+        #: per label value, how well the last segment()'s result from another volume's paint
+        #: fits that paint (:func:`napari_tpm.contrast.fit_score`; empty for paint on this volume)
+        self.fit_scores: dict[int, float] = {}
         self._background_value: int | None = BACKGROUND_LABEL
         self._offset = 0.0
         self._low: torch.Tensor | None = None  # (n, K, h, w) float32 per-class log-odds
@@ -278,6 +281,7 @@ class SegmentationSession(SessionOutputs, ContrastSearch, ScoringSteps):
         parsed = parse_support(paint, background_label)
         self._background_value = background_label
         self.contrast_steps = {}
+        self.fit_scores = {}
         other = None if same_volume else np.asarray(support_image)
         # paint on this volume has its spacing; another volume without its own shares it
         own = same_volume or support_spacing is None

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from napari_tpm.contrast import (
+    DOUBTFUL_FIT,
     MISSING_PENALTY,
     UNCHANGED_BONUS,
     Footprint,
@@ -130,6 +131,30 @@ def test_paint_on_the_same_volume_runs_once():
     session.set_image(query.image, query.spacing)
     stages = [p.stage for p in session.segment(_liver_paint(query))]
     assert stages.count("support") == 1 and session.contrast_steps == {}
+    assert session.fit_scores == {} and session.doubtful_labels == ()
+
+
+def test_a_result_far_from_where_the_paint_lies_is_doubtful():
+    """The fit of the kept result is reported per label; one that does not sit where the
+    paint lay (here the paint mirrored left-right over other tissue) is flagged."""
+    query = make_phantom(shape=SHAPE, seed=3)
+    other = make_phantom(shape=SHAPE, seed=11)
+    paint = _liver_paint(other)
+    fits = {}
+    for name, support in (("as painted", paint), ("mirrored", paint[:, :, ::-1])):
+        session = SegmentationSession("filterbank", device="cpu")
+        session.set_image(query.image, query.spacing)
+        for _ in session.segment(np.ascontiguousarray(support), support_image=other.image):
+            pass
+        assert set(session.fit_scores) == {LIVER}
+        fits[name] = session.fit_scores[LIVER]
+        doubtful = fits[name] < DOUBTFUL_FIT
+        assert session.doubtful_labels == ((LIVER,) if doubtful else ())
+    assert fits["as painted"] > DOUBTFUL_FIT > fits["mirrored"], fits
+    # the next segment() starts without the last one's fits
+    for _ in session.segment(_liver_paint(query)):
+        pass
+    assert session.fit_scores == {} and session.doubtful_labels == ()
 
 
 def test_the_region_that_fits_the_paint_wins_over_the_largest():
@@ -203,7 +228,7 @@ def test_several_classes_from_another_scan(apart):
     session.set_image(query.image, query.spacing)
     stages = [p.stage for p in session.segment(support, support_image=other.image)]
     assert session.label_values == (1, LIVER) and session.bootstrapped
-    assert set(session.contrast_steps) == {1, LIVER}
+    assert set(session.contrast_steps) == {1, LIVER} == set(session.fit_scores)
     s = session._require_support()
     assert s.same_volume  # the last pass started from this scan's pseudo-paint
     n = len(candidate_steps("ct"))

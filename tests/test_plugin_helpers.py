@@ -180,3 +180,7 @@ def test_the_status_note_names_what_was_done_with_another_volumes_paint():
     note = _cross_volume_note(session, "LAS -> RAS")
     assert note == " (support image reordered LAS -> RAS; second pass from slice 7)"
     assert _cross_volume_note(SimpleNamespace(contrast_steps={}, bootstrapped=False)) == ""
+    doubtful = SimpleNamespace(contrast_steps={}, bootstrapped=False, doubtful_labels=(3,))
+    assert _cross_volume_note(doubtful) == (
+        " (label 3 fits the paint poorly: it may be a look-alike, check it)"
+    )

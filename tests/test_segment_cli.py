@@ -122,6 +122,7 @@ def test_support_from_a_later_contrast_phase_says_what_it_changed(case, tmp_path
     assert run_cli(*base, "--out", out) == 0
     said = capsys.readouterr().err
     assert "contrast search: the painted intensities fit this scan best changed by -" in said
+    assert "warning: label" not in said  # the result fits the paint
     assert dice(read_volume(out).array == 5, ph.labels == 5) > 0.7
     off = tmp_path / "off.nii.gz"
     assert run_cli(*base, "--out", off, "--option", "contrast_search=false") == 0
@@ -342,3 +343,17 @@ def test_adapt_refuses_the_training_free_model(case, tmp_path, capsys):
     assert code == 2
     assert "trainable" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_a_result_that_fits_the_paint_poorly_is_flagged(case, tmp_path, capsys, monkeypatch):
+    """Below the doubt threshold the CLI warns that the result may be a look-alike."""
+    import napari_tpm._session_contrast as session_contrast
+    import napari_tpm.contrast as contrast
+
+    folder, _, _ = case
+    monkeypatch.setattr(contrast, "DOUBTFUL_FIT", 10.0)  # no fit reaches this
+    monkeypatch.setattr(session_contrast, "DOUBTFUL_FIT", 10.0)
+    assert run_cli(*_atlas_args(folder, tmp_path), "--out", tmp_path / "out.nii.gz") == 0
+    said = capsys.readouterr().err
+    assert "warning: label 5 fits the painted organ poorly (fit " in said
+    assert "< 10.0)" in said and "paint one slice of this scan" in said

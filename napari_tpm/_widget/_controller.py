@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from napari.layers import Image, Labels
-from napari.utils.notifications import show_error, show_info
+from napari.utils.notifications import show_error, show_info, show_warning
 
 from napari_tpm._widget._adjust import Adjuster
 from napari_tpm._widget._inputs import build_request, image_problem
@@ -141,6 +141,11 @@ class Controller(RunPath):
                 return
             self.adjust.start_prior(session)  # after a second pass: its boundary
             what = "Segmented" + _cross_volume_note(session, run.reordered)
+            for v in getattr(session, "doubtful_labels", ()):
+                show_warning(
+                    f"TPM: label {v} fits the painted organ poorly; from another scan's paint "
+                    "this is often a look-alike region. Check it, or paint one slice of this scan."
+                )
             self.relabel(done_text=f"{what} in {run.seconds:.1f} s")
             return
         what = f"Refitted {session.n_prototypes} prototype(s)"
@@ -289,4 +294,6 @@ def _cross_volume_note(session: Any, reordered: str = "") -> str:
     if getattr(session, "bootstrapped", False):
         slices = ", ".join(str(i) for i in session.support_slices)
         notes.append(f"second pass from slice {slices}")
+    for v in getattr(session, "doubtful_labels", ()):
+        notes.append(f"label {v} fits the paint poorly: it may be a look-alike, check it")
     return f" ({'; '.join(notes)})" if notes else ""
