@@ -53,8 +53,9 @@ POSITION_WEIGHT = 1.0  # per unit of body-relative distance (the body's box span
 HEIGHT_WEIGHT = 0.5  # per unit of relative slice position (capped at 1)
 UNCHANGED_BONUS = 0.2
 #: a result from another volume's paint whose :func:`fit_score` is below this is reported as
-#: doubtful (chosen on the tuning pairs, every ordered pair of BTCV 15-21 and CHAOS 21-33: below
-#: 0.5 lay 14 of the 23 results with Dice < 0.3 and 12 of the 129 others)
+#: doubtful. Chosen on the tuning pairs (every ordered pair of BTCV 15-21 and CHAOS 21-33, four
+#: organs, 248 results) as the highest threshold whose flagged results are at least half wrong:
+#: below 0.5 lay 23 of the 38 results with Dice < 0.3 and 21 of the 210 others
 DOUBTFUL_FIT = 0.5
 #: a pixel is body when it stands this far (normalised units) above its slice's floor
 BODY_MARGIN = 0.15
