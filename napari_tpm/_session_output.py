@@ -184,18 +184,22 @@ class SessionOutputs:
         if self._score is None:
             raise ValueError("nothing segmented yet: iterate segment() first")
         p = self.auto_prior() if prior is None else _check_prior(prior)
-        plain = out is None and z_range is None and keep_paint and slices is None
+        shape = self._require_image().shape
+        if out is not None and out.shape != shape:
+            raise ValueError(f"out has shape {out.shape}, the image {shape}")
+        whole = z_range is None or _covers(z_range, shape[s.axis])
+        plain = whole and keep_paint and slices is None
         if plain and connected in (None, self.options.connected) and self._tip_labels is not None:
             measured_at, measured = self._tip_labels
             if measured_at == p:  # auto_prior() just labelled at this prior to measure the tip
-                return measured.copy()
+                if out is None:
+                    return measured.copy()
+                out[...] = measured  # a dock's relabel at that prior: no second 3D clean-up
+                return out
         threshold = -float(logit(p))
-        shape = self._require_image().shape
         if out is None:
             dtype = np.uint8 if max(s.label_values) < 256 else np.uint16
             out = np.zeros(shape, dtype=dtype)
-        elif out.shape != shape:
-            raise ValueError(f"out has shape {out.shape}, the image {shape}")
         full = np.moveaxis(out, s.axis, 0)
         if slices is None:
             lo_s, hi_s = 0, full.shape[0] - 1
@@ -310,3 +314,9 @@ class SessionOutputs:
         if self._score is None:
             raise ValueError("nothing segmented yet")
         return self._native_to_volume(self._score)
+
+
+def _covers(z_range: tuple[int, int], n: int) -> bool:
+    """Whether the inclusive slice range keeps every one of ``n`` slices."""
+    lo, hi = sorted(int(z) for z in z_range)
+    return lo <= 0 and hi >= n - 1

@@ -262,3 +262,21 @@ def test_a_refit_leaves_the_previous_score_arrays_untouched(phantom):
     session.set_prototypes(3)
     assert not np.shares_memory(before, session.scores())
     np.testing.assert_array_equal(before, kept)
+
+
+def test_labels_into_a_buffer_reuse_the_auto_priors_measurement(liver_session, monkeypatch):
+    """A dock's relabel (its own buffer, the whole slice range) at the prior the auto prior
+    just measured copies that labelling instead of running the 3D clean-up again."""
+    session, _ = liver_session
+    session.set_prototypes(session.n_prototypes)  # fresh scores: nothing measured yet
+    shape = session.scores().shape
+    n = shape[session.axis]
+    fresh = np.zeros(shape, np.int32)
+    session.labels(0.5, out=fresh, z_range=(0, n - 1), connected=True)  # labelled in full
+    assert session.auto_prior() == 0.5  # calibrated, mid-organ paint: no tip shift
+    monkeypatch.setattr(session, "_clean_3d", lambda view: pytest.fail("labelled twice"))
+    out = np.zeros(shape, np.int32)
+    assert session.labels(0.5, out=out, z_range=(0, n - 1), connected=True) is out
+    np.testing.assert_array_equal(out, fresh)
+    with pytest.raises(pytest.fail.Exception, match="labelled twice"):
+        session.labels(0.5, out=out, z_range=(1, n - 1))  # a narrower range labels again
