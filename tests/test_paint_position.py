@@ -151,3 +151,5 @@ def test_a_mid_organ_paint_labels_the_volume_once_for_the_auto_prior(monkeypatch
     assert len(calls) == 1 and np.array_equal(auto, out)
     fresh = session.labels(session.auto_prior(), z_range=(1, SHAPE[0] - 1))  # labelled again
     assert len(calls) == 2 and not fresh[0].any()
+    # the measurement's labels are what a fresh labelling gives (slice 0 holds none of them)
+    assert not auto[0].any() and np.array_equal(auto, fresh)
