@@ -81,6 +81,18 @@ class Footprint:
     height: float
 
 
+def doubt_message(label: int, fit: float | None = None) -> str:
+    """What every front end says about a doubtful label (one wording for the CLI and napari).
+
+    ``fit``, when given, is the label's fit score, shown against :data:`DOUBTFUL_FIT`.
+    """
+    score = f" (fit {fit:.2f} < {DOUBTFUL_FIT})" if fit is not None else ""
+    return (
+        f"label {label} fits the painted organ poorly{score}: from another scan's paint this is "
+        "often a look-alike region, not the organ. Check it, or paint one slice of this scan."
+    )
+
+
 def candidate_steps(modality: str) -> tuple[tuple[str, float], ...]:
     """The intensity changes to try, as ``("add", HU)`` for CT or ``("scale", f)`` for MR.
 

@@ -298,14 +298,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"{changed} (--option contrast_search=false keeps them)",
                 file=sys.stderr,
             )
+        from napari_tpm.contrast import doubt_message
+
         for v in summary.get("doubtful_labels", ()):
-            fit, below = summary["fit_scores"][v], summary["doubtful_below"]
-            print(
-                f"  warning: label {v} fits the painted organ poorly (fit {fit:.2f} < {below}): "
-                "from another scan's paint this is often a look-alike region, not the organ. "
-                "Check it, or paint one slice of this scan instead.",
-                file=sys.stderr,
-            )
+            print(f"  warning: {doubt_message(v, summary['fit_scores'][v])}", file=sys.stderr)
         if "dice" in summary:
             for name, d in summary["dice"].items():
                 print(f"  Dice {name:13s} {d:.3f}", file=sys.stderr)

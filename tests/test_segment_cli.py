@@ -356,4 +356,4 @@ def test_a_result_that_fits_the_paint_poorly_is_flagged(case, tmp_path, capsys, 
     assert run_cli(*_atlas_args(folder, tmp_path), "--out", tmp_path / "out.nii.gz") == 0
     said = capsys.readouterr().err
     assert "warning: label 5 fits the painted organ poorly (fit " in said
-    assert "< 10.0)" in said and "paint one slice of this scan" in said
+    assert "< 10.0): from another scan" in said and "paint one slice of this scan" in said

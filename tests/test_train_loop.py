@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -143,3 +145,20 @@ def test_dataloader_workers_give_the_same_episodes_as_the_main_process(volumes):
         model = _model(config)
         losses[workers] = [p.info["loss"] for p in train_steps(model, volumes, config)]
     assert losses[0] == losses[2]
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_amp_uses_bf16_only_where_the_cpu_has_it(volumes, monkeypatch, native):
+    """Emulated bf16 is many times slower than float32: --amp then warns and trains in fp32."""
+    for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
+        monkeypatch.setattr(torch.cpu, name, lambda native=native: native, raising=False)
+    config = TrainConfig(steps=1, amp=True, **SMALL)
+    model = _model(config)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer = Trainer(model, volumes, config)
+    said = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
+    assert model.encoder.autocast_dtype == (torch.bfloat16 if native else None)
+    assert trainer.bf16 is native
+    assert bool(said) is not native, said
+    assert all("--amp ignored" in s for s in said)

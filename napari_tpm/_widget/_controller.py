@@ -140,12 +140,11 @@ class Controller(RunPath):
                 self.refit(self.ui.prototypes_spinbox.value)
                 return
             self.adjust.start_prior(session)  # after a second pass: its boundary
+            from napari_tpm.contrast import doubt_message
+
             what = "Segmented" + _cross_volume_note(session, run.reordered)
             for v in getattr(session, "doubtful_labels", ()):
-                show_warning(
-                    f"TPM: label {v} fits the painted organ poorly; from another scan's paint "
-                    "this is often a look-alike region. Check it, or paint one slice of this scan."
-                )
+                show_warning(f"TPM: {doubt_message(v)}")
             self.relabel(done_text=f"{what} in {run.seconds:.1f} s")
             return
         what = f"Refitted {session.n_prototypes} prototype(s)"

@@ -141,7 +141,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     t.add_argument("--seed", type=int, default=2021)
     t.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    t.add_argument("--amp", action="store_true", help="bfloat16 autocast (GPU or bf16 CPU)")
+    t.add_argument(
+        "--amp",
+        action="store_true",
+        help="bfloat16 autocast (GPU, or a CPU with native bf16; elsewhere ignored with a warning)",
+    )
     t.add_argument("--channels-last", action="store_true")
     t.add_argument("--checkpoint-every", type=positive_int, default=1000)
     t.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.pt")
