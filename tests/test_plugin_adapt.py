@@ -24,15 +24,6 @@ TIMEOUT_MS = 60_000
 TINY = {"size": 64, "min_size": 60, "config": {"min_support_px": 25}, "analysis_episodes": 2}
 
 
-@pytest.fixture(autouse=True)
-def _none_refcount_guard():
-    """Skip instead of aborting the run on PySide6 6.12's None-refcount bug (Python < 3.12)."""
-    import sys
-
-    if sys.version_info < (3, 12) and sys.getrefcount(None) < 40_000:
-        pytest.skip("Python's reference count of None is nearly exhausted (PySide6 6.12 bug)")
-
-
 @pytest.fixture(scope="module")
 def phantom():
     from napari_tpm.phantom import make_phantom

@@ -8,24 +8,20 @@ second or two on a CPU. Notifications are captured by replacing the widget modul
 from __future__ import annotations
 
 import os
-import sys
 import time
 
 import numpy as np
 import pytest
+from gui_helpers import LIVER, SEGMENT_TIMEOUT_MS, dice, paint_slice, run, settle
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # Xvfb gives GL; no xcb libraries needed
 
 pytestmark = pytest.mark.gui
 
 SHAPE = (24, 96, 96)
-LIVER = 5
-SEGMENT_TIMEOUT_MS = 60_000
 #: Dice of the filterbank liver preview on this phantom measured 0.948 (seed 3, 24x96x96, prior
 #: 0.5, 2-core CPU); the bound leaves room for changes in the encoder or calibration.
 MIN_DICE = 0.8
-#: the same with the paint on another phantom (seed 11) as support image: measured 0.947
-MIN_ATLAS_DICE = 0.7
 
 OBJECT_NAMES = (
     "tpm_segment_button",
@@ -34,26 +30,6 @@ OBJECT_NAMES = (
     "tpm_prototypes_spinbox",
     "tpm_apply_button",
 )
-
-
-@pytest.fixture(autouse=True)
-def _none_refcount_guard():
-    """Skip instead of aborting the whole pytest run on a known Qt-binding bug.
-
-    PySide6 6.12.0 under Python < 3.12 drops a reference to ``None`` on many Qt calls that
-    napari itself makes (about 900 per layer added and removed). ``None`` is not immortal before
-    3.12, so after a few dozen viewers the interpreter aborts ("none_dealloc"), killing every
-    test after it. PySide6 6.9.3 and PyQt6 6.11 do not have the bug.
-    """
-    if sys.version_info < (3, 12) and sys.getrefcount(None) < 40_000:
-        pytest.skip(
-            "Python's reference count of None is nearly exhausted by the Qt binding's "
-            "refcount bug (PySide6 6.12 on Python < 3.12): use PySide6<6.12 or PyQt6"
-        )
-
-
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    return 2.0 * np.logical_and(a, b).sum() / max(a.sum() + b.sum(), 1)
 
 
 @pytest.fixture(scope="module")
@@ -67,23 +43,6 @@ def phantom():
 def setup(open_dock, phantom):
     """A viewer with the phantom, the widget (through the manifest) and a painted support."""
     return open_dock(phantom)
-
-
-def paint_slice(phantom) -> int:
-    """The slice with the most liver: where a user would paint."""
-    return int(np.argmax((phantom.labels == LIVER).sum(axis=(1, 2))))
-
-
-def run(qtbot, widget) -> None:
-    """Click Segment volume and wait for the worker (and the relabel after it) to finish."""
-    widget.segment_button.native.click()
-    assert widget.running, "the click should have started a worker"
-    settle(qtbot, widget)
-
-
-def settle(qtbot, widget) -> None:
-    """Wait until no worker runs: the background relabel has written the final preview."""
-    qtbot.waitUntil(lambda: not widget.running, timeout=SEGMENT_TIMEOUT_MS)
 
 
 def test_manifest_loads_widget_and_samples(make_napari_viewer):
@@ -218,92 +177,6 @@ def test_slice_range_and_connectivity_restrict_the_preview(qtbot, setup, phantom
     widget.prior_slider.value = 0.2
     settle(qtbot, widget)
     np.testing.assert_array_equal(layer.data, shown)
-
-
-def _dock_painting_an_atlas(
-    viewer, phantom, atlas_image, atlas_labels, image_meta=None, atlas_meta=None
-) -> tuple:
-    """The dock on ``phantom`` with the liver of ``atlas_labels`` painted on the atlas image."""
-    viewer.add_image(phantom.image, name="phantom", scale=phantom.spacing, metadata=image_meta)
-    viewer.add_image(atlas_image, name="atlas", scale=phantom.spacing, metadata=atlas_meta)
-    _, widget = viewer.window.add_plugin_dock_widget("napari-tpm", "TPM Segmentation")
-    widget.model_combo.value = "filterbank"
-    widget.image_combo.value = viewer.layers["phantom"]
-    widget.support_image_combo.value = viewer.layers["atlas"]
-    support = widget.new_support_layer()
-    z = int(np.argmax((atlas_labels == LIVER).sum(axis=(1, 2))))
-    support.data[z][atlas_labels[z] == LIVER] = LIVER
-    return widget, support
-
-
-@pytest.mark.parametrize("mirrored", [False, True])
-def test_support_painted_on_another_scan(qtbot, make_napari_viewer, phantom, errors, mirrored):
-    """Atlas use: the paint lives on another volume, chosen as the support image.
-
-    ``mirrored``: both were read from files, the atlas's storing its voxels right to left; the
-    dock reorders it to the image's axes and says so.
-    """
-    from napari_tpm._reader import GEOMETRY_KEY
-    from napari_tpm.phantom import make_phantom
-
-    atlas = make_phantom(shape=SHAPE, seed=11)
-    atlas_image, atlas_labels = atlas.image, atlas.labels
-    image_meta, atlas_meta = {}, {}
-    if mirrored:
-        atlas_image, atlas_labels = atlas_image[:, :, ::-1], atlas_labels[:, :, ::-1]
-        image_meta = {GEOMETRY_KEY: {"direction": (1.0, 0, 0, 0, 1.0, 0, 0, 0, 1.0)}}
-        atlas_meta = {GEOMETRY_KEY: {"direction": (-1.0, 0, 0, 0, 1.0, 0, 0, 0, 1.0)}}
-    widget, support = _dock_painting_an_atlas(
-        make_napari_viewer(), phantom, atlas_image, atlas_labels, image_meta, atlas_meta
-    )
-    run(qtbot, widget)
-    assert errors == []
-    score = dice(widget.result_layer.data == LIVER, phantom.labels == LIVER)
-    assert score > MIN_ATLAS_DICE, score
-    # the status line says the result came from a second pass on this scan
-    status = widget.status_label.value
-    assert "second pass from slice" in status, status
-    assert ("support image reordered RPS -> LPS" in status) == mirrored, status
-    assert "may be a look-alike" not in status, status  # the atlas's liver fits its paint
-    # the manual slider starts at the second pass's boundary (the CLI's --prior auto) ...
-    session = widget.session
-    start = round(session.auto_prior(), 3)
-    assert widget.prior_slider.value == pytest.approx(start) and start > 0.5
-    assert np.array_equal(widget.result_layer.data > 0, session.labels(start) > 0)
-    assert f"Prior {start:.3f}" in status, status
-    if not mirrored:
-        return
-    # ... and goes back to the calibrated 0.5 once the paint is on the image itself
-    from napari_tpm._widget._main import SAME_IMAGE
-
-    widget.support_image_combo.value = SAME_IMAGE
-    support.data[...] = 0
-    zq = paint_slice(phantom)
-    support.data[zq][phantom.labels[zq] == LIVER] = LIVER
-    run(qtbot, widget)
-    assert errors == [] and not session.bootstrapped
-    assert widget.prior_slider.value == pytest.approx(0.5)
-
-
-def test_a_poor_fit_to_another_scans_paint_is_flagged(
-    qtbot, make_napari_viewer, phantom, errors, monkeypatch
-):
-    """Below the doubt threshold the status line and a napari warning say: check it."""
-    import napari_tpm._session_contrast as session_contrast
-    from napari_tpm._widget import _controller
-    from napari_tpm.phantom import make_phantom
-
-    monkeypatch.setattr(session_contrast, "DOUBTFUL_FIT", 10.0)  # no fit reaches this
-    warnings: list[str] = []
-    monkeypatch.setattr(_controller, "show_warning", warnings.append)
-    atlas = make_phantom(shape=SHAPE, seed=11)
-    widget, _ = _dock_painting_an_atlas(make_napari_viewer(), phantom, atlas.image, atlas.labels)
-    run(qtbot, widget)
-    assert errors == []
-    assert widget.session.doubtful_labels == (LIVER,)
-    status = widget.status_label.value
-    assert f"label {LIVER} fits the paint poorly: it may be a look-alike" in status, status
-    assert len(warnings) == 1 and "paint one slice of this scan" in warnings[0], warnings
 
 
 def test_cancel_stops_the_worker_between_batches(qtbot, setup, slow_segment, errors):

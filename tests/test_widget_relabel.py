@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pytest
+from gui_helpers import SEGMENT_TIMEOUT_MS, settle
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # Xvfb gives GL; no xcb libraries needed
 
@@ -22,7 +23,6 @@ pytestmark = pytest.mark.gui
 
 SHAPE = (24, 96, 96)
 LIVER = 5
-TIMEOUT_MS = 60_000
 
 
 @dataclass
@@ -89,10 +89,6 @@ def dock(open_dock, phantom, qtbot):
     return viewer, widget
 
 
-def settle(qtbot, widget) -> None:
-    qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT_MS)
-
-
 def expected(widget, calls: Calls, prior: float) -> np.ndarray:
     """The final preview at ``prior``: the session's labels with the 3D steps (not recorded)."""
     out = np.zeros_like(widget.result_layer.data)
@@ -157,7 +153,7 @@ def test_a_slider_move_drops_the_relabel_in_flight(qtbot, dock, calls):
     qtbot.wait(2 * widget.controller.adjust.full_timer.interval())  # its rest relabel waits
     assert widget.running and calls.active == 1
     calls.gate.set()
-    qtbot.waitUntil(lambda: not worker.is_running, timeout=TIMEOUT_MS)
+    qtbot.waitUntil(lambda: not worker.is_running, timeout=SEGMENT_TIMEOUT_MS)
     settle(qtbot, widget)
     assert landed == [pytest.approx(0.7)], "the stale 0.3 result was written"
     assert calls.most_at_once == 1, "two relabels ran at once"
@@ -200,7 +196,7 @@ def test_closing_napari_during_a_relabel_is_clean(qtbot, dock, calls):
     viewer.close()
     assert widget.state.closed
     calls.gate.set()
-    qtbot.waitUntil(lambda: not worker.is_running, timeout=TIMEOUT_MS)
+    qtbot.waitUntil(lambda: not worker.is_running, timeout=SEGMENT_TIMEOUT_MS)
     qtbot.wait(50)  # the worker's signals arrive after it ends: they must find nothing to do
     assert landed == []
     assert not widget.controller.relabelling
@@ -231,7 +227,7 @@ def test_a_refit_shows_the_displayed_slice_before_its_full_relabel(qtbot, dock, 
     calls.gate.clear()
     entered = calls.entered
     widget.prototypes_spinbox.value = 1  # the default is 3
-    qtbot.waitUntil(lambda: calls.entered > entered, timeout=TIMEOUT_MS)  # held at the gate
+    qtbot.waitUntil(lambda: calls.entered > entered, timeout=SEGMENT_TIMEOUT_MS)  # held at the gate
     assert session.n_prototypes == 1
     quick = np.zeros_like(widget.result_layer.data)
     session.labels(0.5, out=quick, z_range=widget.controller.z_range(), slices=(z, z))

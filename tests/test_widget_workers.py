@@ -20,13 +20,13 @@ import time
 import weakref
 
 import pytest
+from gui_helpers import SEGMENT_TIMEOUT_MS, settle
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # Xvfb gives GL; no xcb libraries needed
 
 pytestmark = pytest.mark.gui
 
 SHAPE = (24, 96, 96)
-TIMEOUT_MS = 60_000
 
 
 class Sentinel:
@@ -118,10 +118,6 @@ def widget(open_dock, phantom):
     return open_dock(phantom)[1]
 
 
-def settle(qtbot, widget) -> None:
-    qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT_MS)
-
-
 def let_go_of_the_session(qtbot, widget) -> None:
     """Drop the dock's session, as choosing another model does before the next run: it must
     then be freed, with its scores and features (a refit's worker held it)."""
@@ -149,7 +145,7 @@ def test_a_cancelled_run_keeps_no_job(qtbot, widget, slow_segment, errors):
 
     yielded = slow_segment.steps
     widget.segment()
-    qtbot.waitUntil(lambda: len(yielded) >= 2, timeout=TIMEOUT_MS)
+    qtbot.waitUntil(lambda: len(yielded) >= 2, timeout=SEGMENT_TIMEOUT_MS)
     widget.cancel()
     settle(qtbot, widget)
     assert yielded[-1].done < yielded[-1].total, "cancel came too late to stop anything"
