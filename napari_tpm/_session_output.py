@@ -107,10 +107,21 @@ class SessionOutputs:
         on the result at the calibrated prior (one :meth:`labels`), later calls reuse it.
         """
         p = self._calibrated_prior()
+        return self._moved_out(p, 0.0 if self.bootstrapped else self._tip_shift(p))
+
+    def auto_prior_preview(self) -> float:
+        """:meth:`auto_prior` without labelling the volume: exact, except while one slice painted
+        near the organ's end still awaits its tip-shift measurement, where it is the calibrated
+        prior (the auto prior of paint mid-organ, the usual case). A dock draws the displayed
+        slice at it while the exact value is measured."""
+        p = self._calibrated_prior()
+        return self._moved_out(p, self._tip_cache or 0.0)  # None (not measured): no shift
+
+    def _moved_out(self, p: float, tip_shift: float) -> float:
+        """The prior ``p`` with the second pass's shift, or else ``tip_shift`` (log-odds)."""
         if self.bootstrapped:
             return sigmoid(float(logit(p)) + bootstrap.CORE_LOGIT_SHIFT)
-        shift = self._tip_shift(p)
-        return p if shift == 0.0 else sigmoid(float(logit(p)) + shift)
+        return p if tip_shift == 0.0 else sigmoid(float(logit(p)) + tip_shift)
 
     @property
     def auto_prior_moved(self) -> bool:

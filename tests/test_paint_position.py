@@ -114,6 +114,25 @@ def test_the_shift_is_measured_once_per_result_and_again_after_new_scores():
     assert len(calls) == 2
 
 
+def test_the_preview_of_the_auto_prior_labels_nothing_and_is_exact_once_measured():
+    """A dock draws the displayed slice at the preview while the worker measures the tip."""
+    for fraction in (0.5, 0.15):
+        session = _segmented(fraction)
+        calls = []
+        labels = session.labels
+
+        def counting(*args, labels=labels, calls=calls, **kwargs):
+            calls.append(args)
+            return labels(*args, **kwargs)
+
+        session.labels = counting  # type: ignore[method-assign]
+        calibrated = session._calibrated_prior()
+        assert session.auto_prior_preview() == calibrated and calls == []  # not measured yet
+        exact = session.auto_prior()
+        assert session.auto_prior_preview() == exact  # measured: the preview is exact
+        assert (exact == calibrated) == (fraction == 0.5)  # the middle needs no shift
+
+
 def test_two_painted_slices_or_two_classes_get_no_shift():
     ph = make_phantom(shape=SHAPE, seed=4)
     two = _liver_at(ph, 0.15) | _liver_at(ph, 0.4)

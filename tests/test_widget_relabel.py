@@ -238,3 +238,41 @@ def test_a_refit_shows_the_displayed_slice_before_its_full_relabel(qtbot, dock, 
     np.testing.assert_array_equal(widget.result_layer.data, expected(widget, calls, 0.5))
     status = widget.status_label.value
     assert status.startswith("Refitted 1 prototype(s)"), status
+
+
+def test_with_auto_on_a_refit_shows_the_slice_while_the_prior_is_measured(
+    qtbot, dock, calls, monkeypatch
+):
+    """With "Auto" ticked the displayed slice does not wait for the auto prior's measurement
+    (a labelling of the whole volume): it is drawn at the preview of that prior."""
+    from napari_tpm.session import SegmentationSession
+
+    viewer, widget = dock
+    widget.auto_prior_checkbox.value = True
+    settle(qtbot, widget)
+    z = viewer.dims.current_step[0]
+    session = widget.session
+    before = widget.result_layer.data[z].copy()
+    measuring, gate = threading.Event(), threading.Event()
+    measure = SegmentationSession.auto_prior
+
+    def held(self):
+        if threading.current_thread() is not threading.main_thread():
+            measuring.set()
+            assert gate.wait(30), "the test never opened the gate"
+        return measure(self)
+
+    monkeypatch.setattr(SegmentationSession, "auto_prior", held)
+    try:
+        widget.prototypes_spinbox.value = 1  # the default is 3
+        qtbot.waitUntil(measuring.is_set, timeout=SEGMENT_TIMEOUT_MS)
+        qtbot.waitUntil(lambda: not np.array_equal(widget.result_layer.data[z], before))
+        quick = np.zeros_like(widget.result_layer.data)
+        prior = session.auto_prior_preview()
+        session.labels(prior, out=quick, z_range=widget.controller.z_range(), slices=(z, z))
+        np.testing.assert_array_equal(widget.result_layer.data[z], quick[z])
+    finally:
+        gate.set()
+    settle(qtbot, widget)
+    final = expected(widget, calls, measure(session))
+    np.testing.assert_array_equal(widget.result_layer.data, final)

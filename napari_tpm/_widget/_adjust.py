@@ -84,26 +84,28 @@ class Adjuster:
 
     def show_refitted(self) -> None:
         """A refit's scores are in place while its worker measures the auto prior: show the
-        displayed slice at the manual prior now. With Auto on, the prior is that measurement,
-        so the slice waits for the end of the refit; a 3D view waits for the full relabel."""
+        displayed slice now, at the manual prior or, with Auto on, at the auto prior as far as
+        it is known without that measurement (exact unless the paint lies near the organ's
+        end). A 3D view waits for the full relabel."""
         session, state = self.state.session, self.state
         if state.closed or session is None or not state.complete:
-            return
-        if self.ui.auto_prior_checkbox.value:
             return
         layer, image = self.c.result_layer, self.c.image_layer
         if layer is None or image is None or image.data is not state.segmented_data:
             return
         if self.displayed_slice(image, session.axis) is not None:
-            self._write_displayed(session, layer, image)
+            prior = session.auto_prior_preview() if self.c.prior() is None else None
+            self._write_displayed(session, layer, image, prior)
 
-    def _write_displayed(self, session: SegmentationSession, layer: Labels, image: Any) -> bool:
-        """The displayed slice (all slices in a 3D view) at the current prior, without the 3D
-        steps, into the layer on the GUI thread. False after an error shown to the user."""
+    def _write_displayed(
+        self, session: SegmentationSession, layer: Labels, image: Any, prior: float | None = None
+    ) -> bool:
+        """The displayed slice (all slices in a 3D view) at ``prior`` (None: the dock's), without
+        the 3D steps, into the layer on the GUI thread. False after an error shown to the user."""
         shown = self.displayed_slice(image, session.axis)
         try:
             session.labels(
-                self.c.prior(),
+                self.c.prior() if prior is None else prior,
                 out=layer.data,
                 z_range=self.c.z_range(),
                 connected=False,
