@@ -8,7 +8,8 @@ What a user feels, measured through the real widget in a real viewer (run it und
 * class-prior slider: value change -> preview layer rewritten and refreshed (GUI thread);
 * slider at rest: the relabel with the 3D steps (a worker thread) until its result is in the
   layer, and the longest GUI-thread stall meanwhile;
-* prototypes spin box: value change -> refit from cached features -> preview updated.
+* prototypes spin box: value change -> refit from cached features -> preview updated, with the
+  manual prior and with "Auto" ticked.
 
 Usage (from the repository root)::
 
@@ -285,13 +286,22 @@ def main(argv: list[str] | None = None) -> int:
 
     adjust._write_displayed = timed_write
     slice_shown: dict[int, float] = {}
-    for k in (3, 1):
-        shown_at.clear()
-        t0 = time.perf_counter()
-        widget.prototypes_spinbox.value = k
+    auto_protos: dict[int, float] = {}
+    auto_shown: dict[int, float] = {}
+    # with the manual prior, then again with "Auto" ticked (its prior is measured on the volume)
+    runs = ((False, protos, slice_shown), (True, auto_protos, auto_shown))
+    for auto, full_times, shown_times in runs:
+        widget.auto_prior_checkbox.value = auto
         _wait(app, lambda: not widget.running)
-        protos[k] = time.perf_counter() - t0
-        slice_shown[k] = shown_at[0] - t0 if shown_at else float("nan")
+        for k in (3, 1):
+            shown_at.clear()
+            t0 = time.perf_counter()
+            widget.prototypes_spinbox.value = k
+            _wait(app, lambda: not widget.running)
+            full_times[k] = time.perf_counter() - t0
+            shown_times[k] = shown_at[0] - t0 if shown_at else float("nan")
+    widget.auto_prior_checkbox.value = False
+    _wait(app, lambda: not widget.running)
     adjust._write_displayed = write_displayed
     assert session.encoder_calls == calls
 
@@ -336,6 +346,10 @@ def main(argv: list[str] | None = None) -> int:
         ("prototypes 1 -> 3 (refit + full relabel)", f"{protos[3]:.2f} s"),
         ("prototypes 3 -> 1: displayed slice updated", f"{slice_shown[1]:.2f} s"),
         ("prototypes 3 -> 1 (refit + full relabel)", f"{protos[1]:.2f} s"),
+        ("Auto ticked, prototypes 1 -> 3: displayed slice updated", f"{auto_shown[3]:.2f} s"),
+        ("Auto ticked, prototypes 1 -> 3 (refit + full relabel)", f"{auto_protos[3]:.2f} s"),
+        ("Auto ticked, prototypes 3 -> 1: displayed slice updated", f"{auto_shown[1]:.2f} s"),
+        ("Auto ticked, prototypes 3 -> 1 (refit + full relabel)", f"{auto_protos[1]:.2f} s"),
     ]
     text = "\n".join(
         [
