@@ -11,15 +11,16 @@ One function serves three callers whose rules differ, each selected by a keyword
   answers "what would a GPU get" for a device the user has not picked yet
   (:func:`napari_tpm.adapt_budget.device_of`).
 
-Kept in its own module, importing only torch, so that every layer can use it without import
-cycles.
+:func:`bf16_autocast_pays` answers the other device question training asks: whether bf16
+autocast is native here. Kept in its own module, importing only torch, so that every layer can
+use it without import cycles.
 """
 
 from __future__ import annotations
 
 import torch
 
-__all__ = ["resolve_device"]
+__all__ = ["bf16_autocast_pays", "resolve_device"]
 
 
 def _mps_available() -> bool:
@@ -68,3 +69,19 @@ def resolve_device(
         return torch.device(name)
     except RuntimeError as err:
         raise ValueError(f"unknown device {device!r} (use auto, cpu or cuda)") from err
+
+
+def bf16_autocast_pays(device: torch.device) -> bool:
+    """Whether bf16 autocast speeds training on ``device``.
+
+    CUDA: yes. A CPU only with native bf16 (AVX512-BF16 or AMX: about 1.6x faster steps than
+    float32); elsewhere torch emulates bf16, which measured 24x slower than float32 per hybrid
+    step on an AVX2-only AMD EPYC (7.8 against 0.32 s). torch names the CPU checks privately,
+    hence the guarded lookups.
+    """
+    if device.type == "cuda":
+        return True
+    if device.type != "cpu":
+        return False
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in checks)

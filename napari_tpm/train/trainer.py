@@ -31,6 +31,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from napari_tpm.devices import bf16_autocast_pays
 from napari_tpm.progress import Progress
 from napari_tpm.tpm import (
     ALPHA,
@@ -59,22 +60,6 @@ def _to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str
 
 
 # --------------------------------------------------------------------------- trainer
-
-
-def bf16_autocast_pays(device: torch.device) -> bool:
-    """Whether bf16 autocast speeds training on ``device``.
-
-    CUDA: yes. A CPU only with native bf16 (AVX512-BF16 or AMX: about 1.6x faster steps than
-    float32); elsewhere torch emulates bf16, which measured 24x slower than float32 per hybrid
-    step on an AVX2-only AMD EPYC (7.8 against 0.32 s). torch names the CPU checks privately,
-    hence the guarded lookups.
-    """
-    if device.type == "cuda":
-        return True
-    if device.type != "cpu":
-        return False
-    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in checks)
 
 
 class Trainer:
