@@ -74,13 +74,13 @@ def resolve_device(
 def bf16_autocast_pays(device: torch.device) -> bool:
     """Whether bf16 autocast speeds training on ``device``.
 
-    CUDA: yes. A CPU only with native bf16 (AVX512-BF16 or AMX: about 1.6x faster steps than
-    float32); elsewhere torch emulates bf16, which measured 24x slower than float32 per hybrid
-    step on an AVX2-only AMD EPYC (7.8 against 0.32 s). torch names the CPU checks privately,
-    hence the guarded lookups.
+    CUDA: where the GPU supports bf16 (Ampere and newer). A CPU only with native bf16
+    (AVX512-BF16 or AMX: about 1.6x faster steps than float32); elsewhere torch emulates bf16,
+    which measured 24x slower than float32 per hybrid step on an AVX2-only AMD EPYC (7.8 against
+    0.32 s). torch names the CPU checks privately, hence the guarded lookups.
     """
     if device.type == "cuda":
-        return True
+        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
     if device.type != "cpu":
         return False
     checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")

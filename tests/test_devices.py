@@ -11,7 +11,7 @@ import torch
 
 from napari_tpm._session_data import resolve_device as session_device
 from napari_tpm.adapt_budget import device_of
-from napari_tpm.devices import resolve_device
+from napari_tpm.devices import bf16_autocast_pays, resolve_device
 from napari_tpm.session import resolve_device as session_export
 from napari_tpm.train.ddp import resolve_device as ddp_device
 
@@ -98,3 +98,17 @@ def test_budget_rule_answers_for_both_devices(no_gpu):
     from napari_tpm.adapt_budget import CPU_STEPS, GPU_STEPS, default_steps
 
     assert default_steps("cuda") == GPU_STEPS and default_steps("auto") == CPU_STEPS
+
+
+@pytest.mark.parametrize(("kind", "native", "expected"), [
+    ("cpu", True, True), ("cpu", False, False),
+    ("cuda", True, True), ("cuda", False, False),
+    ("mps", True, False),
+])  # fmt: skip
+def test_bf16_autocast_only_where_the_hardware_has_it(monkeypatch, kind, native, expected):
+    """Emulated bf16 trains many times slower than float32, so it is never chosen."""
+    for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
+        monkeypatch.setattr(torch.cpu, name, lambda: native, raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: native)
+    assert bf16_autocast_pays(torch.device(kind)) is expected
