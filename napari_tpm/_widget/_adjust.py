@@ -71,12 +71,12 @@ class Adjuster:
             self.full_timer.stop()
             if slice_first and self.displayed_slice(image, session.axis) is not None:
                 self.relabels.next_generation()  # a full relabel still running is stale
-                if not self._write_displayed(session, layer, image):
+                if not self._write_displayed(session, layer, image, self.c.prior()):
                     return
             self.relabels.submit(self._job(session, layer, done_text))
             return
         generation = self.relabels.next_generation()  # a full relabel still running is stale
-        if not self._write_displayed(session, layer, image):
+        if not self._write_displayed(session, layer, image, self.c.prior()):
             return
         if generation == state.generation:  # refresh() may process events
             self.full_timer.start()
@@ -94,18 +94,20 @@ class Adjuster:
         if layer is None or image is None or image.data is not state.segmented_data:
             return
         if self.displayed_slice(image, session.axis) is not None:
-            prior = session.auto_prior_preview() if self.c.prior() is None else None
+            prior = self.c.prior()
+            if prior is None:  # Auto: not measured yet, so its preview
+                prior = session.auto_prior_preview()
             self._write_displayed(session, layer, image, prior)
 
     def _write_displayed(
-        self, session: SegmentationSession, layer: Labels, image: Any, prior: float | None = None
+        self, session: SegmentationSession, layer: Labels, image: Any, prior: float | None
     ) -> bool:
-        """The displayed slice (all slices in a 3D view) at ``prior`` (None: the dock's), without
-        the 3D steps, into the layer on the GUI thread. False after an error shown to the user."""
+        """The displayed slice (all slices in a 3D view) at ``prior`` (None: Auto), without the
+        3D steps, into the layer on the GUI thread. False after an error shown to the user."""
         shown = self.displayed_slice(image, session.axis)
         try:
             session.labels(
-                self.c.prior() if prior is None else prior,
+                prior,
                 out=layer.data,
                 z_range=self.c.z_range(),
                 connected=False,
