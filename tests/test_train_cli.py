@@ -52,6 +52,23 @@ def test_train_from_files_then_resume_to_more_steps(data_dir, tmp_path, capsys):
     assert load_model(out / "model.pt").card["training"]["steps"] == 3
 
 
+def test_time_limit_stops_checkpoints_exports_and_resume_finishes(data_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    args = [
+        str(data_dir), "--size", "40", "--sv-min-size", "40", "--min-support-px", "20",
+        "--encoder", "resnet18-l3", "--device", "cpu", "--analysis-episodes", "0",
+        "--checkpoint-every", "100", "--quiet", "--threads", "1", "--out", str(out),
+        "--steps", "4",
+    ]  # fmt: skip
+    assert main([*args, "--time-limit", "1e-6"]) == 0  # out of time after the first step
+    assert "time limit reached at step 1/4" in capsys.readouterr().err
+    assert load_model(out / "model.pt").card["training"]["steps"] == 1
+    assert main([*args, "--resume"]) == 0  # from the checkpoint the limit wrote
+    assert "step 1/4" in capsys.readouterr().err
+    assert [int(r["step"]) for r in read_log(out / "losses.csv")] == [1, 2, 3, 4]
+    assert load_model(out / "model.pt").card["training"]["steps"] == 4
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
@@ -60,6 +77,8 @@ def test_train_from_files_then_resume_to_more_steps(data_dir, tmp_path, capsys):
         (["train", ".", "--holdout", "chaos", "--out", "x"], "--holdout must be"),
         (["train", "--phantoms", "1", "--init", "missing.pth", "--out", "x"], "--init file"),
         (["train", "--phantoms", "1", "--encoder", "vgg", "--out", "x"], "invalid choice"),
+        (["train", "--phantoms", "1", "--time-limit", "0", "--out", "x"], "above 0"),
+        (["train", "--phantoms", "1", "--time-limit", "nan", "--out", "x"], "above 0"),
     ],
 )
 def test_bad_input_exits_2_with_one_line(argv, message, tmp_path, monkeypatch, capsys):

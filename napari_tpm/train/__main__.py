@@ -157,6 +157,8 @@ def cmd_train(args) -> int:
         raise BadInput(str(err)) from None
     dist = init_distributed(device)
     try:
+        if args.time_limit is not None and dist.world_size > 1:
+            raise BadInput("--time-limit needs one process: ranks would stop at different steps")
         volumes = load_volumes(args, dist)
         torch.manual_seed(config.seed + dist.rank)
         try:
@@ -179,7 +181,14 @@ def cmd_train(args) -> int:
                 f"{dist.world_size} process(es), step {trainer.step}/{config.steps}",
                 file=sys.stderr,
             )
-        _drain(trainer.run(), quiet, "train")
+        limit_s = None if args.time_limit is None else 60.0 * args.time_limit
+        _drain(trainer.run(limit_s), quiet, "train")
+        if trainer.stopped_early and dist.is_main:
+            print(
+                f"time limit reached at step {trainer.step}/{config.steps}: the model is "
+                "exported as trained so far; the same command with --resume continues",
+                file=sys.stderr,
+            )
         if not parameters_in_sync(trainer.net, dist, trainer.device):
             raise RuntimeError("DDP ranks ended with different weights")
         barrier(dist)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from napari_tpm._cli import OneLineParser, non_negative_int, positive_int
+from napari_tpm._cli import OneLineParser, non_negative_int, positive_float, positive_int
 
 COMMANDS = ("train", "prepare", "supervoxels")
 
@@ -149,6 +149,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--channels-last", action="store_true")
     t.add_argument("--checkpoint-every", type=positive_int, default=1000)
     t.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.pt")
+    t.add_argument(
+        "--time-limit",
+        type=positive_float,
+        metavar="MINUTES",
+        help="stop after this much training time, checkpoint and export; --resume continues",
+    )
     t.add_argument(
         "--analysis-episodes",
         type=non_negative_int,

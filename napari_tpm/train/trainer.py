@@ -98,6 +98,7 @@ class Trainer:
         self.step = 0
         self.last_record: dict[str, Any] = {}
         self.elapsed = 0.0
+        self.stopped_early = False  # set by run() when its time limit ended it
         alpha = float(getattr(model, "alpha", ALPHA))
         t_d = float(model.t_d)
         theta = (
@@ -214,9 +215,16 @@ class Trainer:
             prefetch_factor=4 if cfg.workers else None,
         )
 
-    def run(self) -> Iterator[Progress]:
-        """Train from the current step to ``config.steps``, one `Progress` per step."""
+    def run(self, time_limit_s: float | None = None) -> Iterator[Progress]:
+        """Train from the current step to ``config.steps``, one `Progress` per step.
+
+        With ``time_limit_s``, stop after the step that used up that much wall time in this
+        call, checkpoint there and leave ``stopped_early`` set: a lent machine or a session
+        with a fixed length trains for its budget, and ``--resume`` continues the same
+        schedule later (the step count and learning-rate milestones are unchanged).
+        """
         total = self.config.steps
+        self.stopped_early = False
         if self.step >= total:
             return
         if self.log is not None:
@@ -235,10 +243,16 @@ class Trainer:
                 self.last_record = record
                 if self.log is not None:
                     self.log.write(record)
+                out_of_time = time_limit_s is not None and now - start >= time_limit_s
+                out_of_time = out_of_time and self.step < total
                 every = max(1, int(self.config.checkpoint_every))
-                if self.run_dir is not None and (self.step % every == 0 or self.step == total):
+                due = self.step % every == 0 or self.step == total or out_of_time
+                if self.run_dir is not None and due:
                     self.save_checkpoint()
                 yield Progress(self.step, total, "train", info=dict(record))
+                if out_of_time:
+                    self.stopped_early = True
+                    break
         finally:
             self.elapsed += time.perf_counter() - start
             self.sync_model()
