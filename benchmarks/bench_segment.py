@@ -1,6 +1,7 @@
 """Benchmark of the segment CLI and the session's cached stages on a 512x512x150 CT-like volume.
 
-    python benchmarks/bench_segment.py [--checkpoint default] [--out benchmarks/RESULTS-segment.md]
+    python benchmarks/bench_segment.py [--checkpoint default] [--device cpu|cuda]
+        [--out benchmarks/RESULTS-segment.md]
 
 Measures: CLI wall time end to end (read, encode, score, write) with its peak resident memory,
 the same with the paint on another volume (``--support-image``: the contrast search runs five
@@ -30,14 +31,19 @@ from napari_tpm.phantom import make_phantom
 from napari_tpm.session import SegmentationSession
 
 
-def _machine() -> str:
-    return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads"
+def _machine(device: str) -> str:
+    cpu = f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads"
+    if device.startswith("cuda"):
+        gpu = torch.cuda.get_device_name(torch.device(device))
+        return f"{gpu} (torch {torch.__version__}), {cpu}"
+    return cpu
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--checkpoint", default="default")
     ap.add_argument("--shape", type=int, nargs=3, default=(150, 512, 512))
+    ap.add_argument("--device", default="cpu", help="cpu or cuda: where the CLI and session run")
     ap.add_argument("--out", default="benchmarks/RESULTS-segment.md")
     args = ap.parse_args()
 
@@ -55,7 +61,7 @@ def main() -> None:
             sys.executable, "-m", "napari_tpm.segment", str(Path(tmp) / "ct.nii.gz"),
             "--support-labels", str(Path(tmp) / "paint.nii.gz"),
             "--out", str(Path(tmp) / "out.nii.gz"),
-            "--checkpoint", args.checkpoint, "--device", "cpu", "--quiet",
+            "--checkpoint", args.checkpoint, "--device", args.device, "--quiet",
         ]  # fmt: skip
         t0 = time.perf_counter()
         subprocess.run(cmd, check=True)
@@ -80,7 +86,7 @@ def main() -> None:
     cli_dice = 2 * ((out == 5) & liver).sum() / ((out == 5).sum() + liver.sum())
     cross_dice = 2 * ((cross_out == 5) & liver).sum() / ((cross_out == 5).sum() + liver.sum())
 
-    session = SegmentationSession(args.checkpoint, device="cpu")
+    session = SegmentationSession(args.checkpoint, device=args.device)
     session.set_image(ph.image, ph.spacing)
     t0 = time.perf_counter()
     for _ in session.segment(paint):
@@ -100,7 +106,7 @@ def main() -> None:
 
     lines = [
         f"\n## {dt.date.today()} — model `{session.model.name}`, volume {tuple(args.shape)}",
-        f"machine: {_machine()}",
+        f"machine: {_machine(args.device)}",
         "",
         "| measure | value |",
         "|---|---|",

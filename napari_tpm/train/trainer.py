@@ -273,6 +273,7 @@ class Trainer:
             **card.get("training", {}),
             "config": asdict(self.config),
             "steps": self.step,
+            "seconds": round(self.elapsed, 1),  # training wall time over every sitting
             "final_losses": {
                 k: self.last_record[k]
                 for k in ("loss", "seg", "align", "t_loss")

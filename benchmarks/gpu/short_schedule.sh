@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# The paper's GPU recipe (docs/training.md), shortened to fit a lent GPU's ten minutes, on
+# CHAOS T2-SPIR fold 0: train a ResNet-101 TPM encoder on the training half (unlabelled, setting
+# 1) for TRAIN_MIN minutes of the 50 000-step schedule, then `evaluate paper` fold 0 (Table 1,
+# EP2, 1 and 5 prototypes) and the segment CLI's time on the GPU for it and the filter bank.
+# Every figure goes to $OUT with the GPU's name. Nothing in the project depends on this.
+#
+#   here:        bash benchmarks/gpu/pack.sh        (once: .devpack/, see there)
+#   the device:  run(command="bash benchmarks/gpu/short_schedule.sh", carry=[".devpack"],
+#                    timeout_s=600)
+#   a dry run on this CPU: DEVICE=cpu ENCODER=resnet18 TRAIN_MIN=0.3 OUT=/tmp/gpu \
+#                    bash benchmarks/gpu/short_schedule.sh
+# No ImageNet file can be fetched there, so the ResNet-101 starts from random weights (the
+# paper starts from ImageNet): the figures show what a few minutes of GPU training give, not
+# the paper's numbers.
+set -uo pipefail
+OUT=${OUT:-gpu-out}
+PACK=${PACK:-.devpack}
+DEVICE=${DEVICE:-cuda}
+ENCODER=${ENCODER:-resnet101}
+TRAIN_MIN=${TRAIN_MIN:-4}
+WORKERS=${WORKERS:-12}
+EVAL_S=${EVAL_S:-150}
+BENCH_S=${BENCH_S:-60}
+mkdir -p "$OUT"
+log="$OUT/log.txt"
+t0=$(date +%s)
+say() { echo "[$(( $(date +%s) - t0 )) s] $*" | tee -a "$log"; }
+export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+
+# 1. what the machine lacks, from the pack
+if ! python3 -c "import SimpleITK, cc3d" 2>/dev/null; then
+    mkdir -p /tmp/site && tar -xJf "$PACK/site.tar.xz" -C /tmp/site || exit 3
+    export PYTHONPATH="$PYTHONPATH:/tmp/site"
+    say "SimpleITK and cc3d from $PACK/site.tar.xz"
+fi
+DATA=${DATA:-}
+if [ -z "$DATA" ]; then
+    if [ -f "$PACK/chaos_t2spir.tar.xz" ]; then
+        mkdir -p /tmp/data && tar -xJf "$PACK/chaos_t2spir.tar.xz" -C /tmp/data || exit 3
+        DATA=/tmp/data/chaos_t2spir
+    else
+        DATA=../shared/data/chaos_t2spir
+    fi
+fi
+say "data: $DATA ($(ls "$DATA" | grep -c _mr) MR volumes)"
+{
+    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null
+    python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)"
+    lscpu | grep -m1 'Model name'
+    nproc
+} > "$OUT/machine.txt" 2>&1
+cat "$OUT/machine.txt" | tee -a "$log"
+
+# 2. train: the paper's schedule (SGD lr 1e-3, 50 000 steps, x0.95 per 1000) cut by time
+run=/tmp/gpu-run
+rm -rf "$run"
+say "train $ENCODER for $TRAIN_MIN min on $DEVICE"
+python3 -m napari_tpm.train train "$DATA" --holdout chaos_t2spir:0 --encoder "$ENCODER" \
+    --init none --steps 50000 --lr 1e-3 --device "$DEVICE" --amp --workers "$WORKERS" \
+    --checkpoint-every 1000 --time-limit "$TRAIN_MIN" --analysis-episodes 200 \
+    --cache-dir /tmp/sv-cache --quiet --out "$run/fold0" 2>&1 | tee -a "$OUT/train.log"
+cp "$run/fold0/losses.csv" "$OUT/" 2>/dev/null
+cp "$run/fold0/losses.png" "$OUT/" 2>/dev/null
+python3 - "$run/fold0/model.pt" "$OUT/card.json" <<'PY' 2>&1 | tee -a "$log"
+import json, sys
+from napari_tpm.checkpoints import load_model
+m = load_model(sys.argv[1])
+json.dump(m.card, open(sys.argv[2], "w"), indent=1, default=str)
+t = m.card.get("training", {})
+print("trained:", {k: t.get(k) for k in ("steps", "seconds", "bf16", "final_losses")})
+PY
+say "trained"
+
+# 3. the paper's Table 1 on fold 0 (EP2, setting 1)
+timeout "$EVAL_S" python3 -m napari_tpm.evaluate paper --dataset chaos_t2spir --data "$DATA" \
+    --checkpoints "$run/fold{fold}/model.pt" --folds 0 --prototypes 1 5 --no-multiclass \
+    --device "$DEVICE" --threads 8 --quiet --out "$OUT/eval" 2>&1 | tail -40 | tee -a "$log"
+say "evaluated (rc ${PIPESTATUS[0]})"
+
+# 4. the segment CLI and session on the GPU, trained model and filter bank
+for ck in "$run/fold0/model.pt" filterbank; do
+    timeout "$BENCH_S" python3 benchmarks/bench_segment.py --checkpoint "$ck" \
+        --device "$DEVICE" --out "$OUT/segment.md" > /dev/null 2>> "$log"
+    say "bench_segment $ck (rc $?)"
+done
+say "done"
