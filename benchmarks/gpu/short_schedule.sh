@@ -20,8 +20,8 @@ DEVICE=${DEVICE:-cuda}
 ENCODER=${ENCODER:-resnet101}
 TRAIN_MIN=${TRAIN_MIN:-4}
 WORKERS=${WORKERS:-12}
-EVAL_S=${EVAL_S:-150}
-BENCH_S=${BENCH_S:-60}
+EVAL_S=${EVAL_S:-120}
+BENCH_S=${BENCH_S:-75}
 mkdir -p "$OUT"
 log="$OUT/log.txt"
 t0=$(date +%s)
