@@ -26,6 +26,10 @@ examples:
   # resume a killed run (same command line plus --resume)
   python -m napari_tpm.train train data/chaos --holdout chaos:0 --out runs/chaos/fold0 --resume
 
+  # a fixed budget: stop after 120 minutes, export the model; --resume goes on later
+  python -m napari_tpm.train train data/chaos --holdout chaos:0 --out runs/chaos/fold0 \
+      --time-limit 120
+
   # fine-tune a shipped model on your own scans, multi-foreground episodes
   python -m napari_tpm.train train scans/ --from-checkpoint default --steps 2000 \\
       --max-classes 5 --out runs/finetune
