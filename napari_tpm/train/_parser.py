@@ -27,7 +27,7 @@ examples:
   python -m napari_tpm.train train data/chaos --holdout chaos:0 --out runs/chaos/fold0 --resume
 
   # a fixed budget: stop after 120 minutes, export the model; --resume goes on later
-  python -m napari_tpm.train train data/chaos --holdout chaos:0 --out runs/chaos/fold0 \
+  python -m napari_tpm.train train data/chaos --holdout chaos:0 --out runs/chaos/fold0 \\
       --time-limit 120
 
   # fine-tune a shipped model on your own scans, multi-foreground episodes
