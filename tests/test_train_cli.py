@@ -35,13 +35,19 @@ def test_find_volumes_skips_label_maps_and_hidden_folders(data_dir, tmp_path):
     ]
 
 
-def test_train_from_files_then_resume_to_more_steps(data_dir, tmp_path, capsys):
-    out = tmp_path / "run"
-    args = [
+def _tiny_run(data_dir, out, checkpoint_every: int) -> list[str]:
+    """Arguments of a tiny resnet18-l3 run on the phantom scans (no analysis episodes)."""
+    return [
         str(data_dir), "--size", "40", "--sv-min-size", "40", "--min-support-px", "20",
         "--encoder", "resnet18-l3", "--device", "cpu", "--analysis-episodes", "0",
-        "--checkpoint-every", "2", "--quiet", "--threads", "1", "--out", str(out),
+        "--checkpoint-every", str(checkpoint_every), "--quiet", "--threads", "1",
+        "--out", str(out),
     ]  # fmt: skip
+
+
+def test_train_from_files_then_resume_to_more_steps(data_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    args = _tiny_run(data_dir, out, checkpoint_every=2)
     assert main([*args, "--steps", "2"]) == 0
     assert len(list((data_dir / ".napari-tpm-cache").glob("image_*.npz"))) == 2
     first = load_model(out / "model.pt")
@@ -54,12 +60,7 @@ def test_train_from_files_then_resume_to_more_steps(data_dir, tmp_path, capsys):
 
 def test_time_limit_stops_checkpoints_exports_and_resume_finishes(data_dir, tmp_path, capsys):
     out = tmp_path / "run"
-    args = [
-        str(data_dir), "--size", "40", "--sv-min-size", "40", "--min-support-px", "20",
-        "--encoder", "resnet18-l3", "--device", "cpu", "--analysis-episodes", "0",
-        "--checkpoint-every", "100", "--quiet", "--threads", "1", "--out", str(out),
-        "--steps", "4",
-    ]  # fmt: skip
+    args = [*_tiny_run(data_dir, out, checkpoint_every=100), "--steps", "4"]
     assert main([*args, "--time-limit", "1e-6"]) == 0  # out of time after the first step
     assert "time limit reached at step 1/4" in capsys.readouterr().err
     assert load_model(out / "model.pt").card["training"]["steps"] == 1
