@@ -12,6 +12,7 @@ import torch
 from napari_tpm.evaluate.datasets import Case, DatasetSpec
 from napari_tpm.evaluate.metrics import dice
 from napari_tpm.evaluate.protocols import (
+    PRODUCT,
     ep1_support_slices,
     labelled_slices,
     middle_labelled_slice,
@@ -119,6 +120,11 @@ def test_ce_t_is_the_sessions_label_at_prior_one_half(session, cases):
     assert rec["methods"]["CE-T"]["dice"] == pytest.approx(dice(labels == 5, truth), abs=1e-6)
     assert rec["support_slices"] == [middle_labelled_slice(truth)]
     assert rec["same_volume"] and rec["support"] == rec["query"]
+    # the product row is what the CLI writes: auto prior, post-processing, paint not written
+    product = session.labels(keep_paint=False) == 5
+    assert rec["methods"][PRODUCT]["dice"] == pytest.approx(dice(product, truth), abs=1e-6)
+    assert rec["methods"][PRODUCT]["prior"] == pytest.approx(session.auto_prior())
+    assert rec["methods"][PRODUCT]["n_pred"] != rec["methods"]["CE-T"]["n_pred"]  # not bare
     # the volume ICP predicts the true count in 3D
     assert rec["dice_icp"] == pytest.approx(
         dice(session.labels(rec["icp"], keep_paint=False, connected=False) == 5, truth), abs=1e-6
@@ -182,8 +188,11 @@ def test_tables_have_every_row_and_column(generic, tmp_path):
     assert t1.columns == [*CLASSES, MEAN]
     labels = [r.label for r in t1.rows]
     assert labels[0] == "ADNet (CE-T)"
+    words = {1: "1 prototype", 5: "5 prototypes"}
     assert labels[1:] == [
-        f"TPM, {'1 prototype' if k == 1 else '5 prototypes'}, {m}" for k in (1, 5) for m in METHODS
+        f"TPM, {words[k]}, {m}"
+        for k in (1, 5)
+        for m in (*METHODS, "the product (auto prior, post-processing)")
     ]
     for row in t1.rows:
         for col in t1.columns:

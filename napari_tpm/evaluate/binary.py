@@ -9,6 +9,10 @@ One segmentation of a query volume yields every row of the paper's Table 1 for i
   training-free filter bank);
 * OCP: per query slice, the threshold that predicts exactly the slice's true foreground count
   (the oracle; an upper bound, not a method);
+* the product: what the CLI and the dock write, ``session.labels()`` at the session's auto
+  prior with its post-processing (connected components, neck cutting, slice continuity...),
+  scored on the same slices without writing the paint over them: the paper's rules threshold
+  bare scores, a user gets this;
 * a Dice-vs-prior curve on a fixed grid of priors, and the single best-count prior of the whole
   volume (its ICP), for the figure.
 
@@ -36,6 +40,7 @@ from .datasets import LoadedCase
 from .metrics import dice, dice_curve, fraction_mse, prior_thresholds
 from .protocols import (
     METHODS,
+    PRODUCT,
     ep1_query_chunks,
     ep1_support_slices,
     middle_labelled_slice,
@@ -106,6 +111,8 @@ def evaluate_binary(
     est_prior: dict[str, list[list[float | None]]] = {
         m: [[] for _ in range(n_k)] for m in ("AvgEst", "LinEst")
     }
+    product = [np.zeros(truth.shape, bool) for _ in range(n_k)]
+    product_prior: list[list[float]] = [[] for _ in range(n_k)]
     pos = 0
     for z_s, chunk in zip(sup_slices, chunks):
         rows = slice(pos, pos + len(chunk))
@@ -116,6 +123,8 @@ def evaluate_binary(
         for ki, k in enumerate(options.prototypes):
             _segment(session, paint, support, k, first=ki == 0)
             scores[ki][rows] = session.scores()[chunk]
+            product[ki][rows] = session.labels(keep_paint=False)[chunk] == value
+            product_prior[ki].append(session.auto_prior())
             size, loc = session.support_fraction, session.support_location
             priors = estimator_priors(session, "sp" if k == 1 else "mp", size, loc)
             for m, p in priors.items():
@@ -155,6 +164,13 @@ def evaluate_binary(
                 ps = est_prior[m][ki]
                 entry["prior"] = clean(ps[0]) if len(ps) == 1 else [clean(p) for p in ps]
             methods[m] = entry
+        ps = product_prior[ki]
+        methods[PRODUCT] = {
+            "dice": clean(dice(product[ki], truth)),
+            "n_pred": int(np.count_nonzero(product[ki])),
+            "prior": clean(ps[0]) if len(ps) == 1 else [clean(p) for p in ps],
+            "available": True,
+        }
         icp = float(sigmoid_neg(count_threshold(sc, int(truth.sum()))))
         icp_c = float(np.clip(icp, 1e-12, 1 - 1e-12))
         dice_icp = dice(sc > float(prior_thresholds(icp_c)), truth)

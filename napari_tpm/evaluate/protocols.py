@@ -29,6 +29,9 @@ PROTOCOLS: tuple[str, ...] = ("EP1", "EP2")
 
 #: Prior rules of the binary table, in row order (tpm-method.md §7.2).
 METHODS: tuple[str, ...] = ("CE-T", "AvgEst", "LinEst", "OCP")
+#: Table 1's extra row: the session's own labels (auto prior and post-processing), what a user
+#: of the CLI or the dock gets from the same support slice.
+PRODUCT = "product"
 #: The ADNet++ max-rule baseline's method name in multi-class records.
 MAX_RULE = "max-rule"
 
@@ -198,6 +201,7 @@ def checkpoint_path(
 __all__ = [
     "MAX_RULE",
     "METHODS",
+    "PRODUCT",
     "PROTOCOLS",
     "SETTINGS",
     "Fold",

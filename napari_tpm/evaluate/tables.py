@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from .datasets import organ_title
-from .protocols import MAX_RULE, METHODS
+from .protocols import MAX_RULE, METHODS, PRODUCT
 
 MEAN = "Mean"
 
@@ -69,9 +69,13 @@ def table1_rows(records: Sequence[dict[str, Any]], prototypes: Sequence[int]) ->
     rows = []
     if any(r["kind"] == "binary" and r["model"] == "ADNet" for r in records):
         rows.append(RowSpec("ADNet (CE-T)", "ADNet", "CE-T", 1))
+    product = any(r["kind"] == "binary" and PRODUCT in r["methods"] for r in records)
     for k in prototypes:
         for m in METHODS:
             rows.append(RowSpec(f"TPM, {_prototype_word(k)}, {m}", "TPM", m, k))
+        if product:
+            label = f"TPM, {_prototype_word(k)}, the product (auto prior, post-processing)"
+            rows.append(RowSpec(label, "TPM", PRODUCT, k))
     return rows
 
 
