@@ -120,15 +120,29 @@ def test_ce_t_is_the_sessions_label_at_prior_one_half(session, cases):
     assert rec["methods"]["CE-T"]["dice"] == pytest.approx(dice(labels == 5, truth), abs=1e-6)
     assert rec["support_slices"] == [middle_labelled_slice(truth)]
     assert rec["same_volume"] and rec["support"] == rec["query"]
-    # the product row is what the CLI writes: auto prior, post-processing, paint not written
-    product = session.labels(keep_paint=False) == 5
-    assert rec["methods"][PRODUCT]["dice"] == pytest.approx(dice(product, truth), abs=1e-6)
-    assert rec["methods"][PRODUCT]["prior"] == pytest.approx(session.auto_prior())
-    assert rec["methods"][PRODUCT]["n_pred"] != rec["methods"]["CE-T"]["n_pred"]  # not bare
+    assert PRODUCT not in rec["methods"]  # only with a product session
     # the volume ICP predicts the true count in 3D
     assert rec["dice_icp"] == pytest.approx(
         dice(session.labels(rec["icp"], keep_paint=False, connected=False) == 5, truth), abs=1e-6
     )
+
+
+def test_the_product_entry_is_what_a_session_with_default_options_writes(session, cases):
+    case = cases[0].load()
+    made = SegmentationSession("filterbank", "cpu")  # the CLI's and the dock's options
+    opts = Options(device="cpu", prototypes=(1,))
+    rec = evaluate_binary(session, case, None, 5, opts, product=made)[0]
+    truth = case.labels == 5
+    labels = made.labels(keep_paint=False) == 5  # auto prior, post-processing
+    entry = rec["methods"][PRODUCT]
+    assert entry["dice"] == pytest.approx(dice(labels, truth), abs=1e-6)
+    assert entry["prior"] == pytest.approx(made.auto_prior())
+    assert entry["n_pred"] == int(labels.sum()) != rec["methods"]["CE-T"]["n_pred"]
+    results = Results(records=[{**rec, "model": "TPM", "organ": "liver"}])
+    results.meta["prototypes"] = [1]
+    (t1,) = make_tables(results)  # no multi-class records: Table 1 alone
+    labels = [r.label for r in t1.rows]
+    assert labels[-1] == "TPM, 1 prototype, the product (auto prior, post-processing)"
 
 
 def test_estimator_priors_come_from_the_checkpoint(session, cases):
@@ -188,11 +202,8 @@ def test_tables_have_every_row_and_column(generic, tmp_path):
     assert t1.columns == [*CLASSES, MEAN]
     labels = [r.label for r in t1.rows]
     assert labels[0] == "ADNet (CE-T)"
-    words = {1: "1 prototype", 5: "5 prototypes"}
     assert labels[1:] == [
-        f"TPM, {words[k]}, {m}"
-        for k in (1, 5)
-        for m in (*METHODS, "the product (auto prior, post-processing)")
+        f"TPM, {'1 prototype' if k == 1 else '5 prototypes'}, {m}" for k in (1, 5) for m in METHODS
     ]
     for row in t1.rows:
         for col in t1.columns:
@@ -265,6 +276,24 @@ def test_paper_mode_pairs_every_fold_volume_for_the_multiclass_table(session, ca
         "ADNet++ (max rule)"
     ]
     assert any("ADNet row of Table 1 is omitted" in n for n in t1.notes)
+
+
+@pytest.mark.parametrize("mode", ["paper", "generic"])
+def test_product_option_adds_the_product_entry_to_tpm_records_only(mode, cases):
+    results = Results()
+    options = Options(device="cpu", prototypes=(1,), product=True)
+    if mode == "paper":
+        runs = run_paper(TINY, cases, "filterbank", results, options=options, multiclass=False)
+    else:
+        runs = run_generic(
+            cases, CLASSES, "filterbank", results, options=options, support="other",
+            adnet_checkpoint="filterbank",
+        )  # fmt: skip
+    list(runs)
+    binary = [r for r in results.records if r["kind"] == "binary"]
+    assert binary and all((PRODUCT in r["methods"]) == (r["model"] == "TPM") for r in binary)
+    tpm = [r for r in binary if r["model"] == "TPM"]
+    assert all(0.0 <= r["methods"][PRODUCT]["dice"] <= 1.0 for r in tpm)
 
 
 def test_setting_two_picks_the_checkpoint_of_each_organs_group(session, cases):

@@ -56,7 +56,7 @@ def test_generic_cli_writes_every_output(folders, tmp_path):
     assert "TPM, 5 prototypes" not in text
     csv_lines = (out / "tables.csv").read_text().strip().splitlines()
     assert csv_lines[0].startswith("table,row,model")
-    assert len(csv_lines) == 1 + 5 * 3 + 5 * 3  # Table 1: 4 rules + the product; Table 2: 5
+    assert len(csv_lines) == 1 + 4 * 3 + 5 * 3  # Table 1: 4 rows, Table 2: 5 rows; 3 columns
     data = json.loads((out / "per_volume.json").read_text())
     binary = [r for r in data["records"] if r["kind"] == "binary"]
     assert {(r["query"], r["organ"]) for r in binary} == {

@@ -86,6 +86,12 @@ def _common(p: argparse.ArgumentParser) -> None:
         "TPM (connected=false, refine=0, refine_atlas=0, bootstrap=false), e.g. refine_atlas=2; "
         "repeatable",
     )
+    p.add_argument(
+        "--product",
+        action="store_true",
+        help="add Table 1 rows for what the CLI and the dock write from the same support (the "
+        "session's default options, auto prior and post-processing); segments each case twice",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -249,6 +255,7 @@ def _run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         seed=args.seed,
         segment=_segment_options(args.option),
+        product=args.product,
     )
     results = runner.Results()
     start = time.perf_counter()

@@ -9,10 +9,11 @@ One segmentation of a query volume yields every row of the paper's Table 1 for i
   training-free filter bank);
 * OCP: per query slice, the threshold that predicts exactly the slice's true foreground count
   (the oracle; an upper bound, not a method);
-* the product: what the CLI and the dock write, ``session.labels()`` at the session's auto
-  prior with its post-processing (connected components, neck cutting, slice continuity...),
-  scored on the same slices without writing the paint over them: the paper's rules threshold
-  bare scores, a user gets this;
+* with a ``product`` session (the product's default options), what the CLI and the dock write:
+  its ``labels()`` at the auto prior, with the post-processing (connected components, neck
+  cutting, slice continuity, the second pass for another volume's paint), scored on the same
+  slices without writing the paint over them. The paper's rules threshold the plain one-pass
+  TPM's scores; a user gets this;
 * a Dice-vs-prior curve on a fixed grid of priors, and the single best-count prior of the whole
   volume (its ICP), for the figure.
 
@@ -75,6 +76,7 @@ def evaluate_binary(
     value: int,
     options: Options,
     meta: dict[str, Any] | None = None,
+    product: SegmentationSession | None = None,
 ) -> list[dict[str, Any]]:
     """Every prior rule and prototype count for one structure in one query volume.
 
@@ -85,6 +87,8 @@ def evaluate_binary(
         value: the structure's label value.
         options: protocol, prototype counts, prior grid.
         meta: fields copied into every record (dataset, fold, run, model...).
+        product: a session with the product's options (same checkpoint), segmented a second
+            time from the same support for the "product" entry; None: no such entry.
 
     Returns:
         One record per prototype count.
@@ -104,6 +108,8 @@ def evaluate_binary(
     truth = truth_full[kept]
     counts = truth.reshape(truth.shape[0], -1).sum(axis=1)
     session.set_image(query.image, query.spacing, modality=options.modality)
+    if product is not None:
+        product.set_image(query.image, query.spacing, modality=options.modality)
 
     n_k = len(options.prototypes)
     scores = [np.empty(truth.shape, np.float32) for _ in range(n_k)]
@@ -111,8 +117,8 @@ def evaluate_binary(
     est_prior: dict[str, list[list[float | None]]] = {
         m: [[] for _ in range(n_k)] for m in ("AvgEst", "LinEst")
     }
-    product = [np.zeros(truth.shape, bool) for _ in range(n_k)]
-    product_prior: list[list[float]] = [[] for _ in range(n_k)]
+    made = [np.zeros(truth.shape, bool) for _ in range(n_k)]  # the product's labels
+    made_prior: list[list[float]] = [[] for _ in range(n_k)]
     pos = 0
     for z_s, chunk in zip(sup_slices, chunks):
         rows = slice(pos, pos + len(chunk))
@@ -123,8 +129,10 @@ def evaluate_binary(
         for ki, k in enumerate(options.prototypes):
             _segment(session, paint, support, k, first=ki == 0)
             scores[ki][rows] = session.scores()[chunk]
-            product[ki][rows] = session.labels(keep_paint=False)[chunk] == value
-            product_prior[ki].append(session.auto_prior())
+            if product is not None:
+                _segment(product, paint, support, k, first=ki == 0)
+                made[ki][rows] = product.labels(keep_paint=False)[chunk] == value
+                made_prior[ki].append(product.auto_prior())
             size, loc = session.support_fraction, session.support_location
             priors = estimator_priors(session, "sp" if k == 1 else "mp", size, loc)
             for m, p in priors.items():
@@ -164,13 +172,14 @@ def evaluate_binary(
                 ps = est_prior[m][ki]
                 entry["prior"] = clean(ps[0]) if len(ps) == 1 else [clean(p) for p in ps]
             methods[m] = entry
-        ps = product_prior[ki]
-        methods[PRODUCT] = {
-            "dice": clean(dice(product[ki], truth)),
-            "n_pred": int(np.count_nonzero(product[ki])),
-            "prior": clean(ps[0]) if len(ps) == 1 else [clean(p) for p in ps],
-            "available": True,
-        }
+        if product is not None:
+            ps = made_prior[ki]
+            methods[PRODUCT] = {
+                "dice": clean(dice(made[ki], truth)),
+                "n_pred": int(np.count_nonzero(made[ki])),
+                "prior": clean(ps[0]) if len(ps) == 1 else [clean(p) for p in ps],
+                "available": True,
+            }
         icp = float(sigmoid_neg(count_threshold(sc, int(truth.sum()))))
         icp_c = float(np.clip(icp, 1e-12, 1 - 1e-12))
         dice_icp = dice(sc > float(prior_thresholds(icp_c)), truth)

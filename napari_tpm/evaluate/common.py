@@ -46,6 +46,8 @@ class Options:
             connected=False, refine=0, refine_atlas=0, bootstrap=False
         )
     )
+    #: also segment with the product's default options for Table 1's "product" rows
+    product: bool = False
 
     def __post_init__(self) -> None:
         self.protocol = self.protocol.upper()
@@ -177,6 +179,11 @@ class Sessions:
         return self._items[checkpoint]
 
 
+def product_options(options: Options) -> Options:
+    """``options`` with the session's own defaults: what the CLI and the dock run."""
+    return Options(**{**options.__dict__, "segment": SegmentOptions()})
+
+
 def with_prototypes(options: Options, prototypes: tuple[int, ...]) -> Options:
     return Options(**{**options.__dict__, "prototypes": prototypes})
 
@@ -215,6 +222,7 @@ __all__ = [
     "multiclass_jobs",
     "oracle_thresholds",
     "pair_rng",
+    "product_options",
     "shows",
     "sigmoid_neg",
     "with_prototypes",

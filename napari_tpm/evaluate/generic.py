@@ -18,6 +18,7 @@ from .common import (
     default_session_factory,
     multiclass_jobs,
     pair_rng,
+    product_options,
     with_prototypes,
 )
 from .datasets import Case
@@ -72,6 +73,9 @@ def run_generic(
     )
     cache = CaseCache()
     presence = _presence(cases, classes, cache)
+    products = (
+        Sessions(default_session_factory(product_options(options))) if options.product else None
+    )
     adnet_opts = with_prototypes(options, (1,))
     for qi, case in enumerate(cases):
         query = cache.get(case)
@@ -81,9 +85,10 @@ def run_generic(
             binary.append(("ADNet", adnet_checkpoint, adnet_opts))
         for model, ckpt, opts in binary:
             meta = {**base, "model": model, "checkpoint": str(ckpt)}
+            made = products(ckpt) if products and model == "TPM" else None
             _generic_binary(
                 sessions(ckpt), cases, qi, query, classes, presence, support, opts, meta,
-                results, cache,
+                results, cache, made,
             )  # fmt: skip
         if multiclass:
             for ckpt, model, rule in multiclass_jobs(
@@ -107,7 +112,7 @@ def _presence(cases: Sequence[Case], classes: dict[str, int], cache: CaseCache) 
 
 
 def _generic_binary(
-    session, cases, qi, query, classes, presence, support, options, meta, results, cache
+    session, cases, qi, query, classes, presence, support, options, meta, results, cache, made
 ) -> None:
     for j, (organ, value) in enumerate(classes.items()):
         if not presence[qi, j]:
@@ -124,7 +129,7 @@ def _generic_binary(
         if options.protocol == "EP1" and len(zs) < options.n_shot:
             results.note(f"{query.name}: {organ} spans fewer than {options.n_shot} slices (EP1)")
         results.records.extend(
-            evaluate_binary(session, query, sup, value, options, {**meta, "organ": organ})
+            evaluate_binary(session, query, sup, value, options, {**meta, "organ": organ}, made)
         )
 
 

@@ -15,6 +15,7 @@ from .common import (
     Sessions,
     multiclass_jobs,
     pair_rng,
+    product_options,
     shows,
     with_prototypes,
 )
@@ -106,6 +107,7 @@ def run_paper(
     )
     # checkpoints trained with --head dspnet|mper score with their head (head_session.py)
     factory = session_factory or head_session_factory(options)
+    made_by = head_session_factory(product_options(options)) if options.product else None
     adnet_opts = with_prototypes(options, (1,))
     units = [len(f.volumes) if do_mc else len(f.queries) for f in chosen]
     total, done = sum(units) * len(runs), 0
@@ -113,6 +115,7 @@ def run_paper(
     for run in runs:
         for fold in chosen:
             sessions = Sessions(factory)  # new models per fold; features cached per volume
+            products = Sessions(made_by) if made_by else None  # the product's own options
 
             def path(pattern: str, group: str = "", fold=fold, run=run) -> str:
                 return checkpoint_path(
@@ -146,8 +149,11 @@ def run_paper(
                                     f"{ckpt} scores with its compared {meta['head']} head "
                                     "(train --head): its rows are that head, not TPM"
                                 )
+                            made = products(ckpt) if products and model == "TPM" else None
                             results.records.extend(
-                                evaluate_binary(sessions(ckpt), query, support, value, opts, meta)
+                                evaluate_binary(
+                                    sessions(ckpt), query, support, value, opts, meta, made
+                                )
                             )
                 # ---- Table 2: multi-class, every other fold volume as the support
                 if do_mc:
