@@ -88,9 +88,23 @@ def test_generic_cli_pairs_by_pattern_with_other_volume_support(tmp_path):
     assert all(r["protocol"] == "EP1" and len(r["support_slices"]) == 3 for r in recs)
 
 
+def test_product_option_adds_the_product_rows_with_those_options(folders, tmp_path):
+    out = tmp_path / "eval"
+    argv = ["generic", "--images", str(folders / "images"), "--labels", str(folders / "labels")]
+    argv += ["--classes", "liver=5", "--checkpoint", "filterbank", "--prototypes", "1"]
+    argv += ["--support", "other", "--device", "cpu", "--out", str(out), "--quiet"]
+    assert main([*argv, "--product-option", "connected=false"]) == 0  # implies --product
+    text = (out / "results.md").read_text()
+    assert "- product_options: connected=false" in text
+    assert "| TPM, 1 prototype, the product (auto prior, post-processing) |" in text
+    recs = json.loads((out / "per_volume.json").read_text())["records"]
+    assert all(0.0 <= r["methods"]["product"]["dice"] <= 1.0 for r in recs)
+
+
 @pytest.mark.parametrize(
     "extra, message",
     [
+        (["--classes", "liver=5", "--product-option", "colour=red"], "unknown option"),
         (["--classes", "liver"], "name=value"),
         (["--classes", "liver=5", "--labels", "/nonexistent/labels"], "does not exist"),
         (["--classes", "liver=5", "--prototypes", "0"], "at least 1"),

@@ -92,6 +92,14 @@ def _common(p: argparse.ArgumentParser) -> None:
         help="add Table 1 rows for what the CLI and the dock write from the same support (the "
         "session's default options, auto prior and post-processing); segments each case twice",
     )
+    p.add_argument(
+        "--product-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a session option over the product's defaults for the --product rows (implies "
+        "--product), e.g. contrast_search=false to measure that step; repeatable",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -224,6 +232,16 @@ def _segment_options(pairs: list[str]) -> SegmentOptions:
         raise BadInput(str(err)) from None
 
 
+def _product_options(pairs: list[str]) -> SegmentOptions | None:
+    """The product's own defaults with ``--product-option``s (None: none given)."""
+    if not pairs:
+        return None
+    try:
+        return SegmentOptions.from_pairs(pairs, {})
+    except ValueError as err:
+        raise BadInput(f"--product-option: {err}") from None
+
+
 def _check_out_folder(out: Path) -> None:
     """The report folder must be creatable and writable: checked before the evaluation runs."""
     from napari_tpm.atomic import OutputError, prepare_output_folder
@@ -255,7 +273,8 @@ def _run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         seed=args.seed,
         segment=_segment_options(args.option),
-        product=args.product,
+        product=args.product or bool(args.product_option),
+        product_segment=_product_options(args.product_option),
     )
     results = runner.Results()
     start = time.perf_counter()
@@ -316,6 +335,8 @@ def _run(args: argparse.Namespace) -> int:
         )
     results.meta["seconds"] = round(time.perf_counter() - start, 1)
     results.meta["device"] = args.device
+    if options.product:  # the product rows' session: its defaults, or these changes to them
+        results.meta["product_options"] = ", ".join(args.product_option) or "the defaults"
     paths = report.write_report(results, args.out)
     if not args.quiet:
         print(paths["markdown"].read_text(encoding="utf-8"))

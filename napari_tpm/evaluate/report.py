@@ -79,7 +79,7 @@ def _header(results: Results) -> list[str]:
     for key in (
         "mode", "dataset", "setting", "protocol", "support", "checkpoint", "checkpoints",
         "adnet_checkpoint", "adnet_checkpoints", "mf_checkpoint", "mf_checkpoints", "runs",
-        "folds", "prototypes", "device", "seconds",
+        "folds", "prototypes", "product_options", "device", "seconds",
     ):  # fmt: skip
         if meta.get(key) not in (None, "", []):
             lines.append(f"- {key}: {meta[key]}")
