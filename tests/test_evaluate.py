@@ -29,6 +29,7 @@ from napari_tpm.evaluate.runner import (
     run_paper,
 )
 from napari_tpm.evaluate.tables import MEAN
+from napari_tpm.options import SegmentOptions
 from napari_tpm.phantom import make_phantom_dataset
 from napari_tpm.session import SegmentationSession
 from napari_tpm.tpm import AvgEst, LinEst, score_threshold
@@ -281,7 +282,7 @@ def test_paper_mode_pairs_every_fold_volume_for_the_multiclass_table(session, ca
 @pytest.mark.parametrize("mode", ["paper", "generic"])
 def test_product_option_adds_the_product_entry_to_tpm_records_only(mode, cases):
     results = Results()
-    options = Options(device="cpu", prototypes=(1,), product=True)
+    options = Options(device="cpu", prototypes=(1,), product=SegmentOptions())
     if mode == "paper":
         runs = run_paper(TINY, cases, "filterbank", results, options=options, multiclass=False)
     else:

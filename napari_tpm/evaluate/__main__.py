@@ -232,9 +232,10 @@ def _segment_options(pairs: list[str]) -> SegmentOptions:
         raise BadInput(str(err)) from None
 
 
-def _product_options(pairs: list[str]) -> SegmentOptions | None:
-    """The product's own defaults with ``--product-option``s (None: none given)."""
-    if not pairs:
+def _product_options(pairs: list[str], asked: bool) -> SegmentOptions | None:
+    """The product's own defaults with ``--product-option``s; None without --product or any
+    --product-option (no product rows)."""
+    if not (asked or pairs):
         return None
     try:
         return SegmentOptions.from_pairs(pairs, {})
@@ -273,8 +274,7 @@ def _run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         seed=args.seed,
         segment=_segment_options(args.option),
-        product=args.product or bool(args.product_option),
-        product_segment=_product_options(args.product_option),
+        product=_product_options(args.product_option, args.product),
     )
     results = runner.Results()
     start = time.perf_counter()
@@ -335,7 +335,7 @@ def _run(args: argparse.Namespace) -> int:
         )
     results.meta["seconds"] = round(time.perf_counter() - start, 1)
     results.meta["device"] = args.device
-    if options.product:  # the product rows' session: its defaults, or these changes to them
+    if options.product is not None:  # the product session: its defaults, or these changes
         results.meta["product_options"] = ", ".join(args.product_option) or "the defaults"
     paths = report.write_report(results, args.out)
     if not args.quiet:

@@ -69,6 +69,11 @@ def _segment(
         session.set_prototypes(k)
 
 
+def _per_support(priors: list[float | None]) -> Any:
+    """A rule's prior for the record: one value (EP2's one support slice), else one per slice."""
+    return clean(priors[0]) if len(priors) == 1 else [clean(p) for p in priors]
+
+
 def evaluate_binary(
     session: SegmentationSession,
     query: LoadedCase,
@@ -169,15 +174,13 @@ def evaluate_binary(
             elif m == "CE-T":
                 entry["prior"] = 0.5
             else:
-                ps = est_prior[m][ki]
-                entry["prior"] = clean(ps[0]) if len(ps) == 1 else [clean(p) for p in ps]
+                entry["prior"] = _per_support(est_prior[m][ki])
             methods[m] = entry
         if product is not None:
-            ps = made_prior[ki]
             methods[PRODUCT] = {
                 "dice": clean(dice(made[ki], truth)),
                 "n_pred": int(np.count_nonzero(made[ki])),
-                "prior": clean(ps[0]) if len(ps) == 1 else [clean(p) for p in ps],
+                "prior": _per_support(made_prior[ki]),
                 "available": True,
             }
         icp = float(sigmoid_neg(count_threshold(sc, int(truth.sum()))))

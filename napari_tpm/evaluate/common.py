@@ -46,10 +46,9 @@ class Options:
             connected=False, refine=0, refine_atlas=0, bootstrap=False
         )
     )
-    #: also segment with the product's options for Table 1's "product" rows
-    product: bool = False
-    #: the product session's options (None: the session's defaults, what the CLI runs)
-    product_segment: SegmentOptions | None = None
+    #: the options of a second session for Table 1's "product" rows (``SegmentOptions()``:
+    #: what the CLI and the dock run); None: no such rows
+    product: SegmentOptions | None = None
 
     def __post_init__(self) -> None:
         self.protocol = self.protocol.upper()
@@ -182,10 +181,8 @@ class Sessions:
 
 
 def product_options(options: Options) -> Options:
-    """``options`` with the product's session options: by default the session's own, what the
-    CLI and the dock run (``product_segment`` changes some, to measure a step's share)."""
-    segment = options.product_segment or SegmentOptions()
-    return Options(**{**options.__dict__, "segment": segment})
+    """``options`` whose session is the product's (``options.product``, which must be set)."""
+    return Options(**{**options.__dict__, "segment": options.product})
 
 
 def with_prototypes(options: Options, prototypes: tuple[int, ...]) -> Options:

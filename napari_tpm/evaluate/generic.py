@@ -74,7 +74,9 @@ def run_generic(
     cache = CaseCache()
     presence = _presence(cases, classes, cache)
     products = (
-        Sessions(default_session_factory(product_options(options))) if options.product else None
+        Sessions(default_session_factory(product_options(options)))
+        if options.product is not None
+        else None
     )
     adnet_opts = with_prototypes(options, (1,))
     for qi, case in enumerate(cases):

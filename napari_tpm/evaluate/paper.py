@@ -107,7 +107,7 @@ def run_paper(
     )
     # checkpoints trained with --head dspnet|mper score with their head (head_session.py)
     factory = session_factory or head_session_factory(options)
-    made_by = head_session_factory(product_options(options)) if options.product else None
+    made_by = None if options.product is None else head_session_factory(product_options(options))
     adnet_opts = with_prototypes(options, (1,))
     units = [len(f.volumes) if do_mc else len(f.queries) for f in chosen]
     total, done = sum(units) * len(runs), 0
