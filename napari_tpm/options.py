@@ -145,15 +145,24 @@ class SegmentOptions:
             raise ValueError(f"continuity must be a fraction in [0, 1], got {self.continuity!r}")
 
     @classmethod
-    def from_pairs(cls, pairs: list[str], base: dict[str, Any] | None = None) -> SegmentOptions:
-        """From CLI ``KEY=VALUE`` strings over ``base`` values (ValueError names a bad one)."""
+    def from_pairs(
+        cls, pairs: list[str], base: dict[str, Any] | None = None, flag: str = "--option"
+    ) -> SegmentOptions:
+        """From CLI ``KEY=VALUE`` strings over ``base`` values.
+
+        A ValueError names the bad pair and starts with ``flag``, the command-line flag the
+        pairs came from, so the user is told which flag to mend.
+        """
         values = dict(base or {})
         for pair in pairs:
             key, sep, value = pair.partition("=")
             if not sep or not key.strip():
-                raise ValueError(f"--option takes KEY=VALUE, got {pair!r}")
+                raise ValueError(f"{flag} takes KEY=VALUE, got {pair!r}")
             values[key.strip()] = value.strip()
-        return cls.from_mapping(values)
+        try:
+            return cls.from_mapping(values)
+        except ValueError as err:
+            raise ValueError(f"{flag}: {err}") from None
 
     @classmethod
     def from_mapping(cls, values: dict[str, Any]) -> SegmentOptions:

@@ -198,6 +198,33 @@ def test_multiclass_scores_every_class_and_max_rule_uses_painted_values(session,
         assert d is None or 0.0 <= d <= 1.0
 
 
+def test_the_multiclass_product_entry_is_what_the_cli_writes_for_the_same_paint(session, cases):
+    query, support = cases[0].load(), cases[1].load()
+    made = SegmentationSession("filterbank", "cpu")  # the CLI's and the dock's options
+    recs = evaluate_multiclass(
+        session, query, support, CLASSES, Options(device="cpu"), np.random.default_rng(0),
+        max_rule=True, product=made,
+    )  # fmt: skip
+    tpm, rule = recs
+    assert PRODUCT not in rule["methods"]  # the max rule's record has no product entry
+    entry = tpm["methods"][PRODUCT]
+    labels = made.labels(keep_paint=False)  # several classes, auto prior, post-processing
+    for organ, value in CLASSES.items():
+        assert entry["dice"][organ] == pytest.approx(
+            dice(labels == value, query.labels == value), abs=1e-6
+        )
+    assert entry["prototypes"] == made.n_prototypes == 3  # the product's own default
+    assert entry["prior"] == pytest.approx(made.auto_prior())
+    results = Results(records=[{**tpm, "model": "SF"}, {**rule, "model": "ADNet++"}])
+    results.meta.update(mode="paper", classes=CLASSES)
+    (t2,) = make_tables(results)  # no binary records: Table 2 alone
+    labels = [r.label for r in t2.rows]
+    assert labels[len(METHODS)] == (
+        "TPM (SF trained), the product (its prototypes, auto prior, post-processing)"
+    )
+    assert labels[-1] == "ADNet++ (max rule)"
+
+
 def test_tables_have_every_row_and_column(generic, tmp_path):
     t1, t2 = make_tables(generic)
     assert t1.columns == [*CLASSES, MEAN]
@@ -284,17 +311,19 @@ def test_product_option_adds_the_product_entry_to_tpm_records_only(mode, cases):
     results = Results()
     options = Options(device="cpu", prototypes=(1,), product=SegmentOptions())
     if mode == "paper":
-        runs = run_paper(TINY, cases, "filterbank", results, options=options, multiclass=False)
+        runs = run_paper(TINY, cases, "filterbank", results, options=options)
     else:
         runs = run_generic(
             cases, CLASSES, "filterbank", results, options=options, support="other",
-            adnet_checkpoint="filterbank",
+            adnet_checkpoint="filterbank", multiclass=True,
         )  # fmt: skip
     list(runs)
     binary = [r for r in results.records if r["kind"] == "binary"]
     assert binary and all((PRODUCT in r["methods"]) == (r["model"] == "TPM") for r in binary)
     tpm = [r for r in binary if r["model"] == "TPM"]
     assert all(0.0 <= r["methods"][PRODUCT]["dice"] <= 1.0 for r in tpm)
+    multi = [r for r in results.records if r["kind"] == "multiclass"]
+    assert multi and all((PRODUCT in r["methods"]) == (r["model"] != "ADNet++") for r in multi)
 
 
 def test_setting_two_picks_the_checkpoint_of_each_organs_group(session, cases):

@@ -105,6 +105,7 @@ def test_product_option_adds_the_product_rows_with_those_options(folders, tmp_pa
     "extra, message",
     [
         (["--classes", "liver=5", "--product-option", "colour=red"], "unknown option"),
+        (["--classes", "liver=5", "--product-option", "refine"], "--product-option takes KEY"),
         (["--classes", "liver"], "name=value"),
         (["--classes", "liver=5", "--labels", "/nonexistent/labels"], "does not exist"),
         (["--classes", "liver=5", "--prototypes", "0"], "at least 1"),

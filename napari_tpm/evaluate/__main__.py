@@ -238,9 +238,9 @@ def _product_options(pairs: list[str], asked: bool) -> SegmentOptions | None:
     if not (asked or pairs):
         return None
     try:
-        return SegmentOptions.from_pairs(pairs, {})
+        return SegmentOptions.from_pairs(pairs, {}, flag="--product-option")
     except ValueError as err:
-        raise BadInput(f"--product-option: {err}") from None
+        raise BadInput(str(err)) from None
 
 
 def _check_out_folder(out: Path) -> None:

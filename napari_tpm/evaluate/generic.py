@@ -7,6 +7,7 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 
 from napari_tpm.progress import Progress
+from napari_tpm.session import SegmentationSession
 
 from .binary import evaluate_binary
 from .common import (
@@ -97,9 +98,10 @@ def run_generic(
                 checkpoint, adnet_checkpoint or checkpoint, mf_checkpoint
             ):
                 meta = {**base, "model": model or "ADNet++", "checkpoint": str(ckpt)}
+                made = products(ckpt) if products and model is not None else None
                 _generic_multiclass(
                     sessions(ckpt), cases, qi, query, classes, presence, support, options, meta,
-                    results, cache, tpm=model is not None, rule=rule,
+                    results, cache, tpm=model is not None, rule=rule, product=made,
                 )  # fmt: skip
         yield Progress(qi + 1, len(cases), case.name)
 
@@ -150,6 +152,7 @@ def _generic_multiclass(
     *,
     tpm: bool,
     rule: bool,
+    product: SegmentationSession | None = None,
 ) -> None:
     if not presence[qi].any():
         results.note(f"{query.name}: none of the classes present; multi-class not evaluated")
@@ -171,6 +174,7 @@ def _generic_multiclass(
             max_rule=rule,
             tpm=tpm,
             meta=meta,
+            product=product,
         )
     )
 

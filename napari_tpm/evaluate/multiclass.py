@@ -13,7 +13,7 @@ from napari_tpm.tpm import adnetpp_posterior, squared_distance
 from .common import Options, clean, drain, estimator_priors, oracle_thresholds, sigmoid_neg
 from .datasets import LoadedCase
 from .metrics import dice, prior_thresholds
-from .protocols import MAX_RULE, METHODS, most_labels_slice, paint_slice
+from .protocols import MAX_RULE, METHODS, PRODUCT, most_labels_slice, paint_slice
 
 
 def adnetpp_labels(session: SegmentationSession, batch: int = 8) -> np.ndarray:
@@ -43,6 +43,31 @@ def adnetpp_labels(session: SegmentationSession, batch: int = 8) -> np.ndarray:
     return np.moveaxis(lut[out], 0, session.axis)
 
 
+def _product_entry(
+    product: SegmentationSession,
+    query: LoadedCase,
+    support: LoadedCase | None,
+    paint: np.ndarray,
+    options: Options,
+    per_class: Any,
+) -> dict[str, Any]:
+    """The product's labels from the same paint (its default prototype count), scored."""
+    product.set_image(query.image, query.spacing, modality=options.modality)
+    drain(
+        product.segment(
+            paint,
+            support_image=None if support is None else support.image,
+            support_spacing=None if support is None else support.spacing,
+        )
+    )
+    return {
+        "dice": per_class(product.labels(keep_paint=False)),
+        "prior": clean(product.auto_prior()),
+        "prototypes": int(product.n_prototypes),
+        "available": True,
+    }
+
+
 def evaluate_multiclass(
     session: SegmentationSession,
     query: LoadedCase,
@@ -55,12 +80,16 @@ def evaluate_multiclass(
     tpm: bool = True,
     meta: dict[str, Any] | None = None,
     rule_model: str = "ADNet++",
+    product: SegmentationSession | None = None,
 ) -> list[dict[str, Any]]:
     """All classes jointly from the support slice with the most labels; per-class 3D Dice.
 
     Returns one record for the TPM rules (CE-T, AvgEst, LinEst, OCP) when ``tpm``, and one for
     the ADNet++ max rule when ``max_rule``. Classes absent from the support slice cannot be
-    predicted and score 0 wherever the query has them.
+    predicted and score 0 wherever the query has them. With a ``product`` session (the
+    product's options, same checkpoint) the TPM record also holds a "product" entry: what the
+    CLI and the dock write from the same paint, with the product's own prototype count, its
+    auto prior and its post-processing.
     """
     meta = dict(meta or {})
     support = None if support is None else support.like(query)
@@ -117,6 +146,8 @@ def evaluate_multiclass(
                 tau = np.full(n, float(prior_thresholds(prior)))
             pred = np.where(sc > tau[:, None, None].astype(np.float32), best, 0)
             methods[m] = {"dice": per_class(pred), "prior": prior, "available": True}
+        if product is not None:
+            methods[PRODUCT] = _product_entry(product, query, support, paint, options, per_class)
         records.append({**base, "method_family": "tpm", "methods": methods})
     if max_rule:
         pred = adnetpp_labels(session)

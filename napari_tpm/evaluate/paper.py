@@ -181,6 +181,7 @@ def run_paper(
                                     max_rule=with_rule,
                                     tpm=model is not None,
                                     meta=meta,
+                                    product=products(ckpt) if products and model else None,
                                 )
                             )
                 done += 1

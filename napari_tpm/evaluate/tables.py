@@ -88,9 +88,13 @@ def table2_rows(records: Sequence[dict[str, Any]], *, paper: bool = True) -> lis
     models = {r["model"] for r in records if r["kind"] == "multiclass"}
     rows = []
     sf = "TPM (SF trained)" if paper else "TPM"
+    product = {r["model"] for r in records if r["kind"] == "multiclass" and PRODUCT in r["methods"]}
     for key, name in (("SF", sf), ("MF", "TPM (MF trained)")):
         if key in models:
             rows.extend(RowSpec(f"{name}, {m}", key, m) for m in METHODS)
+        if key in product:
+            label = f"{name}, the product (its prototypes, auto prior, post-processing)"
+            rows.append(RowSpec(label, key, PRODUCT))
     if "ADNet++" in models:
         rows.append(RowSpec("ADNet++ (max rule)", "ADNet++", MAX_RULE))
     return rows
