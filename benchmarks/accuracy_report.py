@@ -188,8 +188,9 @@ def report(rows: list[dict], args, times: dict, cfg) -> str:
 
 
 def write_csv(rows: list[dict], path: str | Path) -> None:
-    """One row per (case, mode, organ): the two Dice values (empty = not run or n/a)."""
-    fields = ["case", "set", "split", "mode", "organ", "support", "slices", "tpm", "forest"]
+    """One row per (case, mode, organ): the two Dice values (empty = not run or n/a) and, for
+    another volume's paint, TPM's fit score (``SegmentationSession.fit_scores``)."""
+    fields = ["case", "set", "split", "mode", "organ", "support", "slices", "tpm", "forest", "fit"]
     with open(path, "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=fields, lineterminator="\n")
         w.writeheader()
@@ -199,5 +200,6 @@ def write_csv(rows: list[dict], path: str | Path) -> None:
                     **{k: r[k] for k in fields[:7]},
                     "tpm": "" if r["tpm"] is None else f"{r['tpm']:.4f}",
                     "forest": "" if r["forest"] is None else f"{r['forest']:.4f}",
+                    "fit": "" if r.get("fit") is None else f"{r['fit']:.4f}",
                 }
             )

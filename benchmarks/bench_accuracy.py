@@ -193,14 +193,19 @@ def score(pred: np.ndarray, labels: np.ndarray, case: ac.CaseSpec, job: Job) -> 
 
 
 # ---------------------------------------------------------------------------------- TPM
-def run_tpm(image, spacing, labels, case, jobs, model, opts) -> tuple[dict, float]:
-    """Dice per (job key, organ) with one session (features are encoded once per volume)."""
+def run_tpm(image, spacing, labels, case, jobs, model, opts) -> tuple[dict, dict, float]:
+    """Dice and fit score per (job key, organ) with one session (features encoded once).
+
+    The fit score (``session.fit_scores``, another volume's paint only) is how well the result
+    fits the paint; the CSV keeps it so a doubt threshold can be chosen from a run.
+    """
     from napari_tpm.session import SegmentationSession, SupportError
 
     t0 = time.perf_counter()
     session = SegmentationSession(model, device="cpu", **opts["init"])
     session.set_image(image, spacing, **opts["set_image"])
     results: dict[tuple[str, str], float | None] = {}
+    fits: dict[tuple[str, str], float] = {}
     for job in jobs:
         try:
             for _ in session.segment(
@@ -221,7 +226,10 @@ def run_tpm(image, spacing, labels, case, jobs, model, opts) -> tuple[dict, floa
         pred = session.labels(label_opts.pop("prior", None), **label_opts)
         for organ, d in score(pred, labels, case, job).items():
             results[(job.key, organ)] = d
-    return results, time.perf_counter() - t0
+        for k, organ in enumerate(job.organs, 1):  # paint value k is job.organs[k - 1]
+            if k in session.fit_scores:
+                fits[(job.key, organ)] = float(session.fit_scores[k])
+    return results, fits, time.perf_counter() - t0
 
 
 def route_session_options(pairs: list[str]) -> dict[str, dict]:
@@ -346,9 +354,9 @@ def main(argv=None) -> int:
         jobs = build_jobs(
             case, labels, args.modes, args.organs, args.slices, args.data, args.partners == "all"
         )
-        tpm, forest = {}, {}
+        tpm, fits, forest = {}, {}, {}
         if "tpm" in args.methods:
-            tpm, secs = run_tpm(image, spacing, labels, case, jobs, args.model, opts)
+            tpm, fits, secs = run_tpm(image, spacing, labels, case, jobs, args.model, opts)
             times["tpm"] += secs
         if "forest" in args.methods:
             forest, fsecs = run_forest(image, labels, case, jobs, cache, cfg)
@@ -369,6 +377,7 @@ def main(argv=None) -> int:
                         "slices": " ".join(map(str, job.slices)),
                         "tpm": tpm.get(jk),
                         "forest": forest.get(jk),
+                        "fit": fits.get(jk),
                     }
                 )
         done = [r for r in rows if r["case"] == case.name]
