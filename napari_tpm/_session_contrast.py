@@ -24,7 +24,7 @@ from napari_tpm._session_data import _Job, _Support
 from napari_tpm.bootstrap import pseudo_paint
 from napari_tpm.contrast import (
     DOUBTFUL_FIT,
-    Footprint,
+    Found,
     candidate_steps,
     fit_score,
     footprints,
@@ -60,6 +60,7 @@ class ContrastSearch:
     _modality: str
     _spacing: tuple[float, float, float]
     _normalised: np.ndarray | None
+    _body_boxes: dict[int, dict[int, tuple[float, float, float, float]]]
 
     if TYPE_CHECKING:
 
@@ -136,6 +137,7 @@ class ContrastSearch:
             np.moveaxis(snorm, axis, 0),
             values,
             pixel_area(sspacing, axis),
+            widest=job.paint_widest,
         )
         steps = candidate_steps(modality)
         best: tuple[float, tuple[str, float]] | None = None
@@ -144,7 +146,7 @@ class ContrastSearch:
             self.bootstrapped = False
             yield from self._run(replace(job, support_image=shifted), bootstrap=False)
             first = self.labels(None)
-            found = self._footprints(first, axis, values)
+            found = self._footprints(first, axis, values, every_slice=not job.paint_widest)
             unchanged = is_unchanged(step)
             if best is not None and fit_score(target, found, 1.0, unchanged) <= best[0]:
                 continue  # even two passes in full agreement could not win: skip the second
@@ -180,7 +182,9 @@ class ContrastSearch:
         for v in values:
             keep = [v] if background_label is None else [v, background_label]
             alone = np.where(np.isin(paint, keep), paint, 0).astype(paint.dtype)
-            single = replace(job, paint=alone, parsed=parse_support(alone, background_label))
+            single = replace(
+                job, paint=alone, parsed=parse_support(alone, background_label), paint_widest=False
+            )
             if self.options.contrast_search:
                 yield from self._search_contrast(single)
                 steps.update(self.contrast_steps)
@@ -216,13 +220,17 @@ class ContrastSearch:
         return tuple(v for v, fit in self.fit_scores.items() if fit < DOUBTFUL_FIT)
 
     def _footprints(
-        self, labels: np.ndarray, axis: int, values: tuple[int, ...]
-    ) -> dict[int, Footprint]:
-        """Footprints of a result on this volume (its normalised image gives the body)."""
+        self, labels: np.ndarray, axis: int, values: tuple[int, ...], *, every_slice: bool
+    ) -> dict[int, Found]:
+        """Footprints of a result on this volume (its normalised image gives the body): on
+        its widest slice, or ``every_slice`` it covers (:func:`napari_tpm.contrast.footprints`).
+        """
         assert self._normalised is not None
         return footprints(
             np.moveaxis(labels, axis, 0),
             np.moveaxis(self._normalised, axis, 0),
             values,
             pixel_area(self._spacing, axis),
+            every_slice=every_slice,
+            boxes=self._body_boxes.setdefault(axis, {}),
         )

@@ -58,6 +58,9 @@ class _Job:
     support_spacing: tuple[float, float, float]  # the query's own when the paint is on it
     k: int  # prototypes per class
     background_label: int | None
+    #: the painted slice is taken as each class's widest (contrast.Footprint.widest); False
+    #: for one class of a slice painted with several
+    paint_widest: bool = True
 
 
 @dataclass

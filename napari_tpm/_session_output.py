@@ -47,6 +47,7 @@ class SessionOutputs:
     _best: np.ndarray | None
     _normalised: np.ndarray | None
     _paint_footprints: dict[int, Footprint]
+    _body_boxes: dict[int, dict[int, tuple[float, float, float, float]]]
     _tip_cache: float | None  # the tip shift of the current scores (None: not measured yet)
     _tip_labels: tuple[float, np.ndarray] | None  # (prior, labels) that measurement made
     bootstrapped: bool
@@ -251,6 +252,7 @@ class SessionOutputs:
                 target=self._paint_footprints,
                 pixel_area_mm2=area,
                 score=self._score,
+                boxes=self._body_boxes.setdefault(s.axis, {}),
             )
         clean_3d(
             view,

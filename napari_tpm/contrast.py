@@ -68,17 +68,27 @@ SCORE_WEIGHT = 0.15
 
 @dataclass(frozen=True)
 class Footprint:
-    """Where and how large a class is on its widest slice.
+    """Where and how large a class is on one slice: its widest, or the painted one.
 
     Attributes:
         area_mm2: its area on that slice.
         position: (row, column) of its centroid relative to the body's box, each in [-1, 1].
         height: that slice's index over the last index (0 first slice, 1 last).
+        widest: for a paint's footprint, whether the painted slice is taken as the organ's
+            widest, so that a result is compared on its own widest slice. False when one slice
+            shows several painted classes: it is the widest of at most one of them (often the
+            tip of the liver or the spleen), and a result is then compared on whichever of
+            its slices fits the paint best (:func:`footprint_penalty`).
     """
 
     area_mm2: float
     position: tuple[float, float]
     height: float
+    widest: bool = True
+
+
+#: a result's footprint: on its widest slice, or one per slice it covers (see Footprint.widest)
+Found = Footprint | tuple[Footprint, ...]
 
 
 def doubt_message(label: int, fit: float | None = None) -> str:
@@ -179,7 +189,11 @@ def footprints(
     image: np.ndarray,
     values: Sequence[int],
     pixel_area_mm2: float,
-) -> dict[int, Footprint]:
+    *,
+    widest: bool = True,
+    every_slice: bool = False,
+    boxes: dict[int, tuple[float, float, float, float]] | None = None,
+) -> dict[int, Found]:
     """The :class:`Footprint` of each of ``values`` found in ``labels``.
 
     Args:
@@ -187,37 +201,65 @@ def footprints(
         image: (n, H, W) the matching (normalised) image, for the body's box.
         values: the classes to describe; one that ``labels`` does not hold is left out.
         pixel_area_mm2: the area of one pixel of a slice.
+        widest: the footprints' :attr:`Footprint.widest` (for a paint's footprint).
+        every_slice: give a result's footprint on each slice it covers (a tuple, slice
+            order), not only on its widest: what a paint with ``widest=False`` is compared to.
+        boxes: a memo of the body's box per slice index of ``image`` (filled as needed), so
+            that repeated calls on one volume find each slice's body once.
     """
     if labels.shape != image.shape or labels.ndim != 3:
         raise ValueError(f"labels {labels.shape} and image {image.shape} must be one 3D shape")
-    out: dict[int, Footprint] = {}
+    boxes = {} if boxes is None else boxes
+    out: dict[int, Found] = {}
     for v in values:
         mask = labels == v
         areas = mask.sum(axis=(1, 2))
         if not areas.any():
             continue
-        z = int(areas.argmax())
-        ys, xs = np.nonzero(mask[z])
-        out[int(v)] = _footprint(ys, xs, z, image, pixel_area_mm2)
+        zs = np.flatnonzero(areas) if every_slice else [int(areas.argmax())]
+        found = []
+        for z in zs:
+            ys, xs = np.nonzero(mask[z])
+            found.append(_footprint(ys, xs, int(z), image, pixel_area_mm2, boxes, widest))
+        out[int(v)] = tuple(found) if every_slice else found[0]
     return out
 
 
 def _footprint(
-    ys: np.ndarray, xs: np.ndarray, z: int, image: np.ndarray, pixel_area_mm2: float
+    ys: np.ndarray,
+    xs: np.ndarray,
+    z: int,
+    image: np.ndarray,
+    pixel_area_mm2: float,
+    boxes: dict[int, tuple[float, float, float, float]],
+    widest: bool = True,
 ) -> Footprint:
     """The :class:`Footprint` of the pixels ``(ys, xs)`` of slice ``z`` of ``image`` (n, H, W):
-    their area, their centroid in the body's box, the slice's relative height."""
-    y0, y1, x0, x1 = _body_box(np.asarray(image[z], dtype=np.float32))
+    their area, their centroid in the body's box (memo ``boxes``), the slice's relative
+    height."""
+    if z not in boxes:
+        boxes[z] = _body_box(np.asarray(image[z], dtype=np.float32))
+    y0, y1, x0, x1 = boxes[z]
     row = (2 * ys.mean() - y0 - y1) / max(y1 - y0, 1.0)
     col = (2 * xs.mean() - x0 - x1) / max(x1 - x0, 1.0)
     height = z / max(image.shape[0] - 1, 1)
-    return Footprint(float(ys.size * pixel_area_mm2), (float(row), float(col)), height)
+    return Footprint(float(ys.size * pixel_area_mm2), (float(row), float(col)), height, widest)
 
 
-def footprint_penalty(support: Footprint, result: Footprint | None) -> float:
-    """How far ``result`` is from the painted ``support`` (0: same size, place and height)."""
+def footprint_penalty(support: Footprint, result: Found | None) -> float:
+    """How far ``result`` is from the painted ``support`` (0: same size, place and height).
+
+    ``result`` given slice by slice (a tuple) is as far as its best-fitting slice: that is the
+    comparison for a painted slice that need not be the organ's widest
+    (``support.widest`` False). On the tuning volumes' every ordered CHAOS pair, with all four
+    organs painted on one slice, it lifted the mean Dice from 0.448 to 0.550; for one organ
+    painted on its middle slice it lowered it (0.681 to 0.646), so one organ is compared on
+    the result's widest slice.
+    """
     if result is None:
         return MISSING_PENALTY
+    if not isinstance(result, Footprint):
+        return min((footprint_penalty(support, f) for f in result), default=MISSING_PENALTY)
     size = abs(np.log(max(result.area_mm2, 1e-6) / max(support.area_mm2, 1e-6)))
     place = float(np.hypot(*np.subtract(result.position, support.position)))
     height = min(abs(result.height - support.height), 1.0)
@@ -226,7 +268,7 @@ def footprint_penalty(support: Footprint, result: Footprint | None) -> float:
 
 def fit_score(
     support: dict[int, Footprint],
-    result: dict[int, Footprint],
+    result: dict[int, Found],
     agreement: float,
     unchanged: bool,
 ) -> float:
@@ -249,6 +291,7 @@ def keep_fitting_component(
     *,
     score: np.ndarray | None = None,
     candidates: int = 8,
+    boxes: dict[int, tuple[float, float, float, float]] | None = None,
 ) -> np.ndarray:
     """Keep, per class of ``target``, the 3D component whose footprint fits the paint best.
 
@@ -266,11 +309,13 @@ def keep_fitting_component(
         score: (n, H, W) log-odds of each voxel's best class; a region's mean counts for it
             (:data:`SCORE_WEIGHT`), as the look-alike neighbour matches the prototypes less
             well than the organ does.
+        boxes: a memo of the body's box per slice of ``image`` (see :func:`footprints`).
 
     Returns:
         A new array like ``labels``.
     """
     out = np.array(labels, copy=True)
+    boxes = {} if boxes is None else boxes
     for v, want in target.items():
         mask = labels == v
         box = bounding_box(mask)
@@ -285,7 +330,9 @@ def keep_fitting_component(
         if sizes.size <= 1:
             continue
         order = [int(i) for i in np.argsort(sizes)[::-1][:candidates] + 1]
-        found = _piece_footprints(pieces, box, image, order, pixel_area_mm2)
+        found = _piece_footprints(
+            pieces, box, image, order, pixel_area_mm2, boxes, every_slice=not want.widest
+        )
         cost = {i: footprint_penalty(want, found.get(i)) for i in order}
         if score is not None and SCORE_WEIGHT:
             sums = np.bincount(pieces.ravel(), weights=score[box].ravel().astype(np.float64))
@@ -302,18 +349,25 @@ def _piece_footprints(
     image: np.ndarray,
     order: Sequence[int],
     pixel_area_mm2: float,
-) -> dict[int, Footprint]:
+    boxes: dict[int, tuple[float, float, float, float]] | None = None,
+    *,
+    every_slice: bool = False,
+) -> dict[int, Found]:
     """:func:`footprints` of the regions ``order`` of ``pieces``, a crop at ``box`` of the
     volume ``image`` shows: one pass counts every region's area on every slice."""
+    boxes = {} if boxes is None else boxes
     z0, y0, x0 = (b.start for b in box)
     n = int(pieces.max()) + 1
     slice_of = np.arange(pieces.shape[0], dtype=np.int64)[:, None, None]
     areas = np.bincount((slice_of * n + pieces).ravel(), minlength=pieces.shape[0] * n)
     areas = areas.reshape(pieces.shape[0], n)
-    out: dict[int, Footprint] = {}
+    out: dict[int, Found] = {}
     for i in order:
-        z = int(areas[:, i].argmax())
-        ys, xs = np.nonzero(pieces[z] == i)
-        # the whole volume's pixel and slice indices, as footprints() has them
-        out[i] = _footprint(ys + y0, xs + x0, z0 + z, image, pixel_area_mm2)
+        zs = np.flatnonzero(areas[:, i]) if every_slice else [int(areas[:, i].argmax())]
+        found = []
+        for z in zs:
+            ys, xs = np.nonzero(pieces[z] == i)
+            # the whole volume's pixel and slice indices, as footprints() has them
+            found.append(_footprint(ys + y0, xs + x0, z0 + int(z), image, pixel_area_mm2, boxes))
+        out[i] = tuple(found) if every_slice else found[0]
     return out

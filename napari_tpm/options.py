@@ -92,7 +92,9 @@ class SegmentOptions:
         classes_apart: with several classes painted on another volume and ``bootstrap``, find
             each class by itself first (its own contrast search and region), then segment them
             jointly from their results on this scan: another patient's joint first pass lets
-            one class's look-alikes take the others' place.
+            one class's look-alikes take the others' place. Each class's results are then
+            compared with its paint on their best-fitting slice, not their widest
+            (:attr:`napari_tpm.contrast.Footprint.widest`).
     """
 
     connected: bool = True

@@ -108,6 +108,9 @@ class SegmentationSession(SessionOutputs, ContrastSearch, ScoringSteps):
         self._spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)
         self._modality = "auto"
         self._views: dict[int, _Volume] = {}
+        #: the body's box per slice axis and slice of the normalised query, found as the
+        #: footprints of another volume's paint need them (contrast.footprints' memo)
+        self._body_boxes: dict[int, dict[int, tuple[float, float, float, float]]] = {}
         self._support: _Support | None = None
         self._prototypes: list[tuple[torch.Tensor, torch.Tensor]] = []
         self._negative: tuple[torch.Tensor, torch.Tensor] | None = None
@@ -143,6 +146,7 @@ class SegmentationSession(SessionOutputs, ContrastSearch, ScoringSteps):
         model.encoder.to(self.device).eval()
         self.model = model
         self._views.clear()
+        self._body_boxes.clear()
         self._normalised = None  # the new model may scale intensities differently
         self._reset_support()
 
@@ -200,6 +204,7 @@ class SegmentationSession(SessionOutputs, ContrastSearch, ScoringSteps):
         self._spacing = spacing
         self._modality = modality
         self._views.clear()
+        self._body_boxes.clear()
         self._normalised: np.ndarray | None = None
         self._reset_support()
 
@@ -324,6 +329,7 @@ class SegmentationSession(SessionOutputs, ContrastSearch, ScoringSteps):
                     np.moveaxis(snorm, axis, 0),
                     parsed.values,
                     pixel_area(sspacing, axis),
+                    widest=job.paint_widest,
                 )
         self._encode(sview, sidx)
         feats = sview.features[torch.from_numpy(sidx)].float()  # (S, C, h, w)

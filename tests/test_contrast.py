@@ -13,6 +13,7 @@ from napari_tpm.contrast import (
     candidate_steps,
     describe_step,
     fit_score,
+    footprint_penalty,
     footprints,
     is_unchanged,
     keep_fitting_component,
@@ -213,8 +214,18 @@ def test_real_mr_kidney_from_another_patient(shared_data):
 
 
 @pytest.mark.parametrize("apart", [True, False])
-def test_several_classes_from_another_scan(apart):
+def test_several_classes_from_another_scan(apart, monkeypatch):
     """Liver and spleen painted on another phantom: each found alone first, then jointly."""
+    from napari_tpm import _session_contrast
+
+    compared = []  # (paint's widest flags, result given slice by slice) per fit_score call
+
+    def spy(target, found, *args, **kwargs):
+        flags = {f.widest for f in target.values()}
+        compared.append((flags, {isinstance(f, tuple) for f in found.values()}))
+        return fit_score(target, found, *args, **kwargs)
+
+    monkeypatch.setattr(_session_contrast, "fit_score", spy)
     query = make_phantom(shape=SHAPE, seed=3)
     other = make_phantom(shape=SHAPE, seed=11)
     both = np.isin(other.labels, (1, LIVER))
@@ -237,6 +248,10 @@ def test_several_classes_from_another_scan(apart):
     result = session.labels(None)
     for v in (1, LIVER):
         assert _dice(result == v, query.labels == v) > 0.7
+    # one slice painted with two organs is the widest of at most one: apart, each class's
+    # results are compared with its paint slice by slice; jointly, on their widest slices
+    assert compared
+    assert all(flags == {not apart} and kinds <= {apart} for flags, kinds in compared)
 
 
 def test_between_two_regions_that_fit_alike_the_better_matching_one_wins():
@@ -284,4 +299,44 @@ def test_region_footprints_from_the_class_box_match_the_whole_volume_ones():
     ids = [int(i) for i in np.unique(crop)[1:]]
     fast = contrast._piece_footprints(crop, box, image, ids, 0.8)
     assert fast == footprints(whole, image, ids, 0.8)
+    every = contrast._piece_footprints(crop, box, image, ids, 0.8, every_slice=True)
+    assert every == footprints(whole, image, ids, 0.8, every_slice=True)
     assert bounding_box(np.zeros((2, 3, 4), bool)) is None
+
+
+def test_every_slice_footprints_and_the_best_fitting_slice():
+    image = np.zeros((5, 64, 64), np.float32)
+    image[:, 8:56, 16:48] = 3.0
+    labels = np.zeros(image.shape, np.uint8)
+    labels[1, 10:14, 18:22] = 2
+    labels[3, 8:16, 16:24] = 2
+    boxes: dict = {}
+    each = footprints(labels, image, (2,), 0.5, every_slice=True, boxes=boxes)[2]
+    assert [f.height for f in each] == [0.25, 0.75] and set(boxes) == {1, 3}
+    assert each[1] == footprints(labels, image, (2,), 0.5)[2]  # the widest, as before
+    # a paint like slice 1's: as far as that slice when any slice may be compared ...
+    small = Footprint(each[0].area_mm2, each[0].position, 0.25, widest=False)
+    assert footprint_penalty(small, each) == pytest.approx(0.0)
+    assert footprint_penalty(small, each) < footprint_penalty(small, each[1])
+    assert footprint_penalty(small, ()) == MISSING_PENALTY
+    with pytest.raises(ValueError, match="3D shape"):
+        footprints(labels, image[:, :10], (2,), 1.0, every_slice=True)
+
+
+def test_a_painted_slice_that_is_not_the_widest_finds_the_organ_by_its_tip():
+    """With several classes on one slice, the slice may cut an organ near its end: the region
+    whose slice at the paint's height looks like the paint wins over a region of the painted
+    size at another height (the comparison on the widest slice picks that one)."""
+    image = np.zeros((11, 64, 64), np.float32)
+    image[:, 8:56, 8:56] = 3.0  # the body
+    labels = np.zeros(image.shape, np.uint8)
+    labels[2:7, 14:34, 14:34] = 1  # the organ: widest 20 x 20 ...
+    labels[1, 22:26, 22:26] = 1  # ... with a 4 x 4 tip on slice 1
+    labels[9:11, 22:26, 22:26] = 1  # a 4 x 4 look-alike at the same place, low in the scan
+    tip = footprints(labels[1:2], image[1:2], (1,), 1.0)[1]
+    paint = Footprint(16.0, tip.position, 0.1)  # the tip painted on another patient
+    out = keep_fitting_component(labels, image, {1: paint}, pixel_area_mm2=1.0)
+    assert out[10, 24, 24] == 1 and out[4, 20, 20] == 0  # widest slices: the look-alike
+    several = Footprint(16.0, tip.position, 0.1, widest=False)
+    out = keep_fitting_component(labels, image, {1: several}, pixel_area_mm2=1.0)
+    assert out[4, 20, 20] == 1 and out[10, 24, 24] == 0  # any slice: the organ's tip fits
