@@ -43,6 +43,27 @@ def adnetpp_labels(session: SegmentationSession, batch: int = 8) -> np.ndarray:
     return np.moveaxis(lut[out], 0, session.axis)
 
 
+def _segment_query(
+    session: SegmentationSession,
+    query: LoadedCase,
+    support: LoadedCase | None,
+    paint: np.ndarray,
+    options: Options,
+    **segment: Any,
+) -> None:
+    """``session`` on the query volume, segmented from ``paint`` on ``support`` (None: on the
+    query itself); ``segment`` goes to ``session.segment`` (e.g. the prototype count)."""
+    session.set_image(query.image, query.spacing, modality=options.modality)
+    drain(
+        session.segment(
+            paint,
+            support_image=None if support is None else support.image,
+            support_spacing=None if support is None else support.spacing,
+            **segment,
+        )
+    )
+
+
 def _product_entry(
     product: SegmentationSession,
     query: LoadedCase,
@@ -52,14 +73,7 @@ def _product_entry(
     per_class: Any,
 ) -> dict[str, Any]:
     """The product's labels from the same paint (its default prototype count), scored."""
-    product.set_image(query.image, query.spacing, modality=options.modality)
-    drain(
-        product.segment(
-            paint,
-            support_image=None if support is None else support.image,
-            support_spacing=None if support is None else support.spacing,
-        )
-    )
+    _segment_query(product, query, support, paint, options)
     return {
         "dice": per_class(product.labels(keep_paint=False)),
         "prior": clean(product.auto_prior()),
@@ -98,15 +112,7 @@ def evaluate_multiclass(
     z = most_labels_slice(src.labels, values, rng)
     paint = paint_slice(src.labels, z, values)
     painted = sorted(int(v) for v in np.unique(paint) if v)
-    session.set_image(query.image, query.spacing, modality=options.modality)
-    drain(
-        session.segment(
-            paint,
-            support_image=None if support is None else support.image,
-            support_spacing=None if support is None else support.spacing,
-            n_prototypes=1,
-        )
-    )
+    _segment_query(session, query, support, paint, options, n_prototypes=1)
     truth = query.labels
     base = {
         "kind": "multiclass",
