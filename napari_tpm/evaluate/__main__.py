@@ -89,8 +89,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--product",
         action="store_true",
-        help="add Table 1 rows for what the CLI and the dock write from the same support (the "
-        "session's default options, auto prior and post-processing); segments each case twice",
+        help="add rows to Table 1 and Table 2 for what the CLI and the dock write from the same "
+        "support (the session's default options, auto prior and post-processing); segments "
+        "each case twice",
     )
     p.add_argument(
         "--product-option",

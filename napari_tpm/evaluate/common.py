@@ -46,8 +46,8 @@ class Options:
             connected=False, refine=0, refine_atlas=0, bootstrap=False
         )
     )
-    #: the options of a second session for Table 1's "product" rows (``SegmentOptions()``:
-    #: what the CLI and the dock run); None: no such rows
+    #: the options of a second session for the "product" rows of Tables 1 and 2
+    #: (``SegmentOptions()``: what the CLI and the dock run); None: no such rows
     product: SegmentOptions | None = None
 
     def __post_init__(self) -> None:
