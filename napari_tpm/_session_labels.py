@@ -13,7 +13,7 @@ from collections.abc import Callable
 import numpy as np
 
 from napari_tpm._session_data import _apply_paint, _Support
-from napari_tpm.boundary import snap_to_intensity
+from napari_tpm.boundary import grow_to_edge, snap_to_intensity
 from napari_tpm.continuity import keep_continuous
 from napari_tpm.necks import cut_necks, neck_radius_mm
 from napari_tpm.options import SegmentOptions
@@ -78,7 +78,8 @@ def clean_3d(
     Keep the components connected to the paint (for another volume's support the one ``pick``
     chooses, else the largest one), cut thin necks into touching look-alike tissue
     (``options.neck``), snap the outline to the organ's intensity (``options.snap_mm``), keep
-    what stays connected, and keep what continues slice by slice from the paint
+    what stays connected, grow the outline through the edge's partial-volume pixels
+    (``options.halfway_edge``), and keep what continues slice by slice from the paint
     (``options.continuity``).
     ``spacing`` and ``image`` are the query's, in the user's axis order.
     """
@@ -108,6 +109,8 @@ def clean_3d(
         models = dict(zip(s.label_values, s.intensity, strict=True)) if s.intensity else None
         view[...] = snap_to_intensity(view, moved, spacing_first, models, band_mm=opts.snap_mm)
         view[...] = keep_connected(view, seeds)
+        if opts.halfway_edge:  # grows only, so what it adds stays connected
+            view[...] = grow_to_edge(view, moved, spacing_first, models, band_mm=opts.snap_mm)
     if opts.continuity > 0 and s.same_volume:
         _keep_continuous(view, seeds, s.label_values, opts.continuity, tuple(others))
 

@@ -9,6 +9,7 @@ first use for paint near an organ's end, a cache the scoring stages reset.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from functools import partial
 from typing import TYPE_CHECKING
 
@@ -50,6 +51,7 @@ class SessionOutputs:
     _body_boxes: dict[int, dict[int, tuple[float, float, float, float]]]
     _tip_cache: float | None  # the tip shift of the current scores (None: not measured yet)
     _tip_labels: tuple[float, np.ndarray] | None  # (prior, labels) that measurement made
+    _choosing: bool  # another volume's paint is being placed: intermediate results only
     bootstrapped: bool
 
     if TYPE_CHECKING:
@@ -254,13 +256,19 @@ class SessionOutputs:
                 score=self._score,
                 boxes=self._body_boxes.setdefault(s.axis, {}),
             )
+        # While another volume's paint is placed, results are compared and seed the second
+        # pass; those steps were chosen on the regions the model finds, and the outline's
+        # growth (a pixel or two) only moved near-tied choices. So it waits for the result.
+        options = self.options
+        if self._choosing and options.halfway_edge:
+            options = replace(options, halfway_edge=False)
         clean_3d(
             view,
             s,
             self._background_value,
             self._spacing,
             self._require_image(),
-            self.options,
+            options,
             pick,
         )
 

@@ -13,6 +13,14 @@ volume (:func:`intensity_model`), otherwise from the result's own core.
 
 Measured on the tuning volumes: same-scan Dice 0.828 -> 0.856 (BTCV CT), 0.771 -> 0.781
 (CHAOS MR) with a 3 mm band.
+
+A fixed tolerance still leaves the outline a pixel short: a pixel on the edge holds part organ,
+part surroundings, so its intensity lies between the two and often outside the organ's own
+spread, while manual labels include it. :func:`grow_to_edge` then takes the 50 % partial-volume
+rule of edge detection: a pixel just outside the result joins when its intensity is nearer the
+organ's median than the intensity of the tissue a few pixels further out, and only where that
+tissue differs from the organ by more than the tolerance (a real edge; against a look-alike
+neighbour nothing grows).
 """
 
 from __future__ import annotations
@@ -22,7 +30,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["intensity_model", "snap_to_intensity"]
+__all__ = ["grow_to_edge", "intensity_model", "snap_to_intensity"]
 
 
 def intensity_model(values: np.ndarray) -> tuple[float, float] | None:
@@ -111,4 +119,97 @@ def snap_to_intensity(
         view = out[box]
         view[band & mask & ~like] = 0
         view[band & like & (view == 0)] = value
+    return out
+
+
+def _local_outside(smooth: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean intensity of the tissue 2-4 pixels outside ``mask``, near each pixel, in plane.
+
+    A normalised box average (7 x 7 pixels) over that shell: each outline pixel is compared
+    with what lies beyond it on its own side (fat on one side of a kidney, liver on the
+    other), not with one value for the whole organ. Box filters are separable and cost the
+    same whatever their size. Also returns where the shell is near enough to be used.
+    """
+    near = ndimage.maximum_filter(mask, size=(1, 3, 3), mode="constant", cval=False)
+    shell = ndimage.maximum_filter(mask, size=(1, 9, 9), mode="constant", cval=False) & ~near
+    weight = ndimage.uniform_filter(shell.astype(np.float32), (1, 7, 7), mode="constant")
+    total = ndimage.uniform_filter(np.where(shell, smooth, 0).astype(np.float32), (1, 7, 7))
+    ok = weight > 1e-3
+    return total / np.maximum(weight, 1e-6), ok
+
+
+def grow_to_edge(
+    labels: np.ndarray,
+    image: np.ndarray,
+    spacing: Sequence[float],
+    models: Mapping[int, tuple[float, float] | None] | None = None,
+    *,
+    band_mm: float = 3.0,
+    tolerance: float = 2.5,
+    smooth_px: float = 0.7,
+) -> np.ndarray:
+    """Grow each value's outline, in plane, through the edge's partial-volume pixels.
+
+    Ring by ring, up to ``band_mm`` out (at least one ring), an unlabelled pixel next to the
+    value joins it when its lightly smoothed intensity is at least halfway from the
+    surrounding tissue's intensity (:func:`_local_outside`) to the organ's median, and that
+    tissue differs from the median by more than ``tolerance`` robust sigmas. The ring is in
+    pixels because partial volume is a pixel-sized effect; the band keeps it to the outline.
+
+    Args:
+        labels: integer volume, slice axis first.
+        image: the raw image on the same grid.
+        spacing: voxel size in mm per axis of ``labels``.
+        models: (median, sigma) per label value, as for :func:`snap_to_intensity`; a value
+            missing or None takes the model of its own core.
+        band_mm: how far out the outline may move, in plane.
+        tolerance: the contrast, in robust sigmas, that makes an edge.
+        smooth_px: in-plane Gaussian smoothing of the intensity before the test (noise).
+
+    Returns:
+        A new label array; pixels only ever join a value, and a pixel another value holds is
+        never taken.
+    """
+    labels = np.asarray(labels)
+    image = np.asarray(image)
+    if labels.shape != image.shape or labels.ndim != 3:
+        raise ValueError(f"labels {labels.shape} and image {image.shape} must be one 3-D grid")
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"labels must be an integer array, got {labels.dtype}")
+    if len(spacing) != 3 or min(spacing) <= 0:
+        raise ValueError(f"spacing must be 3 positive numbers, got {tuple(spacing)}")
+    if band_mm < 0 or tolerance <= 0:
+        raise ValueError("band_mm must be >= 0 and tolerance > 0")
+    out = np.array(labels, copy=True)
+    rings = max(1, round(band_mm / min(spacing[1:]))) if band_mm > 0 else 0
+    boxes = ndimage.find_objects(labels) if rings and labels.min(initial=0) >= 0 else []
+    pad = rings + 6  # the rings and the shell beyond them
+    for value, box in enumerate(boxes, start=1):
+        if box is None:
+            continue
+        box = (
+            box[0],
+            *(
+                slice(max(b.start - pad, 0), min(b.stop + pad, n))
+                for b, n in zip(box[1:], labels.shape[1:], strict=True)
+            ),
+        )
+        view = out[box]
+        mask = view == value
+        inner = ndimage.minimum_filter(mask, size=_square(band_mm, spacing), mode="constant")
+        model = (models or {}).get(value) or intensity_model(image[box][inner])
+        if model is None:
+            continue
+        median, sigma = model
+        smooth = ndimage.gaussian_filter(image[box].astype(np.float32), (0, smooth_px, smooth_px))
+        for _ in range(rings):
+            outside, ok = _local_outside(smooth, mask)
+            edge = np.abs(outside - median) > tolerance * sigma
+            ring = ndimage.maximum_filter(mask, size=(1, 3, 3), mode="constant", cval=False)
+            ring &= ~mask & (view == 0) & ok & edge
+            ring &= np.abs(smooth - median) <= 0.5 * np.abs(outside - median)
+            if not ring.any():
+                break
+            mask |= ring
+            view[ring] = value
     return out

@@ -66,6 +66,11 @@ class SegmentOptions:
             outline by the organ's intensity at native resolution (0: off); the scores'
             stride blur otherwise leaves the result a pixel or two small
             (:mod:`napari_tpm.boundary`).
+        halfway_edge: with ``snap_mm``, then grow the outline through the edge's
+            partial-volume pixels, up to ``snap_mm`` out: a pixel joins when its intensity is
+            nearer the organ's than that of the tissue just beyond it, where that tissue makes
+            a real edge (``napari_tpm.boundary.grow_to_edge``). Manual labels include the
+            edge pixels; the snap's fixed tolerance left them out.
         continuity: with ``connected`` and paint on this volume, walk outward from the
             painted slices; past the organ's widest slice, keep a 2D piece of a slice's result
             whole only when at least this fraction of it lies on the previous slice's result,
@@ -111,6 +116,7 @@ class SegmentOptions:
     neck: float = 0.25
     hard_negatives: bool = False
     snap_mm: float = 3.0
+    halfway_edge: bool = True
     continuity: float = 0.7
     tip_shift: float = 1.0
     bootstrap: bool = True

@@ -122,6 +122,7 @@ class SegmentationSession(SessionOutputs, ContrastSearch, ScoringSteps):
         #: (``options.bootstrap``); the support is then that pseudo-paint on this volume
         self.bootstrapped = False
         self._second_pass = False  # a second pass from pseudo-paint is running
+        self._choosing = False  # another volume's paint is being placed (_place_other_paint)
         #: per label value, the change to another volume's painted intensities that the last
         #: segment() chose (``options.contrast_search``; :func:`napari_tpm.contrast.describe_step`)
         self.contrast_steps: dict[int, tuple[str, float]] = {}
@@ -293,13 +294,28 @@ class SegmentationSession(SessionOutputs, ContrastSearch, ScoringSteps):
         sspacing = self._spacing if own else tuple(support_spacing)
         job = _Job(paint, parsed, other, sspacing, k, background_label)
         if not same_volume and self.options.bootstrap:
-            if len(parsed.values) > 1 and self.options.classes_apart:
+            yield from self._place_other_paint(job)
+            return
+        yield from self._run(job, bootstrap=False)
+
+    def _place_other_paint(self, job: _Job) -> Iterator[Progress]:
+        """Another volume's paint: first result, second pass, and the searches that choose.
+
+        While it runs, ``labels()`` leaves out the outline's halfway growth
+        (``options.halfway_edge``): the searches compare, and the second pass starts from, the
+        regions the model found. The result the caller reads afterwards has it.
+        """
+        self._choosing = True
+        try:
+            if len(job.parsed.values) > 1 and self.options.classes_apart:
                 yield from self._segment_classes_apart(job)
-                return
-            if self.options.contrast_search:
+            elif self.options.contrast_search:
                 yield from self._search_contrast(job)
-                return
-        yield from self._run(job, bootstrap=not same_volume and self.options.bootstrap)
+            else:
+                yield from self._run(job, bootstrap=True)
+        finally:
+            self._choosing = False
+            self._tip_labels = None  # labels cached while choosing lack the growth
 
     def _run(self, job: _Job, *, bootstrap: bool) -> Iterator[Progress]:
         """One segmentation from checked paint: support, prototypes, scores, clean-up.

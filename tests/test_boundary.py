@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_tpm.boundary import intensity_model, snap_to_intensity
+from napari_tpm.boundary import grow_to_edge, intensity_model, snap_to_intensity
 
 
 def _scene(seed: int = 0):
@@ -67,3 +67,51 @@ def test_intensity_model_and_errors():
         snap_to_intensity(lab, image, (1, 1))
     with pytest.raises(ValueError, match="band_mm"):
         snap_to_intensity(lab, image, (1, 1, 1), band_mm=-1)
+
+
+def _partial_volume_scene():
+    """A disc of 100 on 0 whose edge pixels hold about 75 % organ (partial volume), labelled in.
+
+    Its edge pixels lie far outside the organ's own spread (sigma 3), so a fixed tolerance
+    leaves them out, as the snap does; manual labels include them.
+    """
+    yy, xx = np.mgrid[:64, :64]
+    r = np.hypot(yy - 32, xx - 32)
+    truth = np.repeat((r <= 15.5)[None], 4, axis=0)
+    edge = np.repeat(((r > 14.5) & (r <= 15.5))[None], 4, axis=0)
+    rng = np.random.default_rng(1)
+    image = np.where(truth, 100.0, 0.0) + rng.normal(0, 3, truth.shape)
+    image[edge] = 75.0 + rng.normal(0, 3, int(edge.sum()))
+    core = np.repeat((r <= 14.5)[None], 4, axis=0)
+    return truth, core, image.astype(np.float32)
+
+
+def test_grow_to_edge_takes_the_partial_volume_ring():
+    truth, core, image = _partial_volume_scene()
+    labels = core.astype(np.uint8)
+    ring = truth & ~core
+    snapped = snap_to_intensity(labels, image, (3, 1, 1), {1: (100.0, 3.0)})
+    assert (snapped[ring] == 1).mean() < 0.1  # the fixed tolerance leaves the edge out
+    out = grow_to_edge(labels, image, (3.0, 1.0, 1.0), {1: (100.0, 3.0)}, band_mm=3.0)
+    assert (out[ring] == 1).mean() > 0.95  # the edge ring joined
+    assert not out[~truth].any()  # and nothing beyond it: the background is the far side
+    assert labels.max() == 1 and (labels == core).all()  # input untouched
+
+
+def test_grow_to_edge_stops_at_a_look_alike_and_at_other_labels():
+    truth, core, image = _partial_volume_scene()
+    image[:, 8:57, 47:] = 100.0  # a broad touching neighbour as bright as the organ
+    labels = core.astype(np.uint8)
+    labels[:, 20:24, 15:18] = 2  # another structure in the ring on the left side
+    out = grow_to_edge(labels, image, (3.0, 1.0, 1.0), {1: (100.0, 3.0)}, band_mm=3.0)
+    assert not (out == 1)[:, 28:37, 47:].any()  # no growth into the look-alike
+    assert (out[labels == 2] == 2).all()
+    left = truth & ~core
+    left[:, :, 32:] = False
+    left &= labels == 0
+    assert (out[left] == 1).mean() > 0.9  # where the edge is real it still grows
+    assert (grow_to_edge(labels, image, (3, 1, 1), band_mm=0.0) == labels).all()
+    with pytest.raises(ValueError, match="integer"):
+        grow_to_edge(labels.astype(float), image, (1, 1, 1))
+    with pytest.raises(ValueError, match="band_mm"):
+        grow_to_edge(labels, image, (1, 1, 1), tolerance=0)

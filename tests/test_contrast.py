@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from napari_tpm.boundary import grow_to_edge
 from napari_tpm.contrast import (
     DOUBTFUL_FIT,
     MISSING_PENALTY,
@@ -340,3 +341,35 @@ def test_a_painted_slice_that_is_not_the_widest_finds_the_organ_by_its_tip():
     several = Footprint(16.0, tip.position, 0.1, widest=False)
     out = keep_fitting_component(labels, image, {1: several}, pixel_area_mm2=1.0)
     assert out[4, 20, 20] == 1 and out[10, 24, 24] == 0  # any slice: the organ's tip fits
+
+
+@pytest.mark.parametrize("search", [True, False])
+def test_the_outline_growth_waits_for_the_result(search, monkeypatch):
+    """Placing another scan's paint compares regions without the halfway growth; the result
+    the caller reads has it (``SegmentOptions.halfway_edge``)."""
+    from napari_tpm import _session_labels
+
+    grown = []
+
+    def spy(*args, **kwargs):
+        grown.append(1)
+        return grow_to_edge(*args, **kwargs)
+
+    monkeypatch.setattr(_session_labels, "grow_to_edge", spy)
+    query = make_phantom(shape=SHAPE, seed=3)
+    other = make_phantom(shape=SHAPE, seed=11)
+    session = SegmentationSession(
+        "filterbank", device="cpu", options=SegmentOptions(contrast_search=search)
+    )
+    session.set_image(query.image, query.spacing)
+    for _ in session.segment(_liver_paint(other), support_image=other.image):
+        pass
+    assert session.bootstrapped and grown == []
+    result = session.labels(None)
+    assert grown and _dice(result, query.labels == LIVER) > 0.8
+    # paint on this volume: every labels() call grows, the tip shift's measurement too
+    grown.clear()
+    for _ in session.segment(_liver_paint(query)):
+        pass
+    session.labels(None)
+    assert grown
