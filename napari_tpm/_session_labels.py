@@ -95,6 +95,7 @@ def clean_3d(
     box = bounding_box(view, margin=(1, *(int(opts.snap_mm / sp) + 2 for sp in others)))
     if box is None:
         return
+    blocked = _strokes(view.shape, s, background)
     view, seeds = view[box], seeds[box]  # what follows works near the result only
     spacing_first = (spacing[s.axis], *others)
     own_seeds = seeds if s.same_volume else None
@@ -110,9 +111,32 @@ def clean_3d(
         view[...] = snap_to_intensity(view, moved, spacing_first, models, band_mm=opts.snap_mm)
         view[...] = keep_connected(view, seeds)
         if opts.halfway_edge:  # grows only, so what it adds stays connected
-            view[...] = grow_to_edge(view, moved, spacing_first, models, band_mm=opts.snap_mm)
+            view[...] = grow_to_edge(
+                view,
+                moved,
+                spacing_first,
+                models,
+                band_mm=opts.snap_mm,
+                blocked=None if blocked is None else blocked[box],
+            )
     if opts.continuity > 0 and s.same_volume:
         _keep_continuous(view, seeds, s.label_values, opts.continuity, tuple(others))
+
+
+def _strokes(
+    shape: tuple[int, ...], support: _Support, background: int | None
+) -> np.ndarray | None:
+    """Where background strokes lie (slice axis first), or None without any.
+
+    Growth by intensity must not take what the user marked as not the organ, even where the
+    paint is not written back (``labels(keep_paint=False)``).
+    """
+    if background is None or not support.same_volume:
+        return None
+    out = np.zeros(shape, dtype=bool)
+    for i, plane in support.masks_native.items():
+        out[i] = plane == background
+    return out if out.any() else None
 
 
 def _keep_continuous(

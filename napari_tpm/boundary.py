@@ -147,6 +147,7 @@ def grow_to_edge(
     band_mm: float = 3.0,
     tolerance: float = 2.5,
     smooth_px: float = 0.7,
+    blocked: np.ndarray | None = None,
 ) -> np.ndarray:
     """Grow each value's outline, in plane, through the edge's partial-volume pixels.
 
@@ -165,6 +166,7 @@ def grow_to_edge(
         band_mm: how far out the outline may move, in plane.
         tolerance: the contrast, in robust sigmas, that makes an edge.
         smooth_px: in-plane Gaussian smoothing of the intensity before the test (noise).
+        blocked: pixels never taken (the user's background strokes), on the same grid.
 
     Returns:
         A new label array; pixels only ever join a value, and a pixel another value holds is
@@ -180,6 +182,8 @@ def grow_to_edge(
         raise ValueError(f"spacing must be 3 positive numbers, got {tuple(spacing)}")
     if band_mm < 0 or tolerance <= 0:
         raise ValueError("band_mm must be >= 0 and tolerance > 0")
+    if blocked is not None and np.shape(blocked) != labels.shape:
+        raise ValueError(f"blocked {np.shape(blocked)} must match labels {labels.shape}")
     out = np.array(labels, copy=True)
     rings = max(1, round(band_mm / min(spacing[1:]))) if band_mm > 0 else 0
     boxes = ndimage.find_objects(labels) if rings and labels.min(initial=0) >= 0 else []
@@ -207,6 +211,8 @@ def grow_to_edge(
             edge = np.abs(outside - median) > tolerance * sigma
             ring = ndimage.maximum_filter(mask, size=(1, 3, 3), mode="constant", cval=False)
             ring &= ~mask & (view == 0) & ok & edge
+            if blocked is not None:
+                ring &= ~blocked[box]
             ring &= np.abs(smooth - median) <= 0.5 * np.abs(outside - median)
             if not ring.any():
                 break

@@ -111,6 +111,13 @@ def test_grow_to_edge_stops_at_a_look_alike_and_at_other_labels():
     left &= labels == 0
     assert (out[left] == 1).mean() > 0.9  # where the edge is real it still grows
     assert (grow_to_edge(labels, image, (3, 1, 1), band_mm=0.0) == labels).all()
+    strokes = np.zeros(labels.shape, bool)
+    strokes[:, 40:, :] = True  # the user's background strokes over the lower part
+    kept_out = grow_to_edge(labels, image, (3, 1, 1), {1: (100.0, 3.0)}, blocked=strokes)
+    assert not ((kept_out == 1) & (labels != 1) & strokes).any()
+    assert ((kept_out == 1) & (labels != 1) & ~strokes).any()
+    with pytest.raises(ValueError, match="blocked"):
+        grow_to_edge(labels, image, (3, 1, 1), blocked=strokes[0])
     with pytest.raises(ValueError, match="integer"):
         grow_to_edge(labels.astype(float), image, (1, 1, 1))
     with pytest.raises(ValueError, match="band_mm"):
