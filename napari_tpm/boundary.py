@@ -54,6 +54,27 @@ def _square(radius_mm: float, spacing: Sequence[float]) -> tuple[int, int, int]:
     return (1, 2 * half[0] + 1, 2 * half[1] + 1)
 
 
+def _checked(
+    labels: np.ndarray,
+    image: np.ndarray,
+    spacing: Sequence[float],
+    band_mm: float,
+    tolerance: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``labels`` and ``image`` as arrays, after the checks both outline steps share."""
+    labels = np.asarray(labels)
+    image = np.asarray(image)
+    if labels.shape != image.shape or labels.ndim != 3:
+        raise ValueError(f"labels {labels.shape} and image {image.shape} must be one 3-D grid")
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"labels must be an integer array, got {labels.dtype}")
+    if len(spacing) != 3 or min(spacing) <= 0:
+        raise ValueError(f"spacing must be 3 positive numbers, got {tuple(spacing)}")
+    if band_mm < 0 or tolerance <= 0:
+        raise ValueError("band_mm must be >= 0 and tolerance > 0")
+    return labels, image
+
+
 def snap_to_intensity(
     labels: np.ndarray,
     image: np.ndarray,
@@ -81,16 +102,7 @@ def snap_to_intensity(
         look like it become 0, and unlabelled band pixels that do become the value (a pixel
         another value holds is never taken).
     """
-    labels = np.asarray(labels)
-    image = np.asarray(image)
-    if labels.shape != image.shape or labels.ndim != 3:
-        raise ValueError(f"labels {labels.shape} and image {image.shape} must be one 3-D grid")
-    if not np.issubdtype(labels.dtype, np.integer):
-        raise ValueError(f"labels must be an integer array, got {labels.dtype}")
-    if len(spacing) != 3 or min(spacing) <= 0:
-        raise ValueError(f"spacing must be 3 positive numbers, got {tuple(spacing)}")
-    if band_mm < 0 or tolerance <= 0:
-        raise ValueError("band_mm must be >= 0 and tolerance > 0")
+    labels, image = _checked(labels, image, spacing, band_mm, tolerance)
     size = _square(band_mm, spacing)
     r = ((size[1] - 1) // 2, (size[2] - 1) // 2)
     out = np.array(labels, copy=True)
@@ -172,16 +184,7 @@ def grow_to_edge(
         A new label array; pixels only ever join a value, and a pixel another value holds is
         never taken.
     """
-    labels = np.asarray(labels)
-    image = np.asarray(image)
-    if labels.shape != image.shape or labels.ndim != 3:
-        raise ValueError(f"labels {labels.shape} and image {image.shape} must be one 3-D grid")
-    if not np.issubdtype(labels.dtype, np.integer):
-        raise ValueError(f"labels must be an integer array, got {labels.dtype}")
-    if len(spacing) != 3 or min(spacing) <= 0:
-        raise ValueError(f"spacing must be 3 positive numbers, got {tuple(spacing)}")
-    if band_mm < 0 or tolerance <= 0:
-        raise ValueError("band_mm must be >= 0 and tolerance > 0")
+    labels, image = _checked(labels, image, spacing, band_mm, tolerance)
     if blocked is not None and np.shape(blocked) != labels.shape:
         raise ValueError(f"blocked {np.shape(blocked)} must match labels {labels.shape}")
     out = np.array(labels, copy=True)
