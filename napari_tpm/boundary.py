@@ -139,20 +139,49 @@ def snap_to_intensity(
     return out
 
 
-def _local_outside(smooth: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean intensity of the tissue 2-4 pixels outside ``mask``, near each pixel, in plane.
+def _local_outside(
+    smooth: np.ndarray, mask: np.ndarray, near: np.ndarray, at: tuple[np.ndarray, ...]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Mean intensity of the tissue 2-4 pixels outside ``mask`` (2-D), at the pixels ``at``.
 
     A normalised box average (7 x 7 pixels) over that shell: each outline pixel is compared
     with what lies beyond it on its own side (fat on one side of a kidney, liver on the
     other), not with one value for the whole organ. Box filters are separable and cost the
-    same whatever their size. Also returns where the shell is near enough to be used.
+    same whatever their size. ``near`` is ``mask`` grown by one pixel. Also returns where the
+    shell is near enough to be used.
     """
-    near = ndimage.maximum_filter(mask, size=(1, 3, 3), mode="constant", cval=False)
-    shell = ndimage.maximum_filter(mask, size=(1, 9, 9), mode="constant", cval=False) & ~near
-    weight = ndimage.uniform_filter(shell.astype(np.float32), (1, 7, 7), mode="constant")
-    total = ndimage.uniform_filter(np.where(shell, smooth, 0).astype(np.float32), (1, 7, 7))
-    ok = weight > 1e-3
-    return total / np.maximum(weight, 1e-6), ok
+    shell = ndimage.maximum_filter(mask, size=9, mode="constant", cval=False) & ~near
+    weight = ndimage.uniform_filter(shell.astype(np.float32), 7, mode="constant")[at]
+    total = ndimage.uniform_filter(np.where(shell, smooth, 0).astype(np.float32), 7)[at]
+    return total / np.maximum(weight, 1e-6), weight > 1e-3
+
+
+def _grow_plane(
+    view: np.ndarray,
+    smooth: np.ndarray,
+    free: np.ndarray,
+    value: int,
+    model: tuple[float, float],
+    tolerance: float,
+    rings: int,
+) -> None:
+    """:func:`grow_to_edge` on one slice's crop ``view``, in place (``free``: may be taken)."""
+    median, sigma = model
+    mask = view == value
+    for _ in range(rings):
+        near = ndimage.maximum_filter(mask, size=3, mode="constant", cval=False)
+        at = np.nonzero(near & ~mask & free)  # the next ring's candidates
+        if not at[0].size:
+            return
+        outside, ok = _local_outside(smooth, mask, near, at)
+        gap = np.abs(outside - median)
+        take = ok & (gap > tolerance * sigma) & (np.abs(smooth[at] - median) <= 0.5 * gap)
+        if not take.any():
+            return
+        ring = tuple(i[take] for i in at)
+        mask[ring] = True
+        view[ring] = value
+        free[ring] = False
 
 
 def grow_to_edge(
@@ -207,24 +236,30 @@ def grow_to_edge(
                 for b, n in zip(box[1:], labels.shape[1:], strict=True)
             ),
         )
-        view = out[box]
-        mask = view == value
-        inner = ndimage.minimum_filter(mask, size=_square(band_mm, spacing), mode="constant")
-        model = (models or {}).get(value) or intensity_model(image[box][inner])
+        model = (models or {}).get(value)
+        if model is None:
+            core = ndimage.minimum_filter(
+                labels[box] == value, size=_square(band_mm, spacing), mode="constant"
+            )
+            model = intensity_model(image[box][core])
         if model is None:
             continue
-        median, sigma = model
-        smooth = ndimage.gaussian_filter(image[box].astype(np.float32), (0, smooth_px, smooth_px))
-        for _ in range(rings):
-            outside, ok = _local_outside(smooth, mask)
-            edge = np.abs(outside - median) > tolerance * sigma
-            ring = ndimage.maximum_filter(mask, size=(1, 3, 3), mode="constant", cval=False)
-            ring &= ~mask & (view == 0) & ok & edge
+        # slice by slice, each on its own crop: an organ's sections vary in size, and the
+        # filters then cover the section's box, not the whole organ's
+        for k in range(box[0].start, box[0].stop):
+            rows = np.flatnonzero((out[k] == value).any(axis=1))
+            if not rows.size:
+                continue
+            cols = np.flatnonzero((out[k] == value).any(axis=0))
+            crop = (
+                slice(max(rows[0] - pad, 0), min(rows[-1] + 1 + pad, labels.shape[1])),
+                slice(max(cols[0] - pad, 0), min(cols[-1] + 1 + pad, labels.shape[2])),
+            )
+            view = out[k][crop]
+            free = view == 0
             if blocked is not None:
-                ring &= ~blocked[box]
-            ring &= np.abs(smooth - median) <= 0.5 * np.abs(outside - median)
-            if not ring.any():
-                break
-            mask |= ring
-            view[ring] = value
+                free &= ~blocked[k][crop]
+            plane = image[k][crop].astype(np.float32)
+            smooth = ndimage.gaussian_filter(plane, smooth_px)
+            _grow_plane(view, smooth, free, value, model, tolerance, rings)
     return out
