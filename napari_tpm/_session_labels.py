@@ -95,7 +95,6 @@ def clean_3d(
     box = bounding_box(view, margin=(1, *(int(opts.snap_mm / sp) + 2 for sp in others)))
     if box is None:
         return
-    blocked = _strokes(view.shape, s, background)
     view, seeds = view[box], seeds[box]  # what follows works near the result only
     spacing_first = (spacing[s.axis], *others)
     own_seeds = seeds if s.same_volume else None
@@ -117,16 +116,16 @@ def clean_3d(
                 spacing_first,
                 models,
                 band_mm=opts.snap_mm,
-                blocked=None if blocked is None else blocked[box],
+                blocked=_strokes(box, view.shape, s, background),
             )
     if opts.continuity > 0 and s.same_volume:
         _keep_continuous(view, seeds, s.label_values, opts.continuity, tuple(others))
 
 
 def _strokes(
-    shape: tuple[int, ...], support: _Support, background: int | None
+    box: tuple[slice, ...], shape: tuple[int, ...], support: _Support, background: int | None
 ) -> np.ndarray | None:
-    """Where background strokes lie (slice axis first), or None without any.
+    """Where background strokes lie within ``box`` (slice axis first, of ``shape``), or None.
 
     Growth by intensity must not take what the user marked as not the organ, even where the
     paint is not written back (``labels(keep_paint=False)``).
@@ -135,7 +134,8 @@ def _strokes(
         return None
     out = np.zeros(shape, dtype=bool)
     for i, plane in support.masks_native.items():
-        out[i] = plane == background
+        if box[0].start <= i < box[0].stop:
+            out[i - box[0].start] = plane[box[1:]] == background
     return out if out.any() else None
 
 

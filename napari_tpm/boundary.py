@@ -165,7 +165,8 @@ def _grow_plane(
     tolerance: float,
     rings: int,
 ) -> None:
-    """:func:`grow_to_edge` on one slice's crop ``view``, in place (``free``: may be taken)."""
+    """:func:`grow_to_edge` on one slice's crop ``view``, in place (``free``: the pixels it
+    may take when they are next to the value)."""
     median, sigma = model
     mask = view == value
     for _ in range(rings):
@@ -181,7 +182,6 @@ def _grow_plane(
         ring = tuple(i[take] for i in at)
         mask[ring] = True
         view[ring] = value
-        free[ring] = False
 
 
 def grow_to_edge(
@@ -229,13 +229,6 @@ def grow_to_edge(
     for value, box in enumerate(boxes, start=1):
         if box is None:
             continue
-        box = (
-            box[0],
-            *(
-                slice(max(b.start - pad, 0), min(b.stop + pad, n))
-                for b, n in zip(box[1:], labels.shape[1:], strict=True)
-            ),
-        )
         model = (models or {}).get(value)
         if model is None:
             core = ndimage.minimum_filter(
@@ -247,10 +240,11 @@ def grow_to_edge(
         # slice by slice, each on its own crop: an organ's sections vary in size, and the
         # filters then cover the section's box, not the whole organ's
         for k in range(box[0].start, box[0].stop):
-            rows = np.flatnonzero((out[k] == value).any(axis=1))
+            section = out[k] == value
+            rows = np.flatnonzero(section.any(axis=1))
             if not rows.size:
                 continue
-            cols = np.flatnonzero((out[k] == value).any(axis=0))
+            cols = np.flatnonzero(section.any(axis=0))
             crop = (
                 slice(max(rows[0] - pad, 0), min(rows[-1] + 1 + pad, labels.shape[1])),
                 slice(max(cols[0] - pad, 0), min(cols[-1] + 1 + pad, labels.shape[2])),
@@ -259,7 +253,6 @@ def grow_to_edge(
             free = view == 0
             if blocked is not None:
                 free &= ~blocked[k][crop]
-            plane = image[k][crop].astype(np.float32)
-            smooth = ndimage.gaussian_filter(plane, smooth_px)
+            smooth = ndimage.gaussian_filter(image[k][crop].astype(np.float32), smooth_px)
             _grow_plane(view, smooth, free, value, model, tolerance, rings)
     return out
