@@ -23,8 +23,9 @@ held-out ones (benchmarks/RESULTS-accuracy.md, "Contrast search").
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import cc3d
 import numpy as np
@@ -210,19 +211,27 @@ def footprints(
     if labels.shape != image.shape or labels.ndim != 3:
         raise ValueError(f"labels {labels.shape} and image {image.shape} must be one 3D shape")
     boxes = {} if boxes is None else boxes
+
+    def describe(z: int, mask: np.ndarray) -> Footprint:
+        ys, xs = np.nonzero(mask[z])
+        return _footprint(ys, xs, z, image, pixel_area_mm2, boxes, widest)
+
     out: dict[int, Found] = {}
     for v in values:
         mask = labels == v
         areas = mask.sum(axis=(1, 2))
         if not areas.any():
             continue
-        zs = np.flatnonzero(areas) if every_slice else [int(areas.argmax())]
-        found = []
-        for z in zs:
-            ys, xs = np.nonzero(mask[z])
-            found.append(_footprint(ys, xs, int(z), image, pixel_area_mm2, boxes, widest))
-        out[int(v)] = tuple(found) if every_slice else found[0]
+        out[int(v)] = _described(areas, every_slice, partial(describe, mask=mask))
     return out
+
+
+def _described(areas: np.ndarray, every_slice: bool, describe: Callable[[int], Footprint]) -> Found:
+    """A region's :data:`Found` from its per-slice ``areas``: ``describe`` on its widest slice,
+    or, ``every_slice``, on each slice it covers (a tuple, slice order)."""
+    if not every_slice:
+        return describe(int(areas.argmax()))
+    return tuple(describe(int(z)) for z in np.flatnonzero(areas))
 
 
 def _footprint(
@@ -362,12 +371,12 @@ def _piece_footprints(
     areas = np.bincount((slice_of * n + pieces).ravel(), minlength=pieces.shape[0] * n)
     areas = areas.reshape(pieces.shape[0], n)
     out: dict[int, Found] = {}
+
+    def describe(z: int, i: int) -> Footprint:
+        ys, xs = np.nonzero(pieces[z] == i)
+        # the whole volume's pixel and slice indices, as footprints() has them
+        return _footprint(ys + y0, xs + x0, z0 + z, image, pixel_area_mm2, boxes)
+
     for i in order:
-        zs = np.flatnonzero(areas[:, i]) if every_slice else [int(areas[:, i].argmax())]
-        found = []
-        for z in zs:
-            ys, xs = np.nonzero(pieces[z] == i)
-            # the whole volume's pixel and slice indices, as footprints() has them
-            found.append(_footprint(ys + y0, xs + x0, z0 + int(z), image, pixel_area_mm2, boxes))
-        out[i] = tuple(found) if every_slice else found[0]
+        out[i] = _described(areas[:, i], every_slice, partial(describe, i=i))
     return out
