@@ -93,6 +93,8 @@ class _Support:
     masks_working: torch.Tensor  # (S, size, size) int64 class index + 1 (0 none, -1 background)
     radius_mm: list[float] = field(default_factory=list)  # per class: inscribed radius of paint
     intensity: list[tuple[float, float] | None] = field(default_factory=list)  # per class, raw
+    # painted slice -> the one structure painted on it as a filled region (not a stroke)
+    outlined: dict[int, int] = field(default_factory=dict)
 
 
 def _make_view(

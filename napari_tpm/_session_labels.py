@@ -79,7 +79,8 @@ def clean_3d(
     chooses, else the largest one), cut thin necks into touching look-alike tissue
     (``options.neck``), snap the outline to the organ's intensity (``options.snap_mm``), keep
     what stays connected, grow the outline through the edge's partial-volume pixels
-    (``options.halfway_edge``), and keep what continues slice by slice from the paint
+    (``options.halfway_edge``), keep only the paint of a structure on a slice it was outlined
+    on (``options.exact_paint``), and keep what continues slice by slice from the paint
     (``options.continuity``).
     ``spacing`` and ``image`` are the query's, in the user's axis order.
     """
@@ -118,6 +119,8 @@ def clean_3d(
                 band_mm=opts.snap_mm,
                 blocked=_strokes(box, view.shape, s, background),
             )
+    if opts.exact_paint and s.same_volume:
+        _keep_to_paint(view, seeds, s.outlined, box[0].start)
     if opts.continuity > 0 and s.same_volume:
         _keep_continuous(view, seeds, s.label_values, opts.continuity, tuple(others))
 
@@ -137,6 +140,26 @@ def _strokes(
         if box[0].start <= i < box[0].stop:
             out[i - box[0].start] = plane[box[1:]] == background
     return out if out.any() else None
+
+
+def _keep_to_paint(
+    view: np.ndarray, seeds: np.ndarray, outlined: dict[int, int], offset: int
+) -> None:
+    """On each slice where one structure was outlined (``outlined``: slice -> value), keep of
+    that structure only its paint, in place. ``view`` and ``seeds`` (the paint) are a crop
+    starting at slice ``offset``.
+
+    Whatever else scores as the organ on a slice the user outlined it on is a look-alike that
+    touches it (the spleen beside a kidney's pole, bowel against the liver's tip); left there,
+    it seeds the slice continuity, which carries it on through every slice it continues into.
+    Chosen on the tuning volumes (benchmarks/RESULTS-accuracy.md, "The painted slice keeps
+    the paint").
+    """
+    for index, value in outlined.items():
+        z = index - offset
+        if 0 <= z < view.shape[0]:
+            plane = view[z]
+            plane[(plane == value) & (seeds[z] != value)] = 0
 
 
 def _keep_continuous(

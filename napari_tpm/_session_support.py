@@ -18,7 +18,7 @@ from napari_tpm._threads import one_cpu_thread
 from napari_tpm.boundary import intensity_model
 from napari_tpm.necks import inscribed_radius_mm
 from napari_tpm.preprocess import WorkingGrid
-from napari_tpm.scribble import grow_scribbles
+from napari_tpm.scribble import grow_scribbles, is_scribble
 from napari_tpm.support import SupportError, SupportSlices
 
 #: (one slice's features (1, C, h, w), a stroke's pixel features (N, C)) -> (h, w) log-odds
@@ -61,6 +61,7 @@ def build_support(
     axis, indices, values = parsed.axis, parsed.indices, parsed.values
     planes = {i: np.take(paint, i, axis=axis) for i in indices}
     masks = torch.stack([_class_mask(grid, planes[i], values, background) for i in indices])
+    outlined = _outlined(masks, indices, values, grown=stroke_scores is not None)
     if stroke_scores is not None:
         with one_cpu_thread(device):
             masks = grow_scribbles(masks, feats, stroke_scores)
@@ -95,4 +96,25 @@ def build_support(
         masks_working=masks,
         radius_mm=radius,
         intensity=intensity,
+        outlined=outlined,
     )
+
+
+def _outlined(
+    masks: torch.Tensor, indices: Sequence[int], values: Sequence[int], *, grown: bool
+) -> dict[int, int]:
+    """The painted slices that show one structure painted as a filled region, and its value.
+
+    ``masks`` are the working-grid class codes (S, H, W) before any scribble is grown; a stroke
+    that :func:`napari_tpm.scribble.grow_scribbles` would grow (``grown``) does not outline its
+    organ, so its slice is left out.
+    """
+    out = {}
+    for s, i in enumerate(indices):
+        codes = [int(c) for c in torch.unique(masks[s]) if int(c) > 0]
+        if len(codes) != 1:
+            continue
+        if grown and is_scribble((masks[s] == codes[0]).numpy()):
+            continue
+        out[int(i)] = int(values[codes[0] - 1])
+    return out

@@ -71,6 +71,14 @@ class SegmentOptions:
             nearer the organ's than that of the tissue just beyond it, where that tissue makes
             a real edge (``napari_tpm.boundary.grow_to_edge``). Manual labels include the
             edge pixels; the snap's fixed tolerance left them out.
+        exact_paint: with ``connected`` and paint on this volume, a slice on which one
+            structure was painted as a filled region (not a stroke, which is grown) keeps
+            exactly that paint: the user outlined the organ there, so whatever else scores as
+            the organ on that slice is a look-alike neighbour, and the slice continuity then
+            starts from the paint alone instead of carrying that neighbour on through the next
+            slices. Slices with several structures painted keep their result (one structure is
+            often caught at its tip there, and the next slices widen faster than the sweep
+            follows from the paint alone).
         continuity: with ``connected`` and paint on this volume, walk outward from the
             painted slices; past the organ's widest slice, keep a 2D piece of a slice's result
             whole only when at least this fraction of it lies on the previous slice's result,
@@ -117,6 +125,7 @@ class SegmentOptions:
     hard_negatives: bool = False
     snap_mm: float = 3.0
     halfway_edge: bool = True
+    exact_paint: bool = True
     continuity: float = 0.7
     tip_shift: float = 1.0
     bootstrap: bool = True

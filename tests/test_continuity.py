@@ -1,11 +1,14 @@
-"""Slice-to-slice continuity: keep what continues from the painted slice, stop broad leaks."""
+"""Slice-to-slice continuity: keep what continues from the painted slice, stop broad leaks;
+an outlined slice keeps its paint."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
-from napari_tpm._session_labels import _keep_continuous
+from napari_tpm._session_labels import _keep_continuous, _keep_to_paint
+from napari_tpm._session_support import _outlined
 from napari_tpm.continuity import keep_continuous
 
 
@@ -150,3 +153,45 @@ def test_on_a_painted_slice_only_the_painted_pieces_start_the_sweep():
     assert (out == organ).all()
     with pytest.raises(ValueError, match="one shape"):
         keep_continuous(result, [8], paint=paint[:-1])
+
+
+def test_an_outlined_slice_keeps_only_its_paint_so_the_sweep_leaves_the_neighbour():
+    """Painted where the kidney and its look-alike neighbour form one 2D piece, the sweep
+    starting from that whole piece follows the neighbour through its slices; with the outlined
+    slice cut back to the paint, it keeps the kidney alone."""
+    organ, other, result = _kidney_against_spleen()
+    seeds = np.zeros(result.shape, np.uint8)
+    seeds[12][organ[12]] = 3
+    leaked = np.where(result, 3, 0).astype(np.uint8)
+    _keep_continuous(leaked, seeds, (3,), 0.7, (1.0, 1.0))
+    assert (leaked[20:][other[20:]] == 3).all()  # the seed's neighbour led the sweep on
+    view = np.where(result, 3, 0).astype(np.uint8)
+    crop, crop_seeds = view[2:], seeds[2:]  # the session works on the result's box
+    _keep_to_paint(crop, crop_seeds, {12: 3, 40: 3}, offset=2)  # slice 40: outside the crop
+    assert ((crop[10] == 3) == organ[12]).all()
+    _keep_continuous(crop, crop_seeds, (3,), 0.7, (1.0, 1.0))
+    assert ((view == 3) == organ).all()
+
+
+def test_keep_to_paint_touches_only_the_outlined_structure():
+    view = np.zeros((3, 8, 8), np.uint8)
+    view[1, :, :4] = 2
+    view[1, :, 4:] = 4
+    seeds = np.zeros_like(view)
+    seeds[1, 2:5, 1:3] = 2
+    _keep_to_paint(view, seeds, {1: 2}, offset=0)
+    assert ((view[1] == 2) == (seeds[1] == 2)).all()
+    assert (view[1, :, 4:] == 4).all()  # another label on that slice stays
+
+
+def test_outlined_slices_leave_out_strokes_and_slices_with_several_structures():
+    masks = torch.zeros((3, 32, 32), dtype=torch.int64)
+    masks[0, 8:20, 8:20] = 1  # a filled region of structure 1 (value 3)
+    masks[1, 4:6, 2:30] = 2  # a thin stroke of structure 2 (value 7)
+    masks[2, 8:20, 8:14] = 1
+    masks[2, 8:20, 16:24] = 2
+    masks[2, 0:2, 0:2] = -1  # a background stroke does not count as a structure
+    indices, values = (5, 9, 12), (3, 7)
+    assert _outlined(masks, indices, values, grown=True) == {5: 3}
+    # scribbles not grown: the stroke is taken as drawn, so it outlines its structure
+    assert _outlined(masks, indices, values, grown=False) == {5: 3, 9: 7}

@@ -280,3 +280,24 @@ def test_labels_into_a_buffer_reuse_the_auto_priors_measurement(liver_session, m
     np.testing.assert_array_equal(out, fresh)
     with pytest.raises(pytest.fail.Exception, match="labelled twice"):
         session.labels(0.5, out=out, z_range=(1, n - 1))  # a narrower range labels again
+
+
+def test_the_outlined_slice_keeps_the_paint_and_a_stroke_is_still_grown(liver_session, phantom):
+    """``options.exact_paint``: where the liver was outlined, the result on that slice is the
+    paint; a thin stroke outlines nothing, so its slice shows the organ it was grown into."""
+    session, _ = liver_session
+    paint, z = paint_middle(phantom.labels, 5)
+    assert ((session.labels(None)[z] == 5) == (paint[z] == 5)).all()
+    liver = phantom.labels[z] == 5
+    rows = np.flatnonzero(liver.any(axis=1))
+    stroke = np.zeros(phantom.labels.shape, np.uint8)
+    row = int(rows[len(rows) // 2])
+    cols = np.flatnonzero(liver[row])
+    stroke[z, row, cols[2] : cols[-2]] = 5  # one pixel thick, inside the liver
+    stroked = SegmentationSession("filterbank", device="cpu", batch_size=8)
+    stroked.set_image(phantom.image, phantom.spacing)
+    for _ in stroked.segment(stroke):
+        pass
+    found = stroked.labels(None)[z] == 5
+    assert found.sum() > 5 * (stroke[z] == 5).sum()
+    assert dice(found, liver) > 0.6
