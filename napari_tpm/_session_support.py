@@ -50,6 +50,7 @@ def build_support(
     raw_image: np.ndarray | None,
     stroke_scores: StrokeScores | None,
     device: torch.device,
+    outlines: bool = True,
 ) -> _Support:
     """The :class:`_Support` of painted slices whose features ``feats`` (S, C, h, w) are encoded.
 
@@ -57,12 +58,16 @@ def build_support(
     the paint is on it (same volume: the organ's intensity under the paint is kept for
     snapping the outline), else None. ``stroke_scores`` grows scribbles into the regions they
     mark (None: the paint is taken as drawn); that runs on one CPU thread off the GPU.
+    ``outlines``: whether a filled region of paint is the organ's whole section on its slice
+    (the user's paint); False for pseudo-paint, a core of a first result, which outlines
+    nothing (:attr:`_Support.outlined` stays empty).
     """
     axis, indices, values = parsed.axis, parsed.indices, parsed.values
     planes = {i: np.take(paint, i, axis=axis) for i in indices}
     masks = torch.stack([_class_mask(grid, planes[i], values, background) for i in indices])
-    outlined = _outlined(masks, indices, values, grown=stroke_scores is not None)
-    if stroke_scores is not None:
+    grown = stroke_scores is not None
+    outlined = _outlined(masks, indices, values, grown=grown) if outlines else {}
+    if grown:
         with one_cpu_thread(device):
             masks = grow_scribbles(masks, feats, stroke_scores)
     pix = [_pixels(feats, masks == c + 1) for c in range(len(values))]

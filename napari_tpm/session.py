@@ -359,6 +359,8 @@ class SegmentationSession(SessionOutputs, ContrastSearch, ScoringSteps):
             raw_image=image if same_volume else None,
             stroke_scores=self._stroke_scores if self.options.grow_scribbles else None,
             device=self.device,
+            # a second pass's pseudo-paint is a core of the first result, not an outline
+            outlines=not self._second_pass,
         )
         self.label_values = parsed.values
         yield Progress(0, query.slices.shape[0], "support", None)

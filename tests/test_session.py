@@ -164,6 +164,9 @@ def test_support_from_another_volume(phantom):
         pass
     result = session.labels(0.5, connected=True)
     assert dice(result == 5, phantom.labels == 5) > 0.5
+    # the second pass starts from a core of the first result: it outlines nothing, so its
+    # slice is not cut back to it (``options.exact_paint``)
+    assert session.bootstrapped and session._require_support().outlined == {}
 
 
 def test_paint_on_another_axis(phantom):
@@ -287,6 +290,7 @@ def test_the_outlined_slice_keeps_the_paint_and_a_stroke_is_still_grown(liver_se
     paint; a thin stroke outlines nothing, so its slice shows the organ it was grown into."""
     session, _ = liver_session
     paint, z = paint_middle(phantom.labels, 5)
+    assert session._require_support().outlined == {z: 5}
     assert ((session.labels(None)[z] == 5) == (paint[z] == 5)).all()
     liver = phantom.labels[z] == 5
     rows = np.flatnonzero(liver.any(axis=1))
