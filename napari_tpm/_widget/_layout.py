@@ -31,7 +31,10 @@ CPU_NOTICE = (
 )
 #: where the manual prior slider starts: the boundary calibrated on the user's paint
 DEFAULT_PRIOR = 0.5
-IDLE_TEXT = "Paint the structure on a slice of the support layer, then press Segment volume."
+IDLE_TEXT = (
+    "Paint the whole structure (or a stroke inside it) on a slice of the support layer, then "
+    "press Segment volume."
+)
 MAX_ADAPT_STEPS = 5000
 
 
@@ -67,8 +70,9 @@ class Layout:
         self.image_combo = ComboBox(label="Image", choices=choices["image"])
         self.support_combo = ComboBox(label="Support labels", choices=choices["support"])
         self.support_combo.tooltip = (
-            "Paint the structure on one or more slices of this Labels layer (it is never "
-            "modified); label 255 marks background strokes"
+            "Paint each structure whole, or a stroke inside it, on one or more slices of this "
+            "Labels layer (it is never modified): a slice painted whole keeps exactly that "
+            "paint in the result; label 255 marks background strokes"
         )
         self.new_support_button = PushButton(text="New support layer")
         self.new_support_button.tooltip = (

@@ -65,8 +65,9 @@ class PaintControls:
         self.c.viewer.layers.selection.active = layer
         z = data_index(layer, tuple(self.c.viewer.dims.point))
         self.c.status(
-            f"Paint the structure on slice {z} of '{layer.name}' (or any slice; label 255 or "
-            "'Background stroke' marks what is not the structure), then press Segment volume."
+            f"Paint the whole structure (or a stroke inside it) on slice {z} of '{layer.name}' "
+            "(or any slice; label 255 or 'Background stroke' marks what is not the structure), "
+            "then press Segment volume."
         )
         return layer
 
