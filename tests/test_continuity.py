@@ -201,27 +201,20 @@ def test_real_mr_kidney_painted_near_its_end_stays_off_the_spleen(shared_data):
     """CHAOS 31's left kidney painted at 85 % of its slices: the spleen touches it on that
     slice, and from there the sweep carried the spleen on (tuning volume; Dice 0.41 with the
     whole piece as the seed, 0.81 from the paint alone)."""
+    from session_helpers import section_paint, segment_labels
+
     from napari_tpm.io import read_volume
     from napari_tpm.options import SegmentOptions
-    from napari_tpm.session import SegmentationSession
 
     folder = shared_data / "chaos_t2spir"
     image = read_volume(folder / "chaos_t2_31_mr.nii.gz")
     labels = np.asarray(read_volume(folder / "chaos_t2_31_label.nii.gz").array)
     kidney, spleen = labels == 3, labels == 4
-    zs = np.flatnonzero(kidney.any(axis=(1, 2)))
-    z = int(zs[round(0.85 * (zs.size - 1))])
-    paint = np.zeros(kidney.shape, np.uint8)
-    paint[z][kidney[z]] = 3
-    found = {}
-    for exact in (True, False):
-        session = SegmentationSession(
-            "filterbank", device="cpu", options=SegmentOptions(exact_paint=exact)
-        )
-        session.set_image(image.array, image.spacing)
-        for _ in session.segment(paint):
-            pass
-        found[exact] = session.labels(None) == 3
+    paint = section_paint(kidney, 3, fraction=0.85)
+    found = {
+        exact: segment_labels(image, paint, SegmentOptions(exact_paint=exact)) == 3
+        for exact in (True, False)
+    }
     dice = {k: 2 * (v & kidney).sum() / (v.sum() + kidney.sum()) for k, v in found.items()}
     assert dice[True] > 0.75 and dice[True] > dice[False] + 0.2, dice
     on_spleen = {k: int((v & spleen).sum()) for k, v in found.items()}
