@@ -24,6 +24,7 @@ from napari_tpm._session_data import _Job, _Support
 from napari_tpm.bootstrap import pseudo_paint
 from napari_tpm.contrast import (
     DOUBTFUL_FIT,
+    Footprint,
     Found,
     candidate_steps,
     fit_score,
@@ -34,6 +35,7 @@ from napari_tpm.contrast import (
 )
 from napari_tpm.preprocess import guess_modality, normalise_intensity
 from napari_tpm.progress import Progress
+from napari_tpm.slice_match import ct_profiles, map_slice
 from napari_tpm.support import parse_support
 
 if TYPE_CHECKING:
@@ -61,6 +63,7 @@ class ContrastSearch:
     _spacing: tuple[float, float, float]
     _normalised: np.ndarray | None
     _body_boxes: dict[int, dict[int, tuple[float, float, float, float]]]
+    _profiles: dict[int, np.ndarray]
 
     if TYPE_CHECKING:
 
@@ -69,6 +72,8 @@ class ContrastSearch:
         def labels(self, prior: float | None = None, **kwargs: object) -> np.ndarray: ...
 
         def _require_support(self) -> _Support: ...
+
+        def _require_image(self) -> np.ndarray: ...
 
         def _calibrated_prior(self) -> float: ...
 
@@ -127,18 +132,11 @@ class ContrastSearch:
         paint, support_image = job.paint, job.support_image
         assert support_image is not None  # paint from another volume
         axis, values = job.parsed.axis, job.parsed.values
-        sspacing = job.support_spacing
         modality = self._modality if self._modality != "auto" else guess_modality(support_image)
         snorm = normalise_intensity(
             support_image, modality=self._modality, method=self.model.normalisation
         )
-        target = footprints(
-            np.moveaxis(paint, axis, 0),
-            np.moveaxis(snorm, axis, 0),
-            values,
-            pixel_area(sspacing, axis),
-            widest=job.paint_widest,
-        )
+        target = self._paint_target(job, snorm)
         steps = candidate_steps(modality)
         best: tuple[float, tuple[str, float]] | None = None
         for step in steps:
@@ -208,6 +206,41 @@ class ContrastSearch:
             yield from self._second_pass_from(np.moveaxis(start, 0, axis), job.k, background_label)
         self.contrast_steps = steps
         self.fit_scores = fits
+
+    def _paint_target(self, job: _Job, snorm: np.ndarray) -> dict[int, Footprint]:
+        """The paint's footprint per class on its own volume (``snorm``, normalised), the
+        height matched into this one when ``job.support_profiles`` allows
+        (:func:`napari_tpm.slice_match.map_slice`; else each scan's fraction)."""
+        axis = job.parsed.axis
+        found = footprints(
+            np.moveaxis(job.paint, axis, 0),
+            np.moveaxis(snorm, axis, 0),
+            job.parsed.values,
+            pixel_area(job.support_spacing, axis),
+            widest=job.paint_widest,
+        )
+        if job.support_profiles is None:
+            return found
+        query = self._query_profiles(axis)
+        last_support, last_query = job.support_profiles.shape[0] - 1, query.shape[0] - 1
+        out: dict[int, Footprint] = {}
+        for v, f in found.items():
+            assert isinstance(f, Footprint)  # a paint's footprint is one slice's
+            z = map_slice(
+                job.support_profiles,
+                job.support_spacing[axis],
+                query,
+                self._spacing[axis],
+                f.height * last_support,
+            )
+            out[v] = replace(f, height=z / max(last_query, 1), matched=True)
+        return out
+
+    def _query_profiles(self, axis: int) -> np.ndarray:
+        """:func:`napari_tpm.slice_match.slice_profiles` of this CT along ``axis`` (memo)."""
+        if axis not in self._profiles:
+            self._profiles[axis] = ct_profiles(self._require_image(), self._spacing, axis)
+        return self._profiles[axis]
 
     @property
     def doubtful_labels(self) -> tuple[int, ...]:

@@ -61,6 +61,10 @@ class _Job:
     #: the painted slice is taken as each class's widest (contrast.Footprint.widest); False
     #: for one class of a slice painted with several
     paint_widest: bool = True
+    #: slice profiles of another CT the paint is on, slice axis first
+    #: (:func:`napari_tpm.slice_match.slice_profiles`); None: heights stay fractions of each
+    #: scan (MR, paint on this volume, or ``options.match_slices`` off)
+    support_profiles: np.ndarray | None = None
 
 
 @dataclass

@@ -24,7 +24,7 @@ held-out ones (benchmarks/RESULTS-accuracy.md, "Contrast search").
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 
 import cc3d
@@ -52,6 +52,9 @@ MR_FACTORS: tuple[float, ...] = (0.5, 0.75, 1.25, 1.5, 1.0)
 AREA_WEIGHT = 0.2  # per unit of |log(area ratio)|
 POSITION_WEIGHT = 1.0  # per unit of body-relative distance (the body's box spans [-1, 1])
 HEIGHT_WEIGHT = 0.5  # per unit of relative slice position (capped at 1)
+#: the same for a paint whose slice was matched into the query (``Footprint.matched``): that
+#: height is measured, not assumed from the two fields of view, so it may count for more
+MATCHED_HEIGHT_WEIGHT = 2.0
 UNCHANGED_BONUS = 0.2
 #: a result from another volume's paint whose :func:`fit_score` is below this is reported as
 #: doubtful. Chosen on the tuning pairs (every ordered pair of BTCV 15-21 and CHAOS 21-33, four
@@ -80,12 +83,22 @@ class Footprint:
             shows several painted classes: it is the widest of at most one of them (often the
             tip of the liver or the spleen), and a result is then compared on whichever of
             its slices fits the paint best (:func:`footprint_penalty`).
+        matched: for a paint's footprint, whether ``height`` is the painted slice matched
+            into the query (:func:`napari_tpm.slice_match.map_slice`, CT) rather than its
+            fraction of the paint's own scan; the height then weighs
+            :data:`MATCHED_HEIGHT_WEIGHT`.
+        span: for a result's footprint, the relative heights of its region's first and last
+            slice. A matched paint's slice is then compared with that span, not with the
+            result's widest slice: the painted slice lies somewhere in the organ, and an
+            organ's widest slice may lie a few centimetres from its middle.
     """
 
     area_mm2: float
     position: tuple[float, float]
     height: float
     widest: bool = True
+    matched: bool = False
+    span: tuple[float, float] | None = None
 
 
 #: a result's footprint: on its widest slice, or one per slice it covers (see Footprint.widest)
@@ -222,16 +235,27 @@ def footprints(
         areas = mask.sum(axis=(1, 2))
         if not areas.any():
             continue
-        out[int(v)] = _described(areas, every_slice, partial(describe, mask=mask))
+        last = max(image.shape[0] - 1, 1)
+        out[int(v)] = _described(areas, every_slice, partial(describe, mask=mask), 0, last)
     return out
 
 
-def _described(areas: np.ndarray, every_slice: bool, describe: Callable[[int], Footprint]) -> Found:
+def _described(
+    areas: np.ndarray,
+    every_slice: bool,
+    describe: Callable[[int], Footprint],
+    offset: int,
+    last: int,
+) -> Found:
     """A region's :data:`Found` from its per-slice ``areas``: ``describe`` on its widest slice,
-    or, ``every_slice``, on each slice it covers (a tuple, slice order)."""
+    or, ``every_slice``, on each slice it covers (a tuple, slice order). Each carries the
+    region's :attr:`Footprint.span`: its slices ``+ offset`` over ``last``, the volume's last
+    slice index."""
+    covered = np.flatnonzero(areas)
+    span = ((int(covered[0]) + offset) / last, (int(covered[-1]) + offset) / last)
     if not every_slice:
-        return describe(int(areas.argmax()))
-    return tuple(describe(int(z)) for z in np.flatnonzero(areas))
+        return replace(describe(int(areas.argmax())), span=span)
+    return tuple(replace(describe(int(z)), span=span) for z in covered)
 
 
 def _footprint(
@@ -271,8 +295,14 @@ def footprint_penalty(support: Footprint, result: Found | None) -> float:
         return min((footprint_penalty(support, f) for f in result), default=MISSING_PENALTY)
     size = abs(np.log(max(result.area_mm2, 1e-6) / max(support.area_mm2, 1e-6)))
     place = float(np.hypot(*np.subtract(result.position, support.position)))
-    height = min(abs(result.height - support.height), 1.0)
-    return AREA_WEIGHT * size + POSITION_WEIGHT * place + HEIGHT_WEIGHT * height
+    if support.matched and result.span is not None:  # how far the region misses the slice
+        lo, hi = result.span
+        height = min(max(lo - support.height, support.height - hi, 0.0), 1.0)
+        height_weight = MATCHED_HEIGHT_WEIGHT
+    else:
+        height = min(abs(result.height - support.height), 1.0)
+        height_weight = HEIGHT_WEIGHT
+    return AREA_WEIGHT * size + POSITION_WEIGHT * place + height_weight * height
 
 
 def fit_score(
@@ -377,6 +407,7 @@ def _piece_footprints(
         # the whole volume's pixel and slice indices, as footprints() has them
         return _footprint(ys + y0, xs + x0, z0 + z, image, pixel_area_mm2, boxes)
 
+    last = max(image.shape[0] - 1, 1)
     for i in order:
-        out[i] = _described(areas[:, i], every_slice, partial(describe, i=i))
+        out[i] = _described(areas[:, i], every_slice, partial(describe, i=i), z0, last)
     return out

@@ -99,6 +99,11 @@ class SegmentOptions:
             the result whose size, place in the body and second-pass agreement fit the paint
             best: scans taken at another contrast phase otherwise miss the organ
             (:mod:`napari_tpm.contrast`). Five runs instead of one.
+        match_slices: with paint on another CT, compare a result's height with the painted
+            slice matched into this scan by the two scans' slice profiles (body, bone, fat;
+            :mod:`napari_tpm.slice_match`) instead of the same fraction of each scan, and let
+            that height count for more (:data:`napari_tpm.contrast.MATCHED_HEIGHT_WEIGHT`):
+            two fields of view seldom agree. MR keeps the fractions.
         fit_component: with ``connected`` and paint on another volume, keep the 3D region
             whose size, place in the body and height in the scan fit the paint best, instead
             of the largest region (often a look-alike neighbour: the other kidney).
@@ -130,6 +135,7 @@ class SegmentOptions:
     tip_shift: float = 1.0
     bootstrap: bool = True
     contrast_search: bool = True
+    match_slices: bool = True
     fit_component: bool = True
     classes_apart: bool = True
 

@@ -54,10 +54,11 @@ from napari_tpm._session_steps import ScoringSteps
 from napari_tpm._session_support import build_support, check_paint_grid
 from napari_tpm._threads import one_cpu_thread
 from napari_tpm.checkpoints import TPMModel, load_model
-from napari_tpm.contrast import Footprint, footprints, pixel_area
+from napari_tpm.contrast import Footprint
 from napari_tpm.options import SegmentOptions
-from napari_tpm.preprocess import normalise_intensity
+from napari_tpm.preprocess import guess_modality, normalise_intensity
 from napari_tpm.progress import Progress
+from napari_tpm.slice_match import ct_profiles
 from napari_tpm.support import (
     BACKGROUND_LABEL,
     DEFAULT_PROTOTYPES,
@@ -111,6 +112,8 @@ class SegmentationSession(SessionOutputs, ContrastSearch, ScoringSteps):
         #: the body's box per slice axis and slice of the normalised query, found as the
         #: footprints of another volume's paint need them (contrast.footprints' memo)
         self._body_boxes: dict[int, dict[int, tuple[float, float, float, float]]] = {}
+        #: slice profiles of this CT per slice axis (slice_match), for another CT's paint
+        self._profiles: dict[int, np.ndarray] = {}
         self._support: _Support | None = None
         self._prototypes: list[tuple[torch.Tensor, torch.Tensor]] = []
         self._negative: tuple[torch.Tensor, torch.Tensor] | None = None
@@ -206,6 +209,7 @@ class SegmentationSession(SessionOutputs, ContrastSearch, ScoringSteps):
         self._modality = modality
         self._views.clear()
         self._body_boxes.clear()
+        self._profiles.clear()
         self._normalised: np.ndarray | None = None
         self._reset_support()
 
@@ -213,6 +217,12 @@ class SegmentationSession(SessionOutputs, ContrastSearch, ScoringSteps):
     def _working_mm(self) -> float | None:
         """The encoder's fixed working pixel size in mm, if it asks for one."""
         return getattr(self.model.encoder, "working_mm", None)
+
+    def _is_ct(self) -> bool:
+        """Whether the query is CT: the modality set, or the one its values show."""
+        if self._modality != "auto":
+            return self._modality == "ct"
+        return guess_modality(self._require_image()) == "ct"
 
     def _view(self, axis: int) -> _Volume:
         """The query volume along ``axis``, normalised once and built on first use."""
@@ -294,7 +304,10 @@ class SegmentationSession(SessionOutputs, ContrastSearch, ScoringSteps):
         # paint on this volume has its spacing; another volume without its own shares it
         own = same_volume or support_spacing is None
         sspacing = self._spacing if own else tuple(support_spacing)
-        job = _Job(paint, parsed, other, sspacing, k, background_label)
+        profiles = None
+        if other is not None and self.options.match_slices and self._is_ct():
+            profiles = ct_profiles(other, sspacing, parsed.axis)
+        job = _Job(paint, parsed, other, sspacing, k, background_label, support_profiles=profiles)
         if not same_volume and self.options.bootstrap:
             yield from self._place_other_paint(job)
             return
@@ -342,13 +355,7 @@ class SegmentationSession(SessionOutputs, ContrastSearch, ScoringSteps):
             sview = _make_view(snorm, sspacing, axis, only=indices, mm=self._working_mm)
             sidx = np.arange(len(indices))
             if self.options.fit_component:
-                self._paint_footprints = footprints(
-                    np.moveaxis(paint, axis, 0),
-                    np.moveaxis(snorm, axis, 0),
-                    parsed.values,
-                    pixel_area(sspacing, axis),
-                    widest=job.paint_widest,
-                )
+                self._paint_footprints = self._paint_target(job, snorm)
         self._encode(sview, sidx)
         feats = sview.features[torch.from_numpy(sidx)].float()  # (S, C, h, w)
         self._support = support = build_support(
