@@ -233,7 +233,8 @@ class ContrastSearch:
                 self._spacing[axis],
                 f.height * last_support,
             )
-            out[v] = replace(f, height=z / max(last_query, 1), matched=True)
+            # scans too short to match (slabs) keep the fractions
+            out[v] = f if z is None else replace(f, height=z / max(last_query, 1), matched=True)
         return out
 
     def _query_profiles(self, axis: int) -> np.ndarray:

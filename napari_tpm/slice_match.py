@@ -94,7 +94,7 @@ def map_slice(
     z: float,
     *,
     pull: float = PULL,
-) -> float:
+) -> float | None:
     """The query slice (fractional index) that matches slice ``z`` of the support scan.
 
     Args:
@@ -105,14 +105,14 @@ def map_slice(
 
     Returns:
         The matching index in the query; it may lie outside ``0 .. n - 1`` when the query does
-        not reach that far. With profiles too short to overlap by :data:`MIN_OVERLAP_MM`, the
-        same-fraction guess.
+        not reach that far. None when the scans are too short to overlap by
+        :data:`MIN_OVERLAP_MM` (a slab of a few slices): their profiles say nothing.
     """
     ns, nq = support.shape[0], query.shape[0]
     guess_mm = z / max(ns - 1, 1) * (nq - 1) * query_mm
     zq_mm = np.arange(nq) * query_mm
     qn = _standardised(query)
-    best, best_mm = -np.inf, guess_mm
+    best, best_mm = -np.inf, None
     for scale in SCALES:
         # query slice at q mm shows the support's (q - shift) / scale mm
         lo = -ns * support_mm * scale
@@ -129,7 +129,7 @@ def map_slice(
         i = int(np.argmax(score))
         if score[i] > best:
             best, best_mm = float(score[i]), float(mapped_mm[i])
-    return best_mm / query_mm
+    return None if best_mm is None else best_mm / query_mm
 
 
 def _standardised(profile: np.ndarray) -> np.ndarray:

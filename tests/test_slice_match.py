@@ -47,10 +47,10 @@ def test_a_slice_is_found_in_another_field_of_view(stretch):
         assert abs(map_slice(support, 5.0, query, 3.0, z) - want) < abs(guess - want) / 3
 
 
-def test_without_enough_overlap_the_same_fraction_stays():
+def test_scans_too_short_to_overlap_are_not_matched():
     short = _signal(5.0 * np.arange(10))  # 45 mm: never overlaps 100 mm
     query = _signal(3.0 * np.arange(40))
-    assert map_slice(short, 5.0, query, 3.0, 9) == pytest.approx(39.0)
+    assert map_slice(short, 5.0, query, 3.0, 9) is None
 
 
 def test_profiles_measure_body_bone_and_fat():
@@ -142,3 +142,22 @@ def test_a_result_footprint_carries_its_regions_span():
     assert found.height == pytest.approx(5 / 9) and found.span == pytest.approx((3 / 9, 6 / 9))
     every = footprints(labels, np.ones(labels.shape, np.float32), [1], 1.0, every_slice=True)[1]
     assert len(every) == 4 and all(f.span == found.span for f in every)
+
+
+def test_a_slab_too_short_to_match_keeps_the_fraction():
+    """Two 6 cm slabs (AMOS-like): no 10 cm of overlap, so the paint's height stays its
+    fraction of the scan, as on MR."""
+    liver = 5
+    other = make_phantom((12, 64, 64), seed=11)
+    query = make_phantom((12, 64, 64), seed=3)
+    z = int(np.flatnonzero((other.labels == liver).any(axis=(1, 2))).mean())
+    paint = np.zeros(other.image.shape, np.uint8)
+    paint[z][other.labels[z] == liver] = liver
+    session = SegmentationSession(
+        "filterbank", device="cpu", options=SegmentOptions(bootstrap=False)
+    )
+    session.set_image(query.image, query.spacing)
+    for _ in session.segment(paint, support_image=other.image):
+        pass
+    painted = session._paint_footprints[liver]
+    assert not painted.matched and painted.height * 11 == pytest.approx(z)
