@@ -77,6 +77,17 @@ DEFAULT_GROUP_WEIGHTS: dict[str, float] = {
 }
 
 
+#: Centres of the soft intensity bins (normalised units). They reach 3.0: with the robust CT
+#: map (HU + 55) / 95, a contrast-enhanced kidney reads 2.0-2.5 (150-190 HU), and with bins
+#: only up to 2.0 a kidney 40 HU brighter than another patient's fell beyond the last bin,
+#: so its neighbourhood histogram matched nothing (BTCV 18's kidneys at 184 HU against 140 HU
+#: in its partners). On the tuning volumes' every ordered pair, from another patient's paint:
+#: BTCV kidneys 0.681 -> 0.740, CHAOS 0.702 -> 0.735; on the painted scan itself BTCV
+#: 0.887 -> 0.885, CHAOS 0.865 -> 0.853 (benchmarks/RESULTS-accuracy.md, "Histogram bins up
+#: to 3.0"). Saved models keep the centres they were trained with (their config).
+DEFAULT_HIST_CENTRES: tuple[float, ...] = (-1.5, -1.0, -0.5, 0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0)
+
+
 def gaussian_kernel1d(sigma: float, truncate: float = 3.0) -> torch.Tensor:
     """Normalised 1-D Gaussian taps for ``sigma`` in pixels (a delta for sigma <= 0)."""
     if sigma <= 1e-3:
@@ -185,7 +196,7 @@ class FilterBankEncoder(Encoder):
         self,
         stride: int = 4,
         scales: tuple[float, ...] | list[float] = (1.0, 2.0, 4.0, 8.0, 16.0),
-        hist_centres: tuple[float, ...] | list[float] = (-1.5, -1.0, -0.5, 0.0, 0.5, 1.0, 1.5, 2.0),
+        hist_centres: tuple[float, ...] | list[float] = DEFAULT_HIST_CENTRES,
         hist_width: float = 0.25,
         hist_scales: tuple[float, ...] | list[float] = (4.0, 16.0),
         body_scales: tuple[float, ...] | list[float] = (8.0, 24.0),
