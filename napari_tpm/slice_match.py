@@ -32,6 +32,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from napari_tpm.contrast import BODY_MARGIN  # the footprints' body rule: above the floor
 from napari_tpm.preprocess import normalise_intensity
 
 __all__ = ["ct_profiles", "map_slice", "slice_profiles"]
@@ -41,8 +42,6 @@ __all__ = ["ct_profiles", "map_slice", "slice_profiles"]
 BRIGHT = 2.6
 #: normalised CT below this, inside the body, is fat or fluid (about 0 HU)
 LOW = 0.6
-#: a pixel is body when it stands this far above its slice's floor (contrast.BODY_MARGIN)
-BODY_MARGIN = 0.15
 #: stretches of one scan's slice axis tried against the other (adult bodies differ by ~20 %)
 SCALES: tuple[float, ...] = tuple(np.round(np.arange(0.8, 1.2501, 0.05), 2))
 #: shift step (mm) of the search
