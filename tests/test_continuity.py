@@ -58,6 +58,18 @@ def test_an_organ_widening_from_a_slice_near_its_end_is_kept():
     assert strict[13].sum() < 0.5 * cone[13].sum()
 
 
+def test_a_result_that_stops_widening_then_doubles_is_cut():
+    # a kidney of constant width (slices 4-15, painted on 8) and, from slice 10 on, a
+    # neighbour of its own size that overlaps it: one 2D piece, about twice the kidney
+    organ, other, result = _two_organs(10, (32, 46), 9)
+    out = keep_continuous(result, [8])
+    assert (out[organ]).all()
+    assert out[other].sum() < 0.1 * other.sum()
+    # without the rate limit the doubled piece lies close enough to be kept whole
+    loose = keep_continuous(result, [8], rate_floor=np.inf)
+    assert loose[other].sum() > 0.5 * other.sum()
+
+
 def test_several_seeds_restart_the_sweep_and_fill_between_them():
     organ, _, _ = _kidney_against_spleen()
     gap = organ.copy()
