@@ -133,3 +133,20 @@ def check_estimators(estimators: Any) -> None:
                 raise ValueError(f"estimators[{key!r}][{kind!r}] holds non-finite numbers")
             if kind == "avgest" and not 0.0 <= est.prior <= 1.0:
                 raise ValueError(f"estimators[{key!r}]['avgest'] prior {est.prior} is not in 0..1")
+
+
+def refuse_compared_head(model: Any, allowed: bool) -> None:
+    """Refuse (ValueError) a model that scores with a compared head unless ``allowed``.
+
+    Such a checkpoint (``train --head``) learned its own threshold and scoring, so segmenting
+    with it as plain TPM would silently score it with a rule it never learned; only the
+    paper evaluation's ``HeadSession`` scores with the head.
+    """
+    head = getattr(model, "head", None)
+    if head is not None and not allowed:
+        kind = getattr(head, "kind", None) or type(head).__name__
+        raise ValueError(
+            f"this checkpoint scores with a compared '{kind}' head (train --head), which only "
+            "`python -m napari_tpm.evaluate paper` uses; segment with a model trained "
+            "without --head"
+        )

@@ -15,7 +15,8 @@ import numpy as np
 from napari_tpm._cli import BadInput
 from napari_tpm.preprocess import check_intensity_range
 
-#: Peak resident memory of ``segment`` per query voxel beyond the loaded inputs (bytes).
+#: Peak resident memory of ``segment`` per query voxel beyond the loaded inputs (bytes); the
+#: session refuses a volume by the same figure (``SegmentationSession.set_image``).
 #: Measured 2026-12-02 on the 2-core CPU machine with /usr/bin/time: phantoms of 40 and 160
 #: x 256 x 256 voxels (int16 image, uint8 paint), filter bank and resnet18l3-cpu800 models.
 #: Peak RSS grew by 32.5-32.6 bytes per voxel in all; the inputs account for 14 of them

@@ -53,11 +53,13 @@ from napari_tpm._session_scoring import (
 from napari_tpm._session_steps import ScoringSteps
 from napari_tpm._session_support import build_support, check_paint_grid
 from napari_tpm._threads import one_cpu_thread
+from napari_tpm.checkpoint_checks import refuse_compared_head
 from napari_tpm.checkpoints import TPMModel, load_model
 from napari_tpm.contrast import Footprint
 from napari_tpm.options import SegmentOptions
 from napari_tpm.preprocess import guess_modality, normalise_intensity
 from napari_tpm.progress import Progress
+from napari_tpm.segment_checks import SESSION_BYTES_PER_VOXEL
 from napari_tpm.slice_match import ct_profiles
 from napari_tpm.support import (
     BACKGROUND_LABEL,
@@ -66,9 +68,6 @@ from napari_tpm.support import (
     find_support_slice,
     parse_support,
 )
-
-#: bytes per voxel the session holds for a query volume (normalised copy, score, class, output).
-_BYTES_PER_VOXEL = 20  # measured: 18.6 bytes per voxel held by a session (2026-12-02)
 
 
 class SegmentationSession(SessionOutputs, ContrastSearch, ScoringSteps):
@@ -95,7 +94,7 @@ class SegmentationSession(SessionOutputs, ContrastSearch, ScoringSteps):
         self.options = dataclasses.replace(base, **overrides) if overrides else base
         self.device = resolve_device(device)
         self.model = load_model(model, device=self.device) if isinstance(model, str) else model
-        self._check_head(self.model)
+        refuse_compared_head(self.model, self.scores_with_head)
         self.model.encoder.to(self.device).eval()
         if batch_size is None:
             batch_size = 32 if self.device.type == "cuda" else 8
@@ -146,7 +145,7 @@ class SegmentationSession(SessionOutputs, ContrastSearch, ScoringSteps):
         The image stays set, so the next :meth:`segment` re-encodes it with the new encoder.
         """
         model = load_model(model, device=self.device) if isinstance(model, str) else model
-        self._check_head(model)
+        refuse_compared_head(model, self.scores_with_head)
         model.encoder.to(self.device).eval()
         self.model = model
         self._views.clear()
@@ -158,16 +157,6 @@ class SegmentationSession(SessionOutputs, ContrastSearch, ScoringSteps):
     #: the evaluation's ``HeadSession`` does, so everywhere else such a file is refused instead
     #: of being scored silently as plain TPM with a threshold it never learned
     scores_with_head: bool = False
-
-    def _check_head(self, model: TPMModel) -> None:
-        head = getattr(model, "head", None)
-        if head is not None and not self.scores_with_head:
-            kind = getattr(head, "kind", None) or type(head).__name__
-            raise ValueError(
-                f"this checkpoint scores with a compared '{kind}' head (train --head), which only "
-                "`python -m napari_tpm.evaluate paper` uses; segment with a model trained "
-                "without --head"
-            )
 
     def set_image(
         self,
@@ -196,7 +185,7 @@ class SegmentationSession(SessionOutputs, ContrastSearch, ScoringSteps):
             and (self._image is array or np.array_equal(self._image, array))
         ):
             return
-        need = array.size * _BYTES_PER_VOXEL
+        need = array.size * SESSION_BYTES_PER_VOXEL
         limit = available_memory_bytes() if max_bytes is None else int(max_bytes)
         if need > limit:
             raise VolumeTooLargeError(
