@@ -103,6 +103,8 @@ def test_in_plane_spacing_scales_the_reach():
         ({"overlap": 0.0}, "overlap"),
         ({"overlap": 1.5}, "overlap"),
         ({"growth": -1.0}, "growth"),
+        ({"rate_slack": -1.0}, "rate_slack"),
+        ({"rate_floor": float("nan")}, "rate_floor"),
         ({"seeds": []}, "seed"),
         ({"seeds": [40]}, "outside"),
     ],
