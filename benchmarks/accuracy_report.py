@@ -51,7 +51,8 @@ def _ordered_groups(rows: list[dict]) -> list[tuple[str, str]]:
 
 def _modes(rows: list[dict]) -> list[str]:
     present = {r["mode"] for r in rows}
-    return [m for m in MODE_ORDER if m in present]
+    # modes outside the fixed order (``same-atNN`` of ``--ends-at``) follow it, in name order
+    return [m for m in MODE_ORDER if m in present] + sorted(present - set(MODE_ORDER))
 
 
 def organ_table(rows: list[dict]) -> list[str]:

@@ -24,6 +24,7 @@ Modes (the support):
   single-organ figure the joint ``multi`` result is compared with.
 * ``ends``: one slice painted near each end of the organ, at 15 % (``same-lo``) and 85 %
   (``same-hi``) of its labelled slices: what a user gets who paints away from the middle.
+  ``--ends-at 0.1 0.25 0.75 0.9`` paints at those fractions instead (modes ``same-at10``...).
 * ``cross-multi``: ``multi``'s slice and paint taken from the ``cross`` partner (all four
   organs of another patient at once); organs absent from the query are not scored.
 
@@ -68,11 +69,23 @@ MODES = ("same", "cross", "multi", "alone", "cross-multi", "ends")
 ENDS = {"same-lo": 0.15, "same-hi": 0.85}
 
 
+def ends_modes(fractions: list[float]) -> dict[str, float]:
+    """Mode name per ``ends`` fraction: the defaults keep their names (``same-lo``, ``same-hi``,
+    so rows stay comparable with earlier runs), any other is ``same-atNN`` (NN percent)."""
+    named = {f: m for m, f in ENDS.items()}
+    out: dict[str, float] = {}
+    for f in fractions:
+        if not 0.0 <= f <= 1.0:
+            raise ValueError(f"--ends-at takes fractions in [0, 1], got {f}")
+        out[named.get(f, f"same-at{round(100 * f):02d}")] = float(f)
+    return out
+
+
 @dataclass
 class Job:
     """One support for one query: which organs it paints and on which volume."""
 
-    mode: str  # same, same-2sl, same-3sl, cross, multi, alone, cross-multi
+    mode: str  # same(-2sl, -3sl, -lo, -hi, -atNN), cross, multi, alone, cross-multi
     organs: tuple[str, ...]  # organ of paint value k is organs[k - 1]
     paint: np.ndarray
     support: str  # case name of the support volume
@@ -96,10 +109,12 @@ def build_jobs(
     slice_counts: list[int],
     data: Path = ac.DATA,
     every_partner: bool = False,
+    ends: dict[str, float] = ENDS,
 ) -> list[Job]:
     """Every support to run on ``case``; organs absent from the query are left out.
 
-    ``every_partner``: the cross modes take each other volume of the group in turn.
+    ``every_partner``: the cross modes take each other volume of the group in turn. ``ends``:
+    the ``ends`` mode's paint positions, mode name -> fraction (:func:`ends_modes`).
     """
     present = [o for o in organs if (labels == case.values[o]).any()]
     jobs: list[Job] = []
@@ -111,7 +126,7 @@ def build_jobs(
                 zs = ac.organ_slices(truth, n)
                 jobs.append(Job(mode, (organ,), ac.organ_paint(truth, zs), case.name, zs))
     if "ends" in modes:
-        for mode, fraction in ENDS.items():
+        for mode, fraction in ends.items():
             for organ in present:
                 truth = labels == case.values[organ]
                 zs = ac.organ_slice_at(truth, fraction)
@@ -314,6 +329,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
     ap.add_argument("--slices", nargs="+", type=int, choices=(1, 2, 3), default=[1, 2, 3])
     ap.add_argument("--organs", nargs="+", choices=ac.ORGANS, default=list(ac.ORGANS))
+    ap.add_argument(
+        "--ends-at",
+        nargs="+",
+        type=float,
+        default=list(ENDS.values()),
+        metavar="FRACTION",
+        help="the ends mode's paint positions, fractions of the organ's labelled slices",
+    )
     ap.add_argument("--limit", type=int, default=None, help="at most N cases per set")
     ap.add_argument(
         "--partners",
@@ -331,7 +354,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--out", default=str(ac.ROOT / "benchmarks" / "RESULTS-accuracy.md"))
     ap.add_argument("--csv", default=str(ac.ROOT / "benchmarks" / "RESULTS-accuracy.csv"))
     ap.add_argument("--no-write", action="store_true", help="print only; write no file")
-    return ap.parse_args(argv)
+    args = ap.parse_args(argv)
+    try:
+        ends_modes(args.ends_at)
+    except ValueError as err:
+        ap.error(str(err))
+    return args
 
 
 def main(argv=None) -> int:
@@ -352,7 +380,14 @@ def main(argv=None) -> int:
     for case in cases:
         image, labels, spacing = case.load()
         jobs = build_jobs(
-            case, labels, args.modes, args.organs, args.slices, args.data, args.partners == "all"
+            case,
+            labels,
+            args.modes,
+            args.organs,
+            args.slices,
+            args.data,
+            args.partners == "all",
+            ends_modes(args.ends_at),
         )
         tpm, fits, forest = {}, {}, {}
         if "tpm" in args.methods:
