@@ -356,7 +356,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--no-write", action="store_true", help="print only; write no file")
     args = ap.parse_args(argv)
     try:
-        ends_modes(args.ends_at)
+        args.ends = ends_modes(args.ends_at)  # mode name -> fraction, checked once
     except ValueError as err:
         ap.error(str(err))
     return args
@@ -387,7 +387,7 @@ def main(argv=None) -> int:
             args.slices,
             args.data,
             args.partners == "all",
-            ends_modes(args.ends_at),
+            args.ends,
         )
         tpm, fits, forest = {}, {}, {}
         if "tpm" in args.methods:

@@ -226,13 +226,16 @@ class ContrastSearch:
         out: dict[int, Footprint] = {}
         for v, f in found.items():
             assert isinstance(f, Footprint)  # a paint's footprint is one slice's
-            z = map_slice(
-                job.support_profiles,
-                job.support_spacing[axis],
-                query,
-                self._spacing[axis],
-                f.height * last_support,
-            )
+            key = (v, f.height)
+            if key not in job.matched_heights:
+                job.matched_heights[key] = map_slice(
+                    job.support_profiles,
+                    job.support_spacing[axis],
+                    query,
+                    self._spacing[axis],
+                    f.height * last_support,
+                )
+            z = job.matched_heights[key]
             # scans too short to match (slabs) keep the fractions
             out[v] = f if z is None else replace(f, height=z / max(last_query, 1), matched=True)
         return out

@@ -65,6 +65,12 @@ class _Job:
     #: (:func:`napari_tpm.slice_match.slice_profiles`); None: heights stay fractions of each
     #: scan (MR, paint on this volume, or ``options.match_slices`` off)
     support_profiles: np.ndarray | None = None
+    #: memo of :func:`napari_tpm.slice_match.map_slice` per (class, painted height): the
+    #: contrast search's variants of this job (``replace``) share the one dict, so the painted
+    #: slice is matched once, not once per candidate step
+    matched_heights: dict[tuple[int, float], float | None] = field(
+        default_factory=dict, compare=False, repr=False
+    )
 
 
 @dataclass

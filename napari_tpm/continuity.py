@@ -148,15 +148,14 @@ def keep_continuous(
         out[z] = mask[z] if paint is None else _touching(pieces[z], mask[z] & paint[z])
     for direction, first, stop in ((1, starts[0] + 1, n), (-1, starts[-1] - 1, -1)):
         prev = out[first - direction]
-        largest = int(prev.sum())
+        size = largest = int(prev.sum())  # size: the previous slice's result's area
         rate: float | None = None  # the last step's growth, in equivalent radii
         for z in range(first, stop, direction):
             if z in seed_set:
                 prev = out[z]
-                largest = int(prev.sum())
+                size = largest = int(prev.sum())
                 rate = None
                 continue
-            size = int(prev.sum())
             g = growth if size >= shrink * largest else 0.0  # past the widest slice: no growth
             if g > 0 and rate is not None:
                 g = min(g, max(rate_floor, rate_slack * rate if rate > 0 else 0.0))
@@ -164,8 +163,8 @@ def keep_continuous(
             out[z] |= cur
             new = int(cur.sum())
             rate = max(float(np.sqrt(new / size)) - 1.0, 0.0) if size else None
-            prev = cur
             largest = max(largest, size)
+            prev, size = cur, new
     return out
 
 
