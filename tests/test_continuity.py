@@ -70,6 +70,43 @@ def test_a_result_that_stops_widening_then_doubles_is_cut():
     assert loose[other].sum() > 0.5 * other.sum()
 
 
+def _narrowing_organ_with_neighbour(neighbour_radius: float) -> tuple[np.ndarray, ...]:
+    """An organ narrowing from its painted slice 0 (radius 16 px -> 5 px over 10 slices) and,
+    from slice 4 on, a neighbour's disk beside it, joined to it through a short neck, that
+    widens by 1 px per slice (``neighbour_radius`` on slice 4)."""
+    shape = (10, 80, 100)
+    organ = np.zeros(shape, bool)
+    other = np.zeros(shape, bool)
+    for z in range(10):
+        r = 16 - 1.2 * z
+        organ[z] = _disk(shape[1:], (40, 35), r)
+        if z >= 4:
+            rn = neighbour_radius + (z - 4)
+            other[z] = _disk(shape[1:], (40, 35 + r + rn - 1.5), rn) & ~organ[z]
+    return organ, other, organ | other
+
+
+def test_past_the_widest_slice_a_neighbour_joined_through_a_neck_is_split_off():
+    organ, other, result = _narrowing_organ_with_neighbour(6.0)
+    out = keep_continuous(result, [0], spacing=(1.5, 1.5))
+    # the neighbour first shows as a sixth of the piece, so the piece alone is kept whole ...
+    assert other[4].sum() < 0.3 * result[4].sum()
+    assert out[organ].mean() > 0.99
+    assert out[other].sum() < 0.1 * other.sum()
+    # ... and without the split it is carried through every slice after
+    whole = keep_continuous(result, [0], spacing=(1.5, 1.5), split_reach=None)
+    assert whole[other].all()
+
+
+def test_a_part_just_beside_the_previous_result_is_not_split_off():
+    # the neighbour's disk of 2.5 px (3.75 mm) reaches less than SPLIT_REACH_MM beyond the
+    # organ's previous section: as close as a section shifting between slices, so it stays
+    organ, other, result = _narrowing_organ_with_neighbour(2.5)
+    out = keep_continuous(result, [0], spacing=(1.5, 1.5))
+    assert out[4][other[4]].all()
+    assert out[organ].all()
+
+
 def test_several_seeds_restart_the_sweep_and_fill_between_them():
     organ, _, _ = _kidney_against_spleen()
     gap = organ.copy()
@@ -105,6 +142,7 @@ def test_in_plane_spacing_scales_the_reach():
         ({"growth": -1.0}, "growth"),
         ({"rate_slack": -1.0}, "rate_slack"),
         ({"rate_floor": float("nan")}, "rate_floor"),
+        ({"split_reach": -1.0}, "split_reach"),
         ({"seeds": []}, "seed"),
         ({"seeds": [40]}, "outside"),
     ],
