@@ -83,8 +83,10 @@ class SegmentOptions:
             painted slices; past the organ's widest slice, keep a 2D piece of a slice's result
             whole only when at least this fraction of it lies on the previous slice's result,
             else only its part on it (0: off). Stops a leak into a neighbour that touches the
-            organ over a broad contact, which a neck cut cannot separate
-            (:mod:`napari_tpm.continuity`).
+            organ over a broad contact, which a neck cut cannot separate. There, a piece kept
+            whole is also split at its 2D necks, and a part lying mostly off the previous
+            slice's result and well beyond it is dropped: a neighbour creeping in a few hundred
+            pixels per slice (:mod:`napari_tpm.continuity`).
         tip_shift: with one slice painted on this volume and a model without a learned
             threshold, move the auto prior's boundary out by up to this many log-odds units
             when the first result lies mostly on one side of the painted slice: the paint was
