@@ -1,6 +1,7 @@
 """The session's paths for paint from another volume: second pass, contrast search, classes apart.
 
-:class:`ContrastSearch` is a mixin of :class:`napari_tpm.session.SegmentationSession`.
+:class:`ContrastSearch` is a mixin of :class:`napari_tpm.session.SegmentationSession`; its
+``_place_other_paint`` is the session's entry for such paint.
 - ``options.bootstrap``: the first pass only has to find the organ; a second pass segments
   again from the first result's pseudo-paint on this volume.
 - ``options.contrast_search``: it runs the whole cross-volume pipeline (first pass, then the
@@ -64,6 +65,8 @@ class ContrastSearch:
     _normalised: np.ndarray | None
     _body_boxes: dict[int, dict[int, tuple[float, float, float, float]]]
     _profiles: dict[int, np.ndarray]
+    _choosing: bool
+    _tip_labels: tuple[float, np.ndarray] | None
 
     if TYPE_CHECKING:
 
@@ -119,6 +122,25 @@ class ContrastSearch:
         finally:
             self._second_pass = False
         self.bootstrapped = True
+
+    def _place_other_paint(self, job: _Job) -> Iterator[Progress]:
+        """Another volume's paint: first result, second pass, and the searches that choose.
+
+        While it runs, ``labels()`` leaves out the outline's halfway growth
+        (``options.halfway_edge``): the searches compare, and the second pass starts from, the
+        regions the model found. The result the caller reads afterwards has it.
+        """
+        self._choosing = True
+        try:
+            if len(job.parsed.values) > 1 and self.options.classes_apart:
+                yield from self._segment_classes_apart(job)
+            elif self.options.contrast_search:
+                yield from self._search_contrast(job)
+            else:
+                yield from self._run(job, bootstrap=True)
+        finally:
+            self._choosing = False
+            self._tip_labels = None  # labels cached while choosing lack the growth
 
     def _search_contrast(self, job: _Job) -> Iterator[Progress]:
         """Segment from ``job.paint`` on its other volume once per candidate intensity change.

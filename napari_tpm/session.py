@@ -17,8 +17,8 @@ This module holds the caches and the order of the stages; the work lives in priv
 ``_session_support`` (paint -> support), ``_session_steps`` with ``_session_scoring``
 (prototypes, log-odds, calibration, refinement, smoothing), ``_session_output`` (reading
 results) with ``_session_labels`` (threshold and 3D clean-up), ``_session_contrast`` (another
-volume's paint tried at several intensities), and ``_session_data`` (records and small
-helpers).
+volume's paint: the second pass and the searches that place it), and ``_session_data``
+(records and small helpers).
 """
 
 from __future__ import annotations
@@ -47,9 +47,7 @@ from napari_tpm._session_data import (
     resolve_device,
 )
 from napari_tpm._session_output import SessionOutputs
-from napari_tpm._session_scoring import (
-    mine_negatives,
-)
+from napari_tpm._session_scoring import mine_negatives
 from napari_tpm._session_steps import ScoringSteps
 from napari_tpm._session_support import build_support, check_paint_grid
 from napari_tpm._threads import one_cpu_thread
@@ -301,25 +299,6 @@ class SegmentationSession(SessionOutputs, ContrastSearch, ScoringSteps):
             yield from self._place_other_paint(job)
             return
         yield from self._run(job, bootstrap=False)
-
-    def _place_other_paint(self, job: _Job) -> Iterator[Progress]:
-        """Another volume's paint: first result, second pass, and the searches that choose.
-
-        While it runs, ``labels()`` leaves out the outline's halfway growth
-        (``options.halfway_edge``): the searches compare, and the second pass starts from, the
-        regions the model found. The result the caller reads afterwards has it.
-        """
-        self._choosing = True
-        try:
-            if len(job.parsed.values) > 1 and self.options.classes_apart:
-                yield from self._segment_classes_apart(job)
-            elif self.options.contrast_search:
-                yield from self._search_contrast(job)
-            else:
-                yield from self._run(job, bootstrap=True)
-        finally:
-            self._choosing = False
-            self._tip_labels = None  # labels cached while choosing lack the growth
 
     def _run(self, job: _Job, *, bootstrap: bool) -> Iterator[Progress]:
         """One segmentation from checked paint: support, prototypes, scores, clean-up.
