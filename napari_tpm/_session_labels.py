@@ -15,6 +15,7 @@ import numpy as np
 from napari_tpm._session_data import _apply_paint, _Support
 from napari_tpm.boundary import grow_to_edge, snap_to_intensity
 from napari_tpm.continuity import keep_continuous
+from napari_tpm.exclusion import drop_stroked
 from napari_tpm.necks import cut_necks, neck_radius_mm
 from napari_tpm.options import SegmentOptions
 from napari_tpm.postprocess import bounding_box, keep_connected, limit_range
@@ -79,7 +80,8 @@ def clean_3d(
     chooses, else the largest one), cut thin necks into touching look-alike tissue
     (``options.neck``), snap the outline to the organ's intensity (``options.snap_mm``), keep
     what stays connected, grow the outline through the edge's partial-volume pixels
-    (``options.halfway_edge``), keep only the paint of a structure on a slice it was outlined
+    (``options.halfway_edge``), remove the regions background strokes mark
+    (``options.stroke_regions``), keep only the paint of a structure on a slice it was outlined
     on (``options.exact_paint``), and keep what continues slice by slice from the paint
     (``options.continuity``).
     ``spacing`` and ``image`` are the query's, in the user's axis order.
@@ -99,6 +101,7 @@ def clean_3d(
     view, seeds = view[box], seeds[box]  # what follows works near the result only
     spacing_first = (spacing[s.axis], *others)
     own_seeds = seeds if s.same_volume else None
+    strokes = _strokes(box, view.shape, s, background)
     if opts.neck > 0:
         radii = {
             v: neck_radius_mm(r, opts.neck)
@@ -117,8 +120,12 @@ def clean_3d(
                 spacing_first,
                 models,
                 band_mm=opts.snap_mm,
-                blocked=_strokes(box, view.shape, s, background),
+                blocked=strokes,
             )
+    if opts.stroke_regions and strokes is not None:
+        for value in s.label_values:
+            mask = view == value
+            view[mask & ~drop_stroked(mask, seeds == value, strokes, spacing_first)] = 0
     if opts.exact_paint and s.same_volume:
         _keep_to_paint(view, seeds, s.outlined, box[0].start)
     if opts.continuity > 0 and s.same_volume:

@@ -79,6 +79,11 @@ class SegmentOptions:
             slices. Slices with several structures painted keep their result (one structure is
             often caught at its tip there, and the next slices widen faster than the sweep
             follows from the paint alone).
+        stroke_regions: with ``connected``, a background stroke removes the part of a
+            structure's result it marks, not only its own pixels: each voxel of the result
+            goes to the paint or the strokes, whichever is nearer along paths inside the
+            result (:mod:`napari_tpm.exclusion`), and the strokes' part goes. A look-alike
+            neighbour touching the organ otherwise stays joined to it around the stroke.
         continuity: with ``connected`` and paint on this volume, walk outward from the
             painted slices; past the organ's widest slice, keep a 2D piece of a slice's result
             whole only when at least this fraction of it lies on the previous slice's result,
@@ -133,6 +138,7 @@ class SegmentOptions:
     snap_mm: float = 3.0
     halfway_edge: bool = True
     exact_paint: bool = True
+    stroke_regions: bool = True
     continuity: float = 0.7
     tip_shift: float = 1.0
     bootstrap: bool = True
