@@ -126,3 +126,32 @@ def test_a_voxel_inside_a_large_class_stays_on_the_working_grid():
     out = _class_mask(grid, plane, (1, 2), None)
     assert (out == 2).sum() == 1
     assert (out == 1).sum() > 0.9 * (plane == 1).sum() / 4
+
+
+def test_a_background_stroke_removes_the_part_of_the_result_it_marks(phantom):
+    """One short stroke on the spill takes out more of it with ``stroke_regions`` than the
+    stroke's own pixels and background evidence do, and the organ keeps its Dice."""
+    z = organ_slices(phantom.labels, LIVER)[len(organ_slices(phantom.labels, LIVER)) // 2]
+    paint = np.zeros(SHAPE, np.uint8)
+    paint[z][phantom.labels[z] == LIVER] = LIVER
+    truth = phantom.labels == LIVER
+    results = {}
+    for regions in (False, True):
+        session = SegmentationSession(
+            "filterbank", device="cpu", batch_size=8, stroke_regions=regions
+        )
+        session.set_image(phantom.image, phantom.spacing)
+        list(session.segment(paint))
+        before = session.labels(0.5, keep_paint=False) == LIVER
+        spill = before & ~truth
+        zb = int(np.argmax(spill.sum(axis=(1, 2))))
+        ys, xs = np.nonzero(spill[zb])
+        row = int(np.median(ys))
+        stroked = paint.copy()
+        stroked[zb, row, xs[ys == row]] = BACKGROUND_LABEL  # one row of the spill
+        list(session.segment(stroked))
+        after = session.labels(0.5, keep_paint=False) == LIVER
+        results[regions] = (int((after & ~truth).sum()), dice(after, truth), int(spill.sum()))
+    (off_spill, off_dice, _), (on_spill, on_dice, spill0) = results[False], results[True]
+    assert on_spill < min(off_spill, spill0)
+    assert on_dice >= off_dice - 0.01
