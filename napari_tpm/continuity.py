@@ -56,6 +56,8 @@ from scipy import ndimage
 from skimage.morphology import h_maxima
 from skimage.segmentation import watershed
 
+from napari_tpm.postprocess import bounding_box
+
 __all__ = [
     "CLIPPED",
     "GROWTH",
@@ -265,14 +267,15 @@ def _drop_split_off(
     """Drop from ``cur`` (in place) the parts of its whole pieces that a neck separates from
     the rest and that lie mostly off ``prev``, reaching more than ``reach_mm`` beyond it."""
     ids = np.unique(pieces[cur])
+    beyond = None  # distance from the previous result (mm), computed once when needed
     for i in ids[ids > 0]:
         piece = pieces == i
         off = piece & ~prev
         # a piece clipped to ``prev`` has no part off it; one nearly on it has nothing to drop
         if not (piece <= cur).all() or off.sum() < 0.1 * piece.sum():
             continue
-        ys, xs = np.nonzero(piece)
-        box = (slice(ys[0], ys[-1] + 1), slice(xs.min(), xs.max() + 1))
+        box = bounding_box(piece)
+        assert box is not None  # a piece of the result is not empty
         padded = np.pad(piece[box], 1)
         depth = ndimage.distance_transform_edt(padded, sampling=spacing)
         if depth.max() <= SPLIT_DEPTH_MM:
@@ -281,12 +284,11 @@ def _drop_split_off(
         if n < 2:
             continue
         parts = watershed(-depth, markers, mask=padded)[1:-1, 1:-1]
-        beyond = None
         for j in range(1, n + 1):
             part = parts == j
             if (part & prev[box]).sum() >= SPLIT_ON * part.sum():
                 continue
-            if beyond is None:  # distance from the previous result, in mm
-                beyond = ndimage.distance_transform_edt(~prev, sampling=spacing)[box]
-            if np.percentile(beyond[part], 90) > reach_mm:
+            if beyond is None:
+                beyond = ndimage.distance_transform_edt(~prev, sampling=spacing)
+            if np.percentile(beyond[box][part], 90) > reach_mm:
                 cur[box][part] = False

@@ -25,6 +25,7 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import ndimage
 from skimage.graph import MCP_Geometric
+from skimage.measure import block_reduce
 
 __all__ = ["GRID_MM", "NARROW_MM", "drop_stroked"]
 
@@ -72,23 +73,15 @@ def drop_stroked(
     # a fine grid costs seconds per call on a liver (9 M voxels: 30 s at full resolution)
     step = [1] + [max(1, round(GRID_MM / float(s))) for s in spacing[1:]]
     coarse = tuple(float(s) * k for s, k in zip(spacing, step, strict=True))
-    small = _pool(region, step)
+    small = block_reduce(region, tuple(step), np.any)
     # a step through a narrow part of the region costs more, so the shares part where the
     # organ and its neighbour meet (narrower than either) rather than halfway between seeds
     depth = ndimage.distance_transform_edt(np.pad(small, 1), sampling=coarse)
     costs = np.where(small, (depth[(slice(1, -1),) * 3] + NARROW_MM) ** -2.0, np.inf)
-    from_paint = _geodesic(costs, _pool(paint, step), coarse)
-    from_strokes = _geodesic(costs, _pool(touching, step), coarse)
+    from_paint = _geodesic(costs, block_reduce(paint, tuple(step), np.any), coarse)
+    from_strokes = _geodesic(costs, block_reduce(touching, tuple(step), np.any), coarse)
     nearer = _unpool(from_strokes < from_paint, step, mask.shape)
     return mask & ~(nearer & ~paint)
-
-
-def _pool(array: np.ndarray, step: Sequence[int]) -> np.ndarray:
-    """Whether any voxel of each ``step`` block is set (the block grid covers ``array``)."""
-    pads = [(0, (-n) % k) for n, k in zip(array.shape, step, strict=True)]
-    padded = np.pad(array, pads)
-    shape = [v for n, k in zip(padded.shape, step, strict=True) for v in (n // k, k)]
-    return padded.reshape(shape).any(axis=tuple(range(1, 2 * array.ndim, 2)))
 
 
 def _unpool(array: np.ndarray, step: Sequence[int], shape: Sequence[int]) -> np.ndarray:

@@ -81,8 +81,9 @@ class SegmentOptions:
             follows from the paint alone).
         stroke_regions: with ``connected``, a background stroke removes the part of a
             structure's result it marks, not only its own pixels: each voxel of the result
-            goes to the paint or the strokes, whichever is nearer along paths inside the
-            result (:mod:`napari_tpm.exclusion`), and the strokes' part goes. A look-alike
+            goes to the paint or the strokes, whichever it reaches more cheaply along paths
+            inside the result, a path through a narrow part costing more
+            (:mod:`napari_tpm.exclusion`), and the strokes' part goes. A look-alike
             neighbour touching the organ otherwise stays joined to it around the stroke.
         continuity: with ``connected`` and paint on this volume, walk outward from the
             painted slices; past the organ's widest slice, keep a 2D piece of a slice's result
