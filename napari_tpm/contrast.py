@@ -48,13 +48,29 @@ CT_OFFSETS_HU: tuple[float, ...] = (-80.0, -40.0, 40.0, 80.0, 0.0)
 #: intensity factors tried on MR (no fixed scale), the same steps relative to a 160-unit range.
 MR_FACTORS: tuple[float, ...] = (0.5, 0.75, 1.25, 1.5, 1.0)
 
-#: weights of the footprint terms in :func:`fit_score` (chosen on the tuning volumes)
-AREA_WEIGHT = 0.2  # per unit of |log(area ratio)|
-POSITION_WEIGHT = 1.0  # per unit of body-relative distance (the body's box spans [-1, 1])
-HEIGHT_WEIGHT = 0.5  # per unit of relative slice position (capped at 1)
-#: the same for a paint whose slice was matched into the query (``Footprint.matched``): that
-#: height is measured, not assumed from the two fields of view, so it may count for more
-MATCHED_HEIGHT_WEIGHT = 2.0
+
+@dataclass(frozen=True)
+class FootprintWeights:
+    """Weights of the terms of :func:`footprint_penalty`.
+
+    Attributes:
+        area: per unit of |log(area ratio)|.
+        position: per unit of body-relative distance (the body's box spans [-1, 1]).
+        height: per unit of relative slice position (capped at 1).
+        matched_height: the same for a paint whose slice was matched into the query
+            (``Footprint.matched``): that height is measured, not assumed from the two fields
+            of view, so it may count for more.
+    """
+
+    area: float
+    position: float
+    height: float
+    matched_height: float
+
+
+#: the weights of :func:`fit_score`, which compares whole results of the contrast search
+#: (chosen on the tuning volumes)
+FIT_WEIGHTS = FootprintWeights(area=0.2, position=1.0, height=0.5, matched_height=2.0)
 UNCHANGED_BONUS = 0.2
 #: a result from another volume's paint whose :func:`fit_score` is below this is reported as
 #: doubtful. Chosen on the tuning pairs (every ordered pair of BTCV 15-21 and CHAOS 21-33, four
@@ -65,9 +81,17 @@ DOUBTFUL_FIT = 0.5
 BODY_MARGIN = 0.15
 #: the penalty of a class the result does not contain at all
 MISSING_PENALTY = 11.3
+#: the weights with which :func:`keep_fitting_component` picks one region of a result. Unlike
+#: :data:`FIT_WEIGHTS`, the size counts for little: a first pass finds an organ's core, often
+#: a third of the painted area, while a look-alike neighbour (the spleen above the left kidney)
+#: may match the painted size; the height counts for more. Chosen on every ordered tuning pair
+#: (BTCV 15-21, CHAOS 21-33, four organs): of the 684 region choices where one region was
+#: mostly the organ, these picked it 598 times, the fit weights 574 times
+#: (benchmarks/RESULTS-accuracy.md, "Weights of the region pick")
+PICK_WEIGHTS = FootprintWeights(area=0.1, position=1.0, height=1.0, matched_height=2.0)
 #: weight of a region's mean log-odds against its footprint penalty in
 #: :func:`keep_fitting_component` (chosen on the tuning volumes)
-SCORE_WEIGHT = 0.15
+SCORE_WEIGHT = 0.1
 
 
 @dataclass(frozen=True)
@@ -86,7 +110,7 @@ class Footprint:
         matched: for a paint's footprint, whether ``height`` is the painted slice matched
             into the query (:func:`napari_tpm.slice_match.map_slice`, CT) rather than its
             fraction of the paint's own scan; the height then weighs
-            :data:`MATCHED_HEIGHT_WEIGHT`.
+            ``matched_height`` of :class:`FootprintWeights`.
         span: for a result's footprint, the relative heights of its region's first and last
             slice. A matched paint's slice is then compared with that span, not with the
             result's widest slice: the painted slice lies somewhere in the organ, and an
@@ -279,8 +303,11 @@ def _footprint(
     return Footprint(float(ys.size * pixel_area_mm2), (float(row), float(col)), height, widest)
 
 
-def footprint_penalty(support: Footprint, result: Found | None) -> float:
-    """How far ``result`` is from the painted ``support`` (0: same size, place and height).
+def footprint_penalty(
+    support: Footprint, result: Found | None, weights: FootprintWeights = FIT_WEIGHTS
+) -> float:
+    """How far ``result`` is from the painted ``support`` (0: same size, place and height),
+    its terms weighted by ``weights``.
 
     ``result`` given slice by slice (a tuple) is as far as its best-fitting slice: that is the
     comparison for a painted slice that need not be the organ's widest
@@ -292,17 +319,18 @@ def footprint_penalty(support: Footprint, result: Found | None) -> float:
     if result is None:
         return MISSING_PENALTY
     if not isinstance(result, Footprint):
-        return min((footprint_penalty(support, f) for f in result), default=MISSING_PENALTY)
+        each = (footprint_penalty(support, f, weights) for f in result)
+        return min(each, default=MISSING_PENALTY)
     size = abs(np.log(max(result.area_mm2, 1e-6) / max(support.area_mm2, 1e-6)))
     place = float(np.hypot(*np.subtract(result.position, support.position)))
     if support.matched and result.span is not None:  # how far the region misses the slice
         lo, hi = result.span
         height = min(max(lo - support.height, support.height - hi, 0.0), 1.0)
-        height_weight = MATCHED_HEIGHT_WEIGHT
+        height_weight = weights.matched_height
     else:
         height = min(abs(result.height - support.height), 1.0)
-        height_weight = HEIGHT_WEIGHT
-    return AREA_WEIGHT * size + POSITION_WEIGHT * place + height_weight * height
+        height_weight = weights.height
+    return weights.area * size + weights.position * place + height_weight * height
 
 
 def fit_score(
@@ -337,7 +365,8 @@ def keep_fitting_component(
     For paint from another volume there is no painted voxel in this one to say which region is
     the organ, and the largest region is often a look-alike neighbour: the other kidney, the
     liver for the spleen. The organ is the region of about the painted size, at about the same
-    place in the body and height in the scan (:func:`footprint_penalty`). Only the
+    place in the body and height in the scan (:func:`footprint_penalty` with
+    :data:`PICK_WEIGHTS`). Only the
     ``candidates`` largest components of a class compete (a speck can sit anywhere).
 
     Args:
@@ -372,7 +401,7 @@ def keep_fitting_component(
         found = _piece_footprints(
             pieces, box, image, order, pixel_area_mm2, boxes, every_slice=not want.widest
         )
-        cost = {i: footprint_penalty(want, found.get(i)) for i in order}
+        cost = {i: footprint_penalty(want, found.get(i), PICK_WEIGHTS) for i in order}
         if score is not None and SCORE_WEIGHT:
             sums = np.bincount(pieces.ravel(), weights=score[box].ravel().astype(np.float64))
             for i in order:

@@ -110,7 +110,8 @@ class SegmentOptions:
         match_slices: with paint on another CT, compare a result's height with the painted
             slice matched into this scan by the two scans' slice profiles (body, bone, fat;
             :mod:`napari_tpm.slice_match`) instead of the same fraction of each scan, and let
-            that height count for more (:data:`napari_tpm.contrast.MATCHED_HEIGHT_WEIGHT`):
+            that height count for more (``matched_height`` of
+            :class:`napari_tpm.contrast.FootprintWeights`):
             two fields of view seldom agree. MR keeps the fractions.
         fit_component: with ``connected`` and paint on another volume, keep the 3D region
             whose size, place in the body and height in the scan fit the paint best, instead

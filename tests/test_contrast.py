@@ -177,6 +177,32 @@ def test_the_region_that_fits_the_paint_wins_over_the_largest():
     assert out[4, 20, 20] == 1 and out[4, 40, 45] == 0
 
 
+def test_the_pick_weighs_the_painted_height_over_the_painted_size():
+    """A first pass finds an organ's core, often a third of the painted area, while a
+    look-alike neighbour of about the painted size lies higher in the scan (the spleen above
+    the left kidney): picking one region, the height counts for more than the size."""
+    from napari_tpm import contrast
+
+    image = np.zeros((20, 64, 64), np.float32)
+    image[:, 8:56, 8:56] = 3.0  # the body
+    labels = np.zeros(image.shape, np.uint8)
+    labels[8:13, 28:35, 27:37] = 1  # the organ's core: 70 pixels at the painted height
+    labels[15:20, 22:42, 27:37] = 1  # the neighbour: the painted 200 pixels, higher up
+    painted = {1: Footprint(200.0, (0.0, 0.0), 0.5)}
+    out = keep_fitting_component(labels, image, painted, pixel_area_mm2=1.0)
+    assert out[10, 31, 31] == 1 and out[17, 31, 31] == 0
+    # each region's footprint under both weightings: the contrast search's (whole results)
+    # still prefers the neighbour's size
+    below = np.arange(20)[:, None, None] < 14
+    core = footprints(np.where(below, labels, 0), image, [1], 1.0)[1]
+    neighbour = footprints(np.where(below, 0, labels), image, [1], 1.0)[1]
+    assert footprint_penalty(painted[1], neighbour) < footprint_penalty(painted[1], core)
+    pick = contrast.PICK_WEIGHTS
+    assert footprint_penalty(painted[1], core, pick) < footprint_penalty(
+        painted[1], neighbour, pick
+    )
+
+
 def test_a_windowed_ct_stays_ct_when_its_organ_is_darkened():
     from napari_tpm.preprocess import guess_modality
 
@@ -321,19 +347,19 @@ def test_a_painted_slice_that_is_not_the_widest_finds_the_organ_by_its_tip():
     """With several classes on one slice, the slice may cut an organ near its end: the region
     whose slice at the paint's height looks like the paint wins over a region of the painted
     size at another height (the comparison on the widest slice picks that one)."""
-    image = np.zeros((11, 64, 64), np.float32)
+    image = np.zeros((21, 64, 64), np.float32)
     image[:, 8:56, 8:56] = 3.0  # the body
     labels = np.zeros(image.shape, np.uint8)
-    labels[2:7, 14:34, 14:34] = 1  # the organ: widest 20 x 20 ...
-    labels[1, 22:26, 22:26] = 1  # ... with a 4 x 4 tip on slice 1
-    labels[9:11, 22:26, 22:26] = 1  # a 4 x 4 look-alike at the same place, low in the scan
-    tip = footprints(labels[1:2], image[1:2], (1,), 1.0)[1]
-    paint = Footprint(16.0, tip.position, 0.1)  # the tip painted on another patient
+    labels[9:14, 14:34, 14:34] = 1  # the organ: widest 20 x 20 ...
+    labels[8, 22:26, 22:26] = 1  # ... with a 4 x 4 tip on slice 8
+    labels[5:7, 22:26, 22:26] = 1  # a 4 x 4 look-alike at the same place, a little lower
+    tip = footprints(labels[8:9], image[8:9], (1,), 1.0)[1]
+    paint = Footprint(16.0, tip.position, 0.4)  # the tip painted on another patient
     out = keep_fitting_component(labels, image, {1: paint}, pixel_area_mm2=1.0)
-    assert out[10, 24, 24] == 1 and out[4, 20, 20] == 0  # widest slices: the look-alike
-    several = Footprint(16.0, tip.position, 0.1, widest=False)
+    assert out[5, 24, 24] == 1 and out[11, 20, 20] == 0  # widest slices: the look-alike
+    several = Footprint(16.0, tip.position, 0.4, widest=False)
     out = keep_fitting_component(labels, image, {1: several}, pixel_area_mm2=1.0)
-    assert out[4, 20, 20] == 1 and out[10, 24, 24] == 0  # any slice: the organ's tip fits
+    assert out[11, 20, 20] == 1 and out[5, 24, 24] == 0  # any slice: the organ's tip fits
 
 
 @pytest.mark.parametrize("search", [True, False])

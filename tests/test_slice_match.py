@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 
 from napari_tpm.contrast import (
-    HEIGHT_WEIGHT,
-    MATCHED_HEIGHT_WEIGHT,
+    FIT_WEIGHTS,
     Footprint,
     footprint_penalty,
     footprints,
@@ -102,10 +101,10 @@ def test_a_matched_slice_is_compared_with_the_regions_span():
     # a region whose widest slice lies 0.2 from the painted slice, but which covers it
     covering = Footprint(1000.0, (0.0, 0.5), 0.7, span=(0.3, 0.8))
     assert footprint_penalty(matched, covering) == pytest.approx(0.0)
-    assert footprint_penalty(paint, covering) == pytest.approx(HEIGHT_WEIGHT * 0.2)
+    assert footprint_penalty(paint, covering) == pytest.approx(FIT_WEIGHTS.height * 0.2)
     # one that ends 0.1 short of it
     short = Footprint(1000.0, (0.0, 0.5), 0.7, span=(0.6, 0.8))
-    assert footprint_penalty(matched, short) == pytest.approx(MATCHED_HEIGHT_WEIGHT * 0.1)
+    assert footprint_penalty(matched, short) == pytest.approx(FIT_WEIGHTS.matched_height * 0.1)
 
 
 @pytest.mark.parametrize("modality", ["ct", "mr"])
