@@ -105,6 +105,8 @@ class _Support:
     intensity: list[tuple[float, float] | None] = field(default_factory=list)  # per class, raw
     # painted slice -> the one structure painted on it as a filled region (not a stroke)
     outlined: dict[int, int] = field(default_factory=dict)
+    # (N, C) the painted slices' own look-alikes (hard negatives), mined after the first fit
+    mined_features: torch.Tensor | None = None
 
 
 def _make_view(

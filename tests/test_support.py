@@ -155,3 +155,77 @@ def test_a_background_stroke_removes_the_part_of_the_result_it_marks(phantom):
     (off_spill, off_dice, _), (on_spill, on_dice, spill0) = results[False], results[True]
     assert on_spill < min(off_spill, spill0)
     assert on_dice >= off_dice - 0.01
+
+
+def test_strokes_that_look_like_the_paint_are_no_evidence():
+    """Stroke pixels as near the class's prototypes as the paint's own are dropped from the
+    background evidence (they would outweigh the organ wherever it looks like them); stroke
+    pixels unlike the paint stay."""
+    import torch
+
+    from napari_tpm._session_scoring import distinct_strokes, fit_one
+
+    rng = torch.Generator().manual_seed(0)
+    organ = torch.nn.functional.normalize(
+        torch.tensor([1.0, 0.0, 0.0, 0.0]) + 0.05 * torch.randn(200, 4, generator=rng), dim=1
+    )
+    prototypes = [fit_one(organ, 3, 0.2)]
+    look_alike = torch.nn.functional.normalize(  # the organ's look, a little tighter
+        torch.tensor([1.0, 0.0, 0.0, 0.0]) + 0.03 * torch.randn(20, 4, generator=rng), dim=1
+    )
+    fat = torch.nn.functional.normalize(
+        torch.tensor([0.0, 1.0, 0.0, 0.0]) + 0.05 * torch.randn(20, 4, generator=rng), dim=1
+    )
+    kept = distinct_strokes(torch.cat([look_alike, fat]), prototypes, [organ])
+    assert kept is not None and kept.shape == (20, 4)
+    assert torch.allclose(kept, fat)
+    assert distinct_strokes(None, prototypes, [organ]) is None
+
+
+def test_a_stroke_on_tissue_like_the_paint_is_no_evidence_against_it(phantom):
+    """The extreme look-alike: a stroke across the painted kidney's own tissue, a few slices
+    away. Its features are the paint's, so as background evidence they would cut the kidney
+    wherever it looks like that (Dice 0.955 -> 0.87 when they counted); dropped, only the
+    stroke's own pixels go. ``stroke_regions`` is off, to see the evidence alone."""
+    truth = phantom.labels == KIDNEY
+    slices = organ_slices(phantom.labels, KIDNEY)
+    paint = np.zeros(SHAPE, np.uint8)
+    z = slices[len(slices) // 2]
+    paint[z][truth[z]] = KIDNEY
+    session = SegmentationSession("filterbank", device="cpu", batch_size=8, stroke_regions=False)
+    session.set_image(phantom.image, phantom.spacing)
+    list(session.segment(paint))
+    alone = dice(session.labels(0.5) == KIDNEY, truth)
+    zk = slices[len(slices) // 4]
+    ys, xs = np.nonzero(truth[zk])
+    row = int(np.median(ys))
+    paint[zk, row, xs[ys == row]] = BACKGROUND_LABEL
+    list(session.segment(paint))
+    assert dice(session.labels(0.5) == KIDNEY, truth) >= alone - 0.02
+
+
+def test_real_mr_strokes_on_the_spleen_keep_the_painted_kidney(shared_data):
+    """CHAOS 31 (T2 MR): the left kidney painted on its middle slice, one stroke across the
+    spleen, as bright as the kidney. Its features once counted as background evidence and cut
+    the kidney to its painted slice (Dice 0.19); now the stroke only removes the spleen's part
+    of the result (0.92, against 0.78 without the stroke)."""
+    from scipy import ndimage
+    from session_helpers import section_paint
+
+    from napari_tpm.io import read_volume
+
+    folder = shared_data / "chaos_t2spir"
+    image = read_volume(folder / "chaos_t2_31_mr.nii.gz")
+    labels = read_volume(folder / "chaos_t2_31_label.nii.gz").array
+    kidney, spleen = labels == 3, labels == 4
+    paint = section_paint(kidney, 3)
+    zs = np.flatnonzero(spleen.any(axis=(1, 2)))
+    zk = int(zs[len(zs) // 2])
+    core = ndimage.binary_erosion(spleen[zk], iterations=4)
+    ys, xs = np.nonzero(core)
+    row = int(np.median(ys))
+    paint[zk, row, xs[ys == row].min() : xs[ys == row].max() + 1] = BACKGROUND_LABEL
+    session = SegmentationSession("default", device="cpu")
+    session.set_image(image.array, image.spacing)
+    list(session.segment(paint))
+    assert dice(session.labels(None) == 3, kidney) > 0.8
