@@ -60,17 +60,22 @@ class FootprintWeights:
         matched_height: the same for a paint whose slice was matched into the query
             (``Footprint.matched``): that height is measured, not assumed from the two fields
             of view, so it may count for more.
+        score: weight of a region's mean log-odds against its penalty when
+            :func:`keep_fitting_component` picks one region (the look-alike neighbour matches
+            the prototypes less well than the organ does); :func:`fit_score` compares whole
+            results and leaves it out.
     """
 
     area: float
     position: float
     height: float
     matched_height: float
+    score: float = 0.0
 
 
 #: the weights of :func:`fit_score`, which compares whole results of the contrast search
 #: (chosen on the tuning volumes)
-FIT_WEIGHTS = FootprintWeights(area=0.2, position=1.0, height=0.5, matched_height=2.0)
+FIT_WEIGHTS = FootprintWeights(area=0.2, position=1.0, height=0.5, matched_height=2.0, score=0.15)
 UNCHANGED_BONUS = 0.2
 #: a result from another volume's paint whose :func:`fit_score` is below this is reported as
 #: doubtful. Chosen on the tuning pairs (every ordered pair of BTCV 15-21 and CHAOS 21-33, four
@@ -81,17 +86,17 @@ DOUBTFUL_FIT = 0.5
 BODY_MARGIN = 0.15
 #: the penalty of a class the result does not contain at all
 MISSING_PENALTY = 11.3
-#: the weights with which :func:`keep_fitting_component` picks one region of a result. Unlike
-#: :data:`FIT_WEIGHTS`, the size counts for little: a first pass finds an organ's core, often
-#: a third of the painted area, while a look-alike neighbour (the spleen above the left kidney)
-#: may match the painted size; the height counts for more. Chosen on every ordered tuning pair
-#: (BTCV 15-21, CHAOS 21-33, four organs): of the 684 region choices where one region was
-#: mostly the organ, these picked it 598 times, the fit weights 574 times
-#: (benchmarks/RESULTS-accuracy.md, "Weights of the region pick")
-PICK_WEIGHTS = FootprintWeights(area=0.1, position=1.0, height=1.0, matched_height=2.0)
-#: weight of a region's mean log-odds against its footprint penalty in
-#: :func:`keep_fitting_component` (chosen on the tuning volumes)
-SCORE_WEIGHT = 0.1
+#: the weights with which :func:`keep_fitting_component` picks one region of a result for one
+#: organ painted (compared on its widest slice). Unlike :data:`FIT_WEIGHTS`, the size counts
+#: for little: a first pass finds an organ's core, often a third of the painted area, while a
+#: look-alike neighbour (the spleen above the left kidney) may match the painted size; the
+#: height counts for more. Chosen on every ordered tuning pair (BTCV 15-21, CHAOS 21-33, four
+#: organs): of the 684 region choices where one region was mostly the organ, these picked it
+#: 598 times, the fit weights 574 times (benchmarks/RESULTS-accuracy.md, "Weights of the
+#: region pick"). A paint compared slice by slice (several classes on one slice) keeps
+#: :data:`FIT_WEIGHTS`: there each region's best-fitting slice competes, and a small region
+#: with one slice at the painted height would win on these weights.
+PICK_WEIGHTS = FootprintWeights(area=0.1, position=1.0, height=1.0, matched_height=2.0, score=0.1)
 
 
 @dataclass(frozen=True)
@@ -366,7 +371,7 @@ def keep_fitting_component(
     the organ, and the largest region is often a look-alike neighbour: the other kidney, the
     liver for the spleen. The organ is the region of about the painted size, at about the same
     place in the body and height in the scan (:func:`footprint_penalty` with
-    :data:`PICK_WEIGHTS`). Only the
+    :data:`PICK_WEIGHTS`, or :data:`FIT_WEIGHTS` for a paint compared slice by slice). Only the
     ``candidates`` largest components of a class compete (a speck can sit anywhere).
 
     Args:
@@ -375,7 +380,7 @@ def keep_fitting_component(
         target: the paint's footprint per class (:func:`footprints`).
         pixel_area_mm2: the area of one pixel of a slice.
         score: (n, H, W) log-odds of each voxel's best class; a region's mean counts for it
-            (:data:`SCORE_WEIGHT`), as the look-alike neighbour matches the prototypes less
+            (``score`` of the weights), as the look-alike neighbour matches the prototypes less
             well than the organ does.
         boxes: a memo of the body's box per slice of ``image`` (see :func:`footprints`).
 
@@ -401,11 +406,12 @@ def keep_fitting_component(
         found = _piece_footprints(
             pieces, box, image, order, pixel_area_mm2, boxes, every_slice=not want.widest
         )
-        cost = {i: footprint_penalty(want, found.get(i), PICK_WEIGHTS) for i in order}
-        if score is not None and SCORE_WEIGHT:
+        weights = PICK_WEIGHTS if want.widest else FIT_WEIGHTS
+        cost = {i: footprint_penalty(want, found.get(i), weights) for i in order}
+        if score is not None and weights.score:
             sums = np.bincount(pieces.ravel(), weights=score[box].ravel().astype(np.float64))
             for i in order:
-                cost[i] -= SCORE_WEIGHT * float(sums[i] / sizes[i - 1])
+                cost[i] -= weights.score * float(sums[i] / sizes[i - 1])
         keep = min(order, key=cost.__getitem__)
         out[box][sub & (pieces != keep)] = 0
     return out

@@ -292,7 +292,7 @@ def test_between_two_regions_that_fit_alike_the_better_matching_one_wins():
     score[3:6, 14:24, 27:37] = 4.0  # ... and now the upper one does
     out = keep_fitting_component(labels, image, painted, pixel_area_mm2=1.0, score=score)
     assert out[4, 18, 30] == 1 and out[4, 45, 30] == 0
-    assert contrast.SCORE_WEIGHT > 0
+    assert contrast.PICK_WEIGHTS.score > 0 and contrast.FIT_WEIGHTS.score > 0
 
 
 def test_region_footprints_from_the_class_box_match_the_whole_volume_ones():
