@@ -89,7 +89,7 @@ def distinct_strokes(
     if strokes is None:
         return None
     x = l2_normalize(strokes.float(), dim=1)
-    nearest = torch.full((x.shape[0],), float("inf"))
+    nearest = torch.full((x.shape[0],), float("inf"), device=x.device)
     own = []
     for (means, _), pix in zip(prototypes, painted, strict=True):
         nearest = torch.minimum(nearest, squared_distance_rows(x, means))
