@@ -88,23 +88,22 @@ def distinct_strokes(
     """
     if strokes is None:
         return None
-    x = l2_normalize(strokes.float(), dim=1)
-    nearest = torch.full((x.shape[0],), float("inf"), device=x.device)
+    nearest = torch.full((strokes.shape[0],), float("inf"), device=strokes.device)
     own = []
     for (means, _), pix in zip(prototypes, painted, strict=True):
-        nearest = torch.minimum(nearest, squared_distance_rows(x, means))
+        nearest = torch.minimum(nearest, _nearest_distance(strokes, means))
         if pix.shape[0]:
-            own.append(squared_distance_rows(l2_normalize(pix.float(), dim=1), means))
+            own.append(_nearest_distance(pix, means))
     if not own:
         return strokes
     spread = torch.quantile(torch.cat(own), STROKE_QUANTILE)
     return strokes[nearest > spread]
 
 
-def squared_distance_rows(x: torch.Tensor, means: torch.Tensor) -> torch.Tensor:
-    """Each row of unit ``x`` (N, C): its squared chord distance to the nearest of ``means``."""
-    cos = x @ l2_normalize(means.float(), dim=1).T
-    return (2.0 - 2.0 * cos).clamp(0.0, 4.0).min(1).values
+def _nearest_distance(x: torch.Tensor, means: torch.Tensor) -> torch.Tensor:
+    """Each row of ``x`` (N, C): :func:`squared_distance` to the nearest of ``means``."""
+    as_image = x.float().T[None, :, :, None]  # (1, C, N, 1): N pixels of one column
+    return squared_distance(as_image, means)[0, :, :, 0].min(0).values
 
 
 def low_scores(
