@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from napari_tpm._session_data import _Job, _Support
-from napari_tpm.bootstrap import pseudo_paint
+from napari_tpm.bootstrap import fitting_pseudo_paint, pseudo_paint
 from napari_tpm.contrast import (
     DOUBTFUL_FIT,
     Footprint,
@@ -64,6 +64,7 @@ class ContrastSearch:
     _spacing: tuple[float, float, float]
     _normalised: np.ndarray | None
     _body_boxes: dict[int, dict[int, tuple[float, float, float, float]]]
+    _paint_footprints: dict[int, Footprint]
     _profiles: dict[int, np.ndarray]
     _choosing: bool
     _tip_labels: tuple[float, np.ndarray] | None
@@ -94,14 +95,28 @@ class ContrastSearch:
         """Segment again from the first result's most confident slice (``options.bootstrap``).
 
         The first pass, from another volume's paint, only has to find the organ; the second
-        starts from its pseudo-paint on this volume (:func:`napari_tpm.bootstrap.pseudo_paint`)
-        and runs the same-scan pipeline. Nothing found: the first result stays. ``first`` is
+        starts from its pseudo-paint on this volume (:func:`napari_tpm.bootstrap.pseudo_paint`;
+        for one painted organ, the piece that fits the paint's footprint clearly better, if
+        one does: :func:`napari_tpm.bootstrap.fitting_pseudo_paint`) and runs the same-scan
+        pipeline. Nothing found: the first result stays. ``first`` is
         the first result's ``labels(None)`` when the caller already has it.
         """
         s = self._require_support()
         assert self._score is not None
-        first = self.labels(None) if first is None else first
-        paint = pseudo_paint(np.moveaxis(first, s.axis, 0), self._score, s.label_values)
+        first = np.moveaxis(self.labels(None) if first is None else first, s.axis, 0)
+        target = self._paint_footprints.get(s.label_values[0])
+        if len(s.label_values) == 1 and target is not None and self._normalised is not None:
+            paint = fitting_pseudo_paint(
+                first,
+                self._score,
+                s.label_values[0],
+                target,
+                np.moveaxis(self._normalised, s.axis, 0),
+                pixel_area(self._spacing, s.axis),
+                boxes=self._body_boxes.setdefault(s.axis, {}),
+            )
+        else:
+            paint = pseudo_paint(first, self._score, s.label_values)
         if paint is None:
             return
         yield from self._second_pass_from(np.moveaxis(paint, 0, s.axis), k, background_label)

@@ -256,7 +256,7 @@ def footprints(
 
     def describe(z: int, mask: np.ndarray) -> Footprint:
         ys, xs = np.nonzero(mask[z])
-        return _footprint(ys, xs, z, image, pixel_area_mm2, boxes, widest)
+        return slice_footprint(ys, xs, z, image, pixel_area_mm2, boxes, widest)
 
     out: dict[int, Found] = {}
     for v in values:
@@ -287,7 +287,7 @@ def _described(
     return tuple(replace(describe(int(z)), span=span) for z in covered)
 
 
-def _footprint(
+def slice_footprint(
     ys: np.ndarray,
     xs: np.ndarray,
     z: int,
@@ -440,7 +440,7 @@ def _piece_footprints(
     def describe(z: int, i: int) -> Footprint:
         ys, xs = np.nonzero(pieces[z] == i)
         # the whole volume's pixel and slice indices, as footprints() has them
-        return _footprint(ys + y0, xs + x0, z0 + z, image, pixel_area_mm2, boxes)
+        return slice_footprint(ys + y0, xs + x0, z0 + z, image, pixel_area_mm2, boxes)
 
     last = max(image.shape[0] - 1, 1)
     for i in order:

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+from functools import partial
+
 import numpy as np
 import pytest
 
-from napari_tpm.bootstrap import pseudo_paint
+from napari_tpm.bootstrap import FIT_MARGIN, fitting_pseudo_paint, pseudo_paint
+from napari_tpm.contrast import Footprint, footprints
 from napari_tpm.options import SegmentOptions
 from napari_tpm.phantom import make_phantom
 from napari_tpm.session import SegmentationSession
@@ -25,6 +29,58 @@ def test_widest_slice_and_its_most_confident_piece():
     assert paint is not None
     assert np.flatnonzero(paint.any(axis=(1, 2))).tolist() == [3]
     assert (paint[3] == 1).sum() == 36 and paint[3, 2:8, 2:8].all()
+
+
+def _kidney_into_spleen() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A first result that ran from a small organ (slices 2-5, left of the body's middle) into a
+    larger look-alike above it (slices 6-11, at the body's edge), and its image."""
+    image = np.zeros((14, 64, 64), np.float32)
+    image[:, 4:60, 4:60] = 1.0  # the body
+    labels = np.zeros(image.shape, np.uint8)
+    labels[2:6, 36:46, 20:30] = 1  # the organ: 100 px per slice
+    labels[6:12, 30:56, 34:58] = 1  # the look-alike: 624 px per slice, the widest slices
+    labels[6, 36:46, 28:36] = 1  # where they touch
+    return image, labels, np.ones(image.shape, np.float32)
+
+
+def _paint_target(image: np.ndarray, labels: np.ndarray) -> Footprint:
+    paint = np.zeros(labels.shape, np.uint8)
+    paint[4, 36:46, 20:30] = 1  # the organ's own section, painted at the same place
+    return footprints(paint, image, (1,), 1.0)[1]
+
+
+def test_the_second_pass_starts_from_the_piece_that_fits_the_paint():
+    image, labels, score = _kidney_into_spleen()
+    target = _paint_target(image, labels)
+    widest = pseudo_paint(labels, score, (1,))
+    assert widest is not None and (widest[6:12] > 0).any()  # the look-alike's slice
+    paint = fitting_pseudo_paint(labels, score, 1, target, image, 1.0)
+    assert paint is not None
+    z = np.flatnonzero(paint.any(axis=(1, 2))).tolist()
+    assert len(z) == 1 and 2 <= z[0] <= 5 and paint[z[0], 36:46, 20:30].all()
+    assert (paint > 0).sum() == 100
+
+
+def test_a_fit_only_a_little_better_keeps_the_widest_slice():
+    image, labels, score = _kidney_into_spleen()
+    target = _paint_target(image, labels)
+    widest = pseudo_paint(labels, score, (1,))
+    # a margin no piece clears: the widest slice's piece, as pseudo_paint gives it
+    kept = fitting_pseudo_paint(labels, score, 1, target, image, 1.0, margin=100.0)
+    assert kept is not None and widest is not None and np.array_equal(kept, widest)
+    assert FIT_MARGIN < 100.0
+
+
+def test_several_classes_or_a_matched_ct_slice_keep_the_widest_slice():
+    image, labels, score = _kidney_into_spleen()
+    widest = pseudo_paint(labels, score, (1,))
+    for target in (
+        replace(_paint_target(image, labels), widest=False),  # several classes on the slice
+        replace(_paint_target(image, labels), matched=True),  # a CT's slice matched into this
+    ):
+        kept = fitting_pseudo_paint(labels, score, 1, target, image, 1.0)
+        assert np.array_equal(kept, widest)
+    assert fitting_pseudo_paint(np.zeros_like(labels), score, 1, target, image, 1.0) is None
 
 
 def test_classes_share_the_slice_that_shows_most_of_them():
@@ -122,3 +178,29 @@ def test_set_prototypes_after_a_second_pass_does_not_refine_its_pseudo_paint():
     session.refine_trace = []
     session.set_prototypes(1)
     assert session.refine_trace
+
+
+def test_real_mr_kidney_merged_with_the_spleen(shared_data, monkeypatch):
+    """CHAOS 31's left kidney from CHAOS 21's paint (T2 MR, tuning volumes): the first result
+    runs from the kidney into the spleen, whose widest slice is the spleen's. Started from
+    the piece that fits the paint, the second pass finds the kidney (Dice 0.82); started from
+    the widest slice, it found the kidney and the spleen together (0.48)."""
+    from session_helpers import section_paint, segment_labels
+
+    from napari_tpm import _session_contrast
+    from napari_tpm.io import read_volume
+
+    folder = shared_data / "chaos_t2spir"
+    query = read_volume(folder / "chaos_t2_31_mr.nii.gz")
+    truth = read_volume(folder / "chaos_t2_31_label.nii.gz").array == 3
+    atlas = read_volume(folder / "chaos_t2_21_mr.nii.gz")
+    paint = section_paint(read_volume(folder / "chaos_t2_21_label.nii.gz").array == 3, 3)
+
+    def dice(found: np.ndarray) -> float:
+        return float(2 * (found & truth).sum() / (found.sum() + truth.sum()))
+
+    fitted = dice(segment_labels(query, paint, SegmentOptions(), atlas=atlas) == 3)
+    widest = partial(_session_contrast.fitting_pseudo_paint, margin=np.inf)
+    monkeypatch.setattr(_session_contrast, "fitting_pseudo_paint", widest)
+    plain = dice(segment_labels(query, paint, SegmentOptions(), atlas=atlas) == 3)
+    assert fitted > 0.75 and fitted > plain + 0.2, (fitted, plain)
