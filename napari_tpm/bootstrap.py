@@ -19,8 +19,7 @@ its place in the body, its height in the scan; :mod:`napari_tpm.contrast`). The 
 a first result that ran from a kidney into the spleen is the spleen's, and the second pass then
 segments the spleen. :func:`fitting_pseudo_paint` takes instead the 2D piece, on any slice, whose
 footprint fits the paint best, when it fits clearly better than the widest slice's piece
-(MR: a CT's paint, matched into the query by slice profiles, keeps the widest slice). With
-several classes painted on one slice, each class's own search does the same.
+(MR: a CT's paint, matched into the query by slice profiles, keeps the widest slice).
 """
 
 from __future__ import annotations
@@ -55,9 +54,7 @@ CORE_LOGIT_SHIFT = 1.0
 #: widest one and the second pass, started near the organ's end, leaked beyond it (CHAOS 21's
 #: right kidney from CHAOS 22's paint 0.91 -> 0.67, and three livers). The margins that helped
 #: were 0.27-0.55 (kidney against spleen), the ones that hurt 0.01-0.19. Chosen on the tuning
-#: volumes (benchmarks/RESULTS-accuracy.md, "The second pass starts from the piece that fits"):
-#: CHAOS, one organ from another patient's paint, 0.746 -> 0.754; all four painted on one slice
-#: (each class's own search), 0.607 -> 0.619.
+#: volumes (benchmarks/RESULTS-accuracy.md, "The second pass starts from the piece that fits").
 FIT_MARGIN = 0.25
 #: pieces of fewer pixels are not candidates (a speck's place and mean score say little)
 MIN_PIECE = 10
@@ -123,9 +120,11 @@ def fitting_pseudo_paint(
         labels: (n, H, W) label volume of the first pass, slice axis first.
         score: (n, H, W) log-odds of each voxel's best class.
         value: the painted class.
-        target: the paint's footprint (:func:`napari_tpm.contrast.footprints`), of one
-            organ or of one of several classes painted on one slice (each found alone first,
-            ``options.classes_apart``). A paint whose slice was matched into this scan (CT,
+        target: the paint's footprint (:func:`napari_tpm.contrast.footprints`). A paint that
+            was not the organ's widest slice (several classes on it) keeps :func:`pseudo_paint`
+            (fitted for each class, CHAOS tuning 0.607 -> 0.619 but held out 0.531 -> 0.531
+            and the paper's Table 2 44.9 -> 44.1, a third of the results moving either way),
+            and so does one whose slice was matched into this scan (CT,
             ``options.match_slices``): a single slice's height is then compared with the
             matched slice at twice the weight, which drew the choice to the organ's pieces near
             that slice instead of its widest (BTCV tuning kidneys 0.753 -> 0.739 with it).
@@ -139,7 +138,7 @@ def fitting_pseudo_paint(
         Pseudo-paint like :func:`pseudo_paint`'s (None when the first pass found nothing).
     """
     paint = pseudo_paint(labels, score, (value,))
-    if paint is None or target.matched:
+    if paint is None or not target.widest or target.matched:
         return paint
     boxes = {} if boxes is None else boxes
     pieces, n = ndimage.label(labels == value, structure=_IN_PLANE)
