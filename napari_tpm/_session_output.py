@@ -51,6 +51,7 @@ class SessionOutputs:
     _body_boxes: dict[int, dict[int, tuple[float, float, float, float]]]
     _tip_cache: float | None  # the tip shift of the current scores (None: not measured yet)
     _tip_labels: tuple[float, np.ndarray] | None  # (prior, labels) that measurement made
+    _floor_cache: tuple[float, float] | None  # (calibrated, floored) prior of the scores
     _choosing: bool  # another volume's paint is being placed: intermediate results only
     bootstrapped: bool
 
@@ -162,8 +163,28 @@ class SessionOutputs:
 
     def _calibrated_prior(self) -> float:
         """:meth:`auto_prior` without the second pass's shift: where the calibration (or the
-        model's estimators) put the boundary for the support as it is."""
-        return auto_prior(self.model.estimators, self._require_support(), self.n_prototypes)
+        model's estimators) put the boundary for the support as it is. For one organ painted
+        on another volume, before the second pass, no stricter than lets a region of the
+        organ's size show (:func:`napari_tpm.bootstrap.count_floor_prior`); several classes
+        painted on one slice (each searched alone first) keep the calibration: the floor was
+        measured for one organ only (RESULTS-accuracy.md, "A floor under the first pass")."""
+        s = self._require_support()
+        p = auto_prior(self.model.estimators, s, self.n_prototypes)
+        target = self._paint_footprints.get(s.label_values[0])
+        alone = len(s.label_values) == 1 and target is not None and target.widest
+        if s.same_volume or self.bootstrapped or not alone or self._score is None:
+            return p
+        assert target is not None  # alone
+        if self._floor_cache is None or self._floor_cache[0] != p:
+            floor = bootstrap.count_floor_prior(
+                self._score,
+                p,
+                target.area_mm2,
+                pixel_area(self._spacing, s.axis),
+                float(self._spacing[s.axis]),
+            )
+            self._floor_cache = (p, floor)
+        return self._floor_cache[1]
 
     def _native_to_volume(self, array: np.ndarray) -> np.ndarray:
         """Move the slice axis back to where it was in the user's volume (a view, no copy)."""

@@ -59,6 +59,7 @@ class ScoringSteps:
     _score: np.ndarray | None
     _tip_cache: float | None
     _tip_labels: tuple[float, np.ndarray] | None
+    _floor_cache: tuple[float, float] | None
     _best: np.ndarray | None
     _done: np.ndarray
 
@@ -256,6 +257,7 @@ class ScoringSteps:
         take pixels the kidney wins on the shared scores.
         """
         self._tip_cache = None  # the scores change: the tip shift is measured again
+        self._floor_cache = None
         self._tip_labels = None
         up = query.grid.from_working(low)  # (b, K, H, W)
         if self._class_offsets is not None and self.options.class_boundaries == "relax":

@@ -38,7 +38,16 @@ from napari_tpm.contrast import (
     slice_footprint,
 )
 
-__all__ = ["CORE_LOGIT_SHIFT", "FIT_MARGIN", "MIN_PIECE", "fitting_pseudo_paint", "pseudo_paint"]
+__all__ = [
+    "CORE_LOGIT_SHIFT",
+    "FIT_MARGIN",
+    "FLOOR_HEIGHT",
+    "FLOOR_TRIGGER",
+    "MIN_PIECE",
+    "count_floor_prior",
+    "fitting_pseudo_paint",
+    "pseudo_paint",
+]
 
 #: how much lower (in log-odds) the second pass's default boundary sits than the calibrated
 #: one. The calibration reproduces the pseudo-paint's area, but that piece is a core: on the
@@ -56,6 +65,11 @@ CORE_LOGIT_SHIFT = 1.0
 #: were 0.27-0.55 (kidney against spleen), the ones that hurt 0.01-0.19. Chosen on the tuning
 #: volumes (benchmarks/RESULTS-accuracy.md, "The second pass starts from the piece that fits").
 FIT_MARGIN = 0.25
+#: the first pass's count floor: the painted section over this many of its radii of height
+FLOOR_HEIGHT = 1.0
+#: ... applied only when fewer voxels than this fraction of that count pass the calibrated
+#: boundary: the first pass found next to nothing
+FLOOR_TRIGGER = 0.05
 #: pieces of fewer pixels are not candidates (a speck's place and mean score say little)
 MIN_PIECE = 10
 
@@ -171,3 +185,51 @@ def fitting_pseudo_paint(
     out = np.zeros_like(paint)
     out[pieces == best] = value
     return out
+
+
+def count_floor_prior(
+    score: np.ndarray,
+    prior: float,
+    area_mm2: float,
+    pixel_area_mm2: float,
+    slice_mm: float,
+) -> float:
+    """The first pass's prior from another volume's paint, raised until a region of organ size
+    can show.
+
+    The support's calibration sets the boundary on another patient's slice; on this scan the
+    organ may score lower everywhere. Then nothing passes it, and there is no region to pick
+    and no piece to start a second pass from, though the organ is still the best-scoring
+    tissue (BTCV 20's left kidney from BTCV 19's paint: its 99th percentile 1.3 log-odds below
+    the boundary, and above all but 0.1 % of the background). So when next to nothing passes
+    (fewer voxels than :data:`FLOOR_TRIGGER` of the count below), the boundary is lowered until
+    as many voxels pass as the painted section holds over :data:`FLOOR_HEIGHT` radii of height:
+    ``area_mm2 / pixel_area_mm2`` pixels on ``sqrt(area_mm2 / pi) / slice_mm`` slices, less
+    than the organ holds. A first pass that found a core is left as it is: lowering its
+    boundary too let a liver's first pass run into its neighbours (CHAOS 21's liver from CHAOS
+    31's paint 0.88 -> 0.01 with the floor applied whenever fewer than the count passed).
+
+    Args:
+        score: the first pass's log-odds (any shape).
+        prior: the calibrated class prior.
+        area_mm2: the painted section's area (its :class:`napari_tpm.contrast.Footprint`).
+        pixel_area_mm2: the area of one pixel of this scan's slices.
+        slice_mm: this scan's slice spacing.
+
+    Returns:
+        ``prior``, or the higher prior at which that many voxels pass.
+    """
+    if not 0.0 < prior < 1.0:
+        raise ValueError(f"prior must lie in (0, 1), got {prior!r}")
+    if min(area_mm2, pixel_area_mm2, slice_mm) <= 0:
+        raise ValueError("area_mm2, pixel_area_mm2 and slice_mm must be positive")
+    radius_mm = float(np.sqrt(area_mm2 / np.pi))
+    count = int(area_mm2 / pixel_area_mm2 * FLOOR_HEIGHT * radius_mm / slice_mm)
+    flat = np.asarray(score).ravel()
+    if count < 1 or count >= flat.size:
+        return prior
+    threshold = -float(np.log(prior / (1.0 - prior)))
+    if int(np.count_nonzero(flat > threshold)) >= FLOOR_TRIGGER * count:
+        return prior
+    kth = float(np.partition(flat, flat.size - count)[flat.size - count])
+    return float(1.0 / (1.0 + np.exp(kth)))

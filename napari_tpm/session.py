@@ -250,6 +250,7 @@ class SegmentationSession(SessionOutputs, ContrastSearch, ScoringSteps):
         self._done = np.zeros(0, bool)
         self._paint_footprints: dict[int, Footprint] = {}
         self._tip_cache = None
+        self._floor_cache = None
         self._tip_labels = None
         self.label_values = ()
 
