@@ -185,29 +185,33 @@ def test_set_prototypes_after_a_second_pass_does_not_refine_its_pseudo_paint():
     assert session.refine_trace
 
 
+def _left_kidney_dice(folder, pattern: str, query: str, support: str, kind: str) -> float:
+    """Dice of the left kidney (label 3 in both datasets) of volume ``query`` of ``folder``,
+    segmented with the filter bank from its section painted on volume ``support``;
+    ``pattern.format(id, kind or "label")`` names the files."""
+    from session_helpers import section_paint, segment_labels
+
+    from napari_tpm.io import read_volume
+
+    image = read_volume(folder / f"{pattern.format(query, kind)}.nii.gz")
+    truth = read_volume(folder / f"{pattern.format(query, 'label')}.nii.gz").array == 3
+    atlas = read_volume(folder / f"{pattern.format(support, kind)}.nii.gz")
+    other = read_volume(folder / f"{pattern.format(support, 'label')}.nii.gz").array == 3
+    found = segment_labels(image, section_paint(other, 3), SegmentOptions(), atlas=atlas) == 3
+    return float(2 * (found & truth).sum() / (found.sum() + truth.sum()))
+
+
 def test_real_mr_kidney_merged_with_the_spleen(shared_data, monkeypatch):
     """CHAOS 31's left kidney from CHAOS 21's paint (T2 MR, tuning volumes): the first result
     runs from the kidney into the spleen, whose widest slice is the spleen's. Started from
     the piece that fits the paint, the second pass finds the kidney (Dice 0.82); started from
     the widest slice, it found the kidney and the spleen together (0.48)."""
-    from session_helpers import section_paint, segment_labels
-
     from napari_tpm import _session_contrast
-    from napari_tpm.io import read_volume
 
-    folder = shared_data / "chaos_t2spir"
-    query = read_volume(folder / "chaos_t2_31_mr.nii.gz")
-    truth = read_volume(folder / "chaos_t2_31_label.nii.gz").array == 3
-    atlas = read_volume(folder / "chaos_t2_21_mr.nii.gz")
-    paint = section_paint(read_volume(folder / "chaos_t2_21_label.nii.gz").array == 3, 3)
-
-    def dice(found: np.ndarray) -> float:
-        return float(2 * (found & truth).sum() / (found.sum() + truth.sum()))
-
-    fitted = dice(segment_labels(query, paint, SegmentOptions(), atlas=atlas) == 3)
+    fitted = _left_kidney_dice(shared_data / "chaos_t2spir", "chaos_t2_{}_{}", "31", "21", "mr")
     widest = partial(_session_contrast.fitting_pseudo_paint, margin=np.inf)
     monkeypatch.setattr(_session_contrast, "fitting_pseudo_paint", widest)
-    plain = dice(segment_labels(query, paint, SegmentOptions(), atlas=atlas) == 3)
+    plain = _left_kidney_dice(shared_data / "chaos_t2spir", "chaos_t2_{}_{}", "31", "21", "mr")
     assert fitted > 0.75 and fitted > plain + 0.2, (fitted, plain)
 
 
@@ -238,21 +242,9 @@ def test_real_ct_kidney_that_scores_low_in_another_patient(shared_data, monkeypa
     best-scoring tissue, yet all of it lies below the support's boundary, so the first pass
     found nothing (Dice 0.00). With the boundary lowered until a region of the organ's size
     passes, it is found (0.72)."""
-    from session_helpers import section_paint, segment_labels
-
     from napari_tpm import bootstrap
-    from napari_tpm.io import read_volume
 
-    folder = shared_data / "sabs_ct"
-    query = read_volume(folder / "sabs_20_ct.nii.gz")
-    truth = read_volume(folder / "sabs_20_label.nii.gz").array == 3
-    atlas = read_volume(folder / "sabs_19_ct.nii.gz")
-    paint = section_paint(read_volume(folder / "sabs_19_label.nii.gz").array == 3, 3)
-
-    def dice(found: np.ndarray) -> float:
-        return float(2 * (found & truth).sum() / (found.sum() + truth.sum()))
-
-    floored = dice(segment_labels(query, paint, SegmentOptions(), atlas=atlas) == 3)
+    floored = _left_kidney_dice(shared_data / "sabs_ct", "sabs_{}_{}", "20", "19", "ct")
     monkeypatch.setattr(bootstrap, "count_floor_prior", lambda score, prior, *a: prior)
-    plain = dice(segment_labels(query, paint, SegmentOptions(), atlas=atlas) == 3)
+    plain = _left_kidney_dice(shared_data / "sabs_ct", "sabs_{}_{}", "20", "19", "ct")
     assert floored > 0.6 and plain < 0.2, (floored, plain)
