@@ -170,11 +170,11 @@ class SessionOutputs:
         measured for one organ only (RESULTS-accuracy.md, "A floor under the first pass")."""
         s = self._require_support()
         p = auto_prior(self.model.estimators, s, self.n_prototypes)
-        target = self._paint_footprints.get(s.label_values[0])
-        alone = len(s.label_values) == 1 and target is not None and target.widest
-        if s.same_volume or self.bootstrapped or not alone or self._score is None:
+        if s.same_volume or self.bootstrapped or len(s.label_values) != 1 or self._score is None:
             return p
-        assert target is not None  # alone
+        target = self._paint_footprints.get(s.label_values[0])
+        if target is None or not target.widest:
+            return p
         if self._floor_cache is None or self._floor_cache[0] != p:
             floor = bootstrap.count_floor_prior(
                 self._score,

@@ -37,6 +37,8 @@ from napari_tpm.contrast import (
     footprint_penalty,
     slice_footprint,
 )
+from napari_tpm.postprocess import IN_PLANE
+from napari_tpm.tpm.posterior import logit, sigmoid
 
 __all__ = [
     "CORE_LOGIT_SHIFT",
@@ -72,10 +74,6 @@ FLOOR_HEIGHT = 1.0
 FLOOR_TRIGGER = 0.05
 #: pieces of fewer pixels are not candidates (a speck's place and mean score say little)
 MIN_PIECE = 10
-
-#: 2D 8-connectivity within each slice, no links between slices
-_IN_PLANE = np.zeros((3, 3, 3), dtype=bool)
-_IN_PLANE[1] = True
 
 
 def pseudo_paint(labels: np.ndarray, score: np.ndarray, values: Sequence[int]) -> np.ndarray | None:
@@ -155,7 +153,7 @@ def fitting_pseudo_paint(
     if paint is None or not target.widest or target.matched:
         return paint
     boxes = {} if boxes is None else boxes
-    pieces, n = ndimage.label(labels == value, structure=_IN_PLANE)
+    pieces, n = ndimage.label(labels == value, structure=IN_PLANE)
     if n <= 1:
         return paint
     ids = np.arange(1, n + 1)
@@ -228,8 +226,8 @@ def count_floor_prior(
     flat = np.asarray(score).ravel()
     if count < 1 or count >= flat.size:
         return prior
-    threshold = -float(np.log(prior / (1.0 - prior)))
+    threshold = -float(logit(prior))
     if int(np.count_nonzero(flat > threshold)) >= FLOOR_TRIGGER * count:
         return prior
     kth = float(np.partition(flat, flat.size - count)[flat.size - count])
-    return float(1.0 / (1.0 + np.exp(kth)))
+    return float(sigmoid(-kth))

@@ -56,7 +56,7 @@ from scipy import ndimage
 from skimage.morphology import h_maxima
 from skimage.segmentation import watershed
 
-from napari_tpm.postprocess import bounding_box
+from napari_tpm.postprocess import IN_PLANE, bounding_box
 
 __all__ = [
     "CLIPPED",
@@ -71,10 +71,6 @@ __all__ = [
     "keep_continuous",
 ]
 
-#: 2D 8-connectivity in every slice, no links between slices: one labelling call gives every
-#: slice's pieces unique ids.
-_IN_PLANE = np.zeros((3, 3, 3), dtype=bool)
-_IN_PLANE[1] = True
 
 #: default fraction of a piece that must lie near the previous slice's result (the session's
 #: ``SegmentOptions.continuity``).
@@ -182,7 +178,7 @@ def keep_continuous(
         raise ValueError("keep_continuous needs at least one seed slice")
     if starts[0] < 0 or starts[-1] >= n:
         raise ValueError(f"seed slices {starts} outside 0..{n - 1}")
-    pieces, count = ndimage.label(mask, structure=_IN_PLANE)
+    pieces, count = ndimage.label(mask, structure=IN_PLANE)
     area = np.bincount(pieces.ravel(), minlength=count + 1)
     seed_set = set(starts)
     if paint is not None and paint.shape != mask.shape:

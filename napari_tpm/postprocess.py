@@ -19,6 +19,7 @@ import numpy as np
 from scipy import ndimage
 
 __all__ = [
+    "IN_PLANE",
     "bounding_box",
     "fill_holes_2d",
     "keep_connected",
@@ -28,6 +29,12 @@ __all__ = [
 ]
 
 Fallback = Literal["largest", "keep", "remove"]
+
+#: a ``scipy.ndimage.label`` structure for a volume with slices along axis 0: 2D
+#: 8-connectivity within each slice, no links between slices, so one labelling call gives every
+#: slice's 2D pieces their own ids
+IN_PLANE = np.zeros((3, 3, 3), dtype=bool)
+IN_PLANE[1] = True
 
 
 def bounding_box(
