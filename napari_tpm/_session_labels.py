@@ -14,7 +14,7 @@ import numpy as np
 
 from napari_tpm._session_data import _apply_paint, _Support
 from napari_tpm.boundary import grow_to_edge, snap_to_intensity
-from napari_tpm.continuity import keep_continuous
+from napari_tpm.continuity import COVER_END, keep_continuous
 from napari_tpm.exclusion import drop_stroked
 from napari_tpm.necks import cut_necks, neck_radius_mm
 from napari_tpm.options import SegmentOptions
@@ -129,7 +129,9 @@ def clean_3d(
     if opts.exact_paint and s.same_volume:
         _keep_to_paint(view, seeds, s.outlined, box[0].start)
     if opts.continuity > 0 and s.same_volume:
-        _keep_continuous(view, seeds, s.label_values, opts.continuity, tuple(others))
+        _keep_continuous(
+            view, seeds, s.label_values, opts.continuity, tuple(others), opts.continuity_end
+        )
 
 
 def _strokes(
@@ -175,8 +177,10 @@ def _keep_continuous(
     values: tuple[int, ...],
     overlap: float,
     spacing: tuple[float, float],
+    end: bool = True,
 ) -> None:
-    """Each structure's result, in place, kept where it continues from its painted slices.
+    """Each structure's result, in place, kept where it continues from its painted slices
+    (``end``: the walk ends on a covered footprint, :data:`napari_tpm.continuity.COVER_END`).
 
     Only for paint on this volume: with another volume's support there is no painted slice
     to start from, and starting from the result's largest slice gained nothing on the tuning
@@ -186,5 +190,12 @@ def _keep_continuous(
         mask = view == value
         painted = np.flatnonzero((seeds == value).any(axis=(1, 2)))
         if mask.any() and painted.size:
-            kept = keep_continuous(mask, painted, overlap, spacing, paint=seeds == value)
+            kept = keep_continuous(
+                mask,
+                painted,
+                overlap,
+                spacing,
+                paint=seeds == value,
+                cover_end=COVER_END if end else None,
+            )
             view[mask & ~kept] = 0

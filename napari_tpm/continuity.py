@@ -60,6 +60,8 @@ from napari_tpm.postprocess import IN_PLANE, bounding_box
 
 __all__ = [
     "CLIPPED",
+    "COVER_END",
+    "COVER_REACH_MM",
     "GROWTH",
     "OVERLAP",
     "RATE_FLOOR",
@@ -115,6 +117,17 @@ SPLIT_ON = 0.5
 #: mode: 10 results up, 5 down (CHAOS same scan 0.810 -> 0.812, painted at 15 % 0.629 -> 0.639;
 #: BTCV 22's right kidney among all four organs painted on one slice 0.91 -> 0.83).
 SPLIT_REACH_MM = 10.0
+#: past the organ's widest slice, the sweep ends where a piece that reaches beyond the previous
+#: result covers at least this fraction of it: the organ only shrinks towards its end, so a
+#: structure under all of its last footprint and beyond is a neighbour the organ has handed over
+#: to (a left kidney's upper pole against the spleen on T2 MR, whose clipped part otherwise
+#: repeats the kidney's last footprint through five more slices). Chosen on the tuning volumes
+#: (benchmarks/RESULTS-accuracy.md, "The sweep ends on a covered footprint").
+COVER_END = 0.99
+#: ... and the clipped piece reaches more than this far (mm, its 90th percentile) beyond the
+#: previous result: a bleed a few millimetres wide all round a narrowing organ is not a
+#: neighbour, and the organ continues inside it.
+COVER_REACH_MM = SPLIT_REACH_MM
 
 
 def keep_continuous(
@@ -128,6 +141,7 @@ def keep_continuous(
     rate_slack: float = RATE_SLACK,
     rate_floor: float = RATE_FLOOR,
     split_reach: float | None = SPLIT_REACH_MM,
+    cover_end: float | None = COVER_END,
 ) -> np.ndarray:
     """The part of ``mask`` (slice axis first) that continues slice by slice from ``seeds``.
 
@@ -154,6 +168,9 @@ def keep_continuous(
         split_reach: once the result has narrowed, a piece kept whole is split at its 2D
             necks and a part lying mostly off the previous result, a tenth of it more than
             this many millimetres beyond it, is dropped (None: no splitting).
+        cover_end: once the result has narrowed, the sweep ends (until the next seed) at a
+            slice where a clipped piece leaves a result covering at least this fraction of the
+            previous one (None: never).
 
     Returns:
         A boolean array of ``mask``'s shape, a subset of ``mask``. Slices beyond a slice with an
@@ -199,7 +216,15 @@ def keep_continuous(
             g = growth if size >= shrink * largest else 0.0  # past the widest slice: no growth
             if g > 0 and rate is not None:
                 g = min(g, max(rate_floor, rate_slack * rate if rate > 0 else 0.0))
-            cur = _continue(pieces[z], prev, size, area, overlap, spacing, g)
+            cur, clipped = _continue(pieces[z], prev, size, area, overlap, spacing, g)
+            if (
+                g == 0
+                and cover_end is not None
+                and clipped.any()
+                and cur.sum() >= cover_end * size
+                and _reach_beyond(clipped, prev, spacing) > COVER_REACH_MM
+            ):
+                cur[:] = False  # a neighbour under the whole last footprint: the organ ended
             if g == 0 and split_reach is not None:
                 _drop_split_off(cur, pieces[z], prev, spacing, split_reach)
             out[z] |= cur
@@ -225,11 +250,12 @@ def _continue(
     overlap: float,
     spacing: tuple[float, float],
     growth: float,
-) -> np.ndarray:
-    """One slice's result continuing ``prev``: whole pieces mostly near it, the rest clipped."""
+) -> tuple[np.ndarray, np.ndarray]:
+    """One slice's result continuing ``prev``: whole pieces mostly near it, the rest clipped
+    to it; and the clipped pieces (whole)."""
     on_prev = (pieces > 0) & prev
     if not on_prev.any():
-        return on_prev
+        return on_prev, on_prev
     reach = growth * np.sqrt(prev_area * spacing[0] * spacing[1] / np.pi)
     # everything near the previous result lies in its box grown by the reach: work there
     ys, xs = np.flatnonzero(prev.any(axis=1)), np.flatnonzero(prev.any(axis=0))
@@ -250,7 +276,21 @@ def _continue(
     # a clipped piece continues the organ only where it covers much of the previous result:
     # past the organ's end, a neighbour keeps touching its last footprint in a sliver
     clipped = np.setdiff1d(on_ids[on_count >= CLIPPED * prev_area], whole)
-    return np.isin(pieces, whole) | (on_prev & np.isin(pieces, clipped))
+    clipped_pieces = np.isin(pieces, clipped)
+    return np.isin(pieces, whole) | (on_prev & clipped_pieces), clipped_pieces
+
+
+def _reach_beyond(part: np.ndarray, prev: np.ndarray, spacing: tuple[float, float]) -> float:
+    """How far (mm, 90th percentile) ``part``'s pixels off ``prev`` lie beyond it (0: none)."""
+    off = part & ~prev
+    if not off.any():
+        return 0.0
+    box = bounding_box(part | prev)
+    assert box is not None  # ``off`` is not empty
+    beyond = ndimage.distance_transform_edt(
+        np.pad(~prev[box], 1, constant_values=True), sampling=spacing
+    )
+    return float(np.percentile(beyond[1:-1, 1:-1][off[box]], 90))
 
 
 def _drop_split_off(

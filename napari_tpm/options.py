@@ -93,6 +93,10 @@ class SegmentOptions:
             whole is also split at its 2D necks, and a part lying mostly off the previous
             slice's result and well beyond it is dropped: a neighbour creeping in a few hundred
             pixels per slice (:mod:`napari_tpm.continuity`).
+        continuity_end: with ``continuity``, past the organ's widest slice the walk ends where
+            the slice's result covers all of the previous slice's result and reaches beyond
+            it: the organ only shrinks towards its end, so that is a neighbour lying under its
+            last footprint (:data:`napari_tpm.continuity.COVER_END`).
         tip_shift: with one slice painted on this volume and a model without a learned
             threshold, move the auto prior's boundary out by up to this many log-odds units
             when the first result lies mostly on one side of the painted slice: the paint was
@@ -142,6 +146,7 @@ class SegmentOptions:
     exact_paint: bool = True
     stroke_regions: bool = True
     continuity: float = 0.7
+    continuity_end: bool = True
     tip_shift: float = 1.0
     bootstrap: bool = True
     contrast_search: bool = True
