@@ -14,7 +14,7 @@ import numpy as np
 
 from napari_tpm._session_data import _apply_paint, _Support
 from napari_tpm.boundary import grow_to_edge, snap_to_intensity
-from napari_tpm.continuity import COVER_END, keep_continuous
+from napari_tpm.continuity import COVER_END, DRIFT_MM, keep_continuous
 from napari_tpm.exclusion import drop_stroked
 from napari_tpm.necks import cut_necks, neck_radius_mm
 from napari_tpm.options import SegmentOptions
@@ -73,6 +73,7 @@ def clean_3d(
     image: np.ndarray,
     options: SegmentOptions,
     pick: Callable[[np.ndarray], np.ndarray] | None = None,
+    follow_drift: bool = True,
 ) -> None:
     """The 3D steps of ``labels()``, in place on the whole volume ``view`` (slice axis first).
 
@@ -83,7 +84,8 @@ def clean_3d(
     (``options.halfway_edge``), remove the regions background strokes mark
     (``options.stroke_regions``), keep only the paint of a structure on a slice it was outlined
     on (``options.exact_paint``), and keep what continues slice by slice from the paint
-    (``options.continuity``).
+    (``options.continuity``; ``follow_drift``: its footprint follows the organ's in-plane
+    drift past the widest slice, :data:`napari_tpm.continuity.DRIFT_MM`).
     ``spacing`` and ``image`` are the query's, in the user's axis order.
     """
     s = support
@@ -130,7 +132,13 @@ def clean_3d(
         _keep_to_paint(view, seeds, s.outlined, box[0].start)
     if opts.continuity > 0 and s.same_volume:
         _keep_continuous(
-            view, seeds, s.label_values, opts.continuity, tuple(others), opts.continuity_end
+            view,
+            seeds,
+            s.label_values,
+            opts.continuity,
+            tuple(others),
+            opts.continuity_end,
+            follow_drift,
         )
 
 
@@ -178,9 +186,11 @@ def _keep_continuous(
     overlap: float,
     spacing: tuple[float, float],
     end: bool = True,
+    drift: bool = True,
 ) -> None:
     """Each structure's result, in place, kept where it continues from its painted slices
-    (``end``: the walk ends on a covered footprint, :data:`napari_tpm.continuity.COVER_END`).
+    (``end``: the walk ends on a covered footprint, :data:`napari_tpm.continuity.COVER_END`;
+    ``drift``: the footprint follows the organ's drift, :data:`napari_tpm.continuity.DRIFT_MM`).
 
     Only for paint on this volume: with another volume's support there is no painted slice
     to start from, and starting from the result's largest slice gained nothing on the tuning
@@ -197,5 +207,6 @@ def _keep_continuous(
                 spacing,
                 paint=seeds == value,
                 cover_end=COVER_END if end else None,
+                drift_mm=DRIFT_MM if drift else 0.0,
             )
             view[mask & ~kept] = 0

@@ -169,6 +169,40 @@ def test_support_from_another_volume(phantom):
     assert session.bootstrapped and session._require_support().outlined == {}
 
 
+def test_the_walk_follows_the_drift_from_the_users_paint_only(phantom, monkeypatch):
+    """Past the widest slice the slice walk's footprint follows the organ's drift from paint on
+    this volume; from another volume's paint (second pass, searches) it stays put."""
+    import napari_tpm._session_output as session_output
+
+    seen: list[bool] = []
+
+    def spy(*args, follow_drift: bool = True, **kwargs):
+        seen.append(follow_drift)
+        return clean_3d(*args, follow_drift=follow_drift, **kwargs)
+
+    clean_3d = session_output.clean_3d
+    monkeypatch.setattr(session_output, "clean_3d", spy)
+    paint, _ = paint_middle(phantom.labels, 5)
+    own = SegmentationSession("filterbank", device="cpu")
+    own.set_image(phantom.image, phantom.spacing)
+    for _ in own.segment(paint):
+        pass
+    own.labels(None)
+    assert seen and all(seen)
+    seen.clear()
+    other = make_phantom(shape=SHAPE, seed=11)
+    atlas = SegmentationSession("filterbank", device="cpu")
+    atlas.set_image(phantom.image, phantom.spacing)
+    for _ in atlas.segment(
+        paint_middle(other.labels, 5)[0],
+        support_image=other.image,
+        support_spacing=other.spacing,
+    ):
+        pass
+    atlas.labels(None)
+    assert seen and not any(seen)
+
+
 def test_paint_on_another_axis(phantom):
     x = SHAPE[2] // 3
     paint = np.zeros(SHAPE, np.uint8)
