@@ -223,6 +223,27 @@ def test_past_the_widest_slice_the_footprint_follows_the_organs_drift():
     assert not keep_continuous(organ, [2], spacing=(3.0, 3.0))[11].any()
 
 
+def test_a_painted_slice_met_on_the_way_keeps_the_walks_course():
+    # painted on slices 4 and 9; the organ is widest on slice 7 and narrows from there, and a
+    # neighbour joins it beside its section from slice 10 on (one 2D piece)
+    shape = (20, 64, 96)
+    organ = np.zeros(shape, bool)
+    other = np.zeros(shape, bool)
+    for z in range(2, 16):
+        r = 10 + min(z - 4, 3) if z <= 7 else 12 - 0.8 * (z - 7)
+        organ[z] = _disk(shape[1:], (32, 30), r)
+    for z in range(10, 20):
+        other[z] = _disk(shape[1:], (32, 30 + 12 - 0.8 * (z - 7) + 6.5), 8) & ~organ[z]
+    result = organ | other
+    both = keep_continuous(result, [4, 9])
+    assert both[organ].mean() > 0.99
+    # past slice 9 the walk is still past the widest slice, as from slice 4 alone ...
+    assert (both[10:] == keep_continuous(result, [4])[10:]).all()
+    assert both[other].sum() < 0.5 * other.sum()
+    # ... where a walk starting afresh at slice 9 would widen into the neighbour
+    assert keep_continuous(result, [9])[other].all()
+
+
 def test_the_session_step_runs_per_structure_from_its_own_paint():
     organ, _, result = _kidney_against_spleen()
     view = np.where(result, 3, 0).astype(np.uint8)  # structure 3 leaked into its neighbour
