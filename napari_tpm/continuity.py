@@ -26,6 +26,13 @@ spleen on CT, where each slice adds a little of the kidney). Such a piece is spl
 necks (a watershed of its distance map); a part that lies mostly off the previous result and
 reaches well beyond it is dropped (``split_reach``).
 
+Past the widest slice the sweep also ends where a piece covers all of the previous result and
+reaches well beyond it (``COVER_END``): the organ has ended under a neighbour's section. The
+previous result is first moved in-plane by up to ``DRIFT_MM`` to where it overlaps the slice's
+result most, since an organ's section drifts between slices (the session does this from the
+user's own paint only). A painted slice the sweep meets restarts it from the paint but keeps its
+course, so a sweep past the organ's widest slice stays past it.
+
 On a painted slice the sweep starts from the 2D pieces that hold paint, not from the slice's
 whole result: another piece there is tissue the user did not paint, and a neighbour that
 continues beyond the painted slice would carry the sweep with it (a left kidney painted near its
