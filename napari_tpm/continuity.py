@@ -331,23 +331,24 @@ def _follow_drift(
     local = mask[box]
     h, w = local.shape
     padded = np.pad(prev[box], ((sy, sy), (sx, sx)))
-    best, move = -1, (0, 0)
-    for dy, dx in sorted(
-        ((dy, dx) for dy in range(-sy, sy + 1) for dx in range(-sx, sx + 1)),
-        key=lambda m: np.hypot(m[0] * spacing[0], m[1] * spacing[1]),
-    ):
-        if np.hypot(dy * spacing[0], dx * spacing[1]) > drift_mm:
-            break
-        shared = int((local & padded[sy - dy : sy - dy + h, sx - dx : sx - dx + w]).sum())
-        if move == (0, 0) and best < 0:
-            base = shared
-        if shared > best:
-            best, move = shared, (dy, dx)
+
+    def shifted(dy: int, dx: int) -> np.ndarray:
+        return padded[sy - dy : sy - dy + h, sx - dx : sx - dx + w]
+
+    def length(m: tuple[int, int]) -> float:
+        return float(np.hypot(m[0] * spacing[0], m[1] * spacing[1]))
+
+    moves = [(dy, dx) for dy in range(-sy, sy + 1) for dx in range(-sx, sx + 1)]
+    base = int((local & shifted(0, 0)).sum())
+    best, move = base, (0, 0)
+    for m in sorted((m for m in moves if length(m) <= drift_mm), key=length):
+        shared = int((local & shifted(*m)).sum())
+        if shared > best:  # the shortest move wins a tie: moves come shortest first
+            best, move = shared, m
     if move == (0, 0) or best - base <= DRIFT_GAIN * prev.sum():
         return prev
     moved = np.zeros_like(prev)
-    dy, dx = move
-    moved[box] = padded[sy - dy : sy - dy + h, sx - dx : sx - dx + w]
+    moved[box] = shifted(*move)
     return moved
 
 
