@@ -51,7 +51,8 @@ the previous radius: that phase is not where leaks are stopped.
 
 Written here rather than taken from a library: it is a sequential sweep over slices with one
 2D labelling of the volume and a distance transform per slice (scipy), not a standard
-morphology call; the split at necks is scikit-image's h-maxima and watershed.
+morphology call; the steps on a piece's parts (the drift, the reach, the split at necks with
+scikit-image's h-maxima and watershed) are in :mod:`napari_tpm._continuity_parts`.
 """
 
 from __future__ import annotations
@@ -60,10 +61,16 @@ from collections.abc import Iterable
 
 import numpy as np
 from scipy import ndimage
-from skimage.morphology import h_maxima
-from skimage.segmentation import watershed
 
-from napari_tpm.postprocess import IN_PLANE, bounding_box
+from napari_tpm._continuity_parts import (
+    DRIFT_GAIN,
+    SPLIT_DEPTH_MM,
+    SPLIT_ON,
+    drop_split_off,
+    follow_drift,
+    reach_beyond,
+)
+from napari_tpm.postprocess import IN_PLANE
 
 __all__ = [
     "CLIPPED",
@@ -109,13 +116,9 @@ RATE_FLOOR = 0.5
 #: a clipped piece is kept (its part on the previous result) only when that part covers at
 #: least this fraction of the previous result.
 CLIPPED = 0.5
-#: past the organ's widest slice, a piece kept whole is split where its in-plane distance map
-#: has maxima at least this deep (mm) apart from each other (two blobs joined by a neck) ...
-SPLIT_DEPTH_MM = 2.5
-#: ... and a part is dropped when less than this fraction of it lies on the previous result
-#: ...
-SPLIT_ON = 0.5
-#: ... and a tenth of it lies more than this far (mm) beyond that result. A kidney's section
+#: past the organ's widest slice, a part split off a piece kept whole at its 2D necks
+#: (:data:`SPLIT_DEPTH_MM`), lying mostly off the previous result (:data:`SPLIT_ON`), is dropped
+#: when a tenth of it lies more than this far (mm) beyond that result. A kidney's section
 #: near its pole shifts a few millimetres between slices, and its arms beside the renal hilum
 #: then split off while lying just beside the previous section (the 90th percentile of their
 #: distance from it was 6-10 mm on the tuning volumes); parts of a neighbour lie 12-60 mm out.
@@ -143,10 +146,8 @@ COVER_REACH_MM = SPLIT_REACH_MM
 #: and a footprint that stays put clips a little more of it on every slice (BTCV 21's left
 #: kidney painted on two slices lost its lower half that way, 0.76; 0.80 with the move).
 #: Chosen on the tuning volumes (benchmarks/RESULTS-accuracy.md, "The footprint follows the
-#: organ's drift").
+#: organ's drift"); the move must gain more than :data:`DRIFT_GAIN` of that result's area.
 DRIFT_MM = 2.0
-#: ... when the move gains more than this fraction of the previous result's area in overlap.
-DRIFT_GAIN = 0.02
 
 
 def keep_continuous(
@@ -245,18 +246,18 @@ def keep_continuous(
             if g > 0 and rate is not None:
                 g = min(g, max(rate_floor, rate_slack * rate if rate > 0 else 0.0))
             if g == 0 and drift_mm > 0:  # the organ's section drifts between slices
-                prev = _follow_drift(pieces[z] > 0, prev, spacing, drift_mm)
+                prev = follow_drift(pieces[z] > 0, prev, spacing, drift_mm)
             cur, clipped = _continue(pieces[z], prev, size, area, overlap, spacing, g)
             if (
                 g == 0
                 and cover_end is not None
                 and clipped.any()
                 and cur.sum() >= cover_end * size
-                and _reach_beyond(clipped, prev, spacing) > COVER_REACH_MM
+                and reach_beyond(clipped, prev, spacing) > COVER_REACH_MM
             ):
                 cur[:] = False  # a neighbour under the whole last footprint: the organ ended
             if g == 0 and split_reach is not None:
-                _drop_split_off(cur, pieces[z], prev, spacing, split_reach)
+                drop_split_off(cur, pieces[z], prev, spacing, split_reach)
             out[z] |= cur
             new = int(cur.sum())
             rate = max(float(np.sqrt(new / size)) - 1.0, 0.0) if size else None
@@ -308,95 +309,3 @@ def _continue(
     clipped = np.setdiff1d(on_ids[on_count >= CLIPPED * prev_area], whole)
     clipped_pieces = np.isin(pieces, clipped)
     return np.isin(pieces, whole) | (on_prev & clipped_pieces), clipped_pieces
-
-
-def _follow_drift(
-    mask: np.ndarray, prev: np.ndarray, spacing: tuple[float, float], drift_mm: float
-) -> np.ndarray:
-    """``prev`` moved in-plane by up to ``drift_mm`` to where it overlaps ``mask`` most.
-
-    Unmoved unless that gains more than ``DRIFT_GAIN`` of its area; among equal overlaps the
-    shortest move wins. A brute-force search over the few whole-pixel moves within reach (at
-    most a few dozen on the previous result's box): no library call finds the best integer
-    translation of one mask onto another this directly.
-    """
-    if not prev.any():
-        return prev
-    sy, sx = (int(drift_mm // sp) for sp in spacing)
-    ys, xs = np.flatnonzero(prev.any(axis=1)), np.flatnonzero(prev.any(axis=0))
-    box = (
-        slice(max(ys[0] - sy, 0), min(ys[-1] + sy + 1, prev.shape[0])),
-        slice(max(xs[0] - sx, 0), min(xs[-1] + sx + 1, prev.shape[1])),
-    )
-    local = mask[box]
-    h, w = local.shape
-    padded = np.pad(prev[box], ((sy, sy), (sx, sx)))
-
-    def shifted(dy: int, dx: int) -> np.ndarray:
-        return padded[sy - dy : sy - dy + h, sx - dx : sx - dx + w]
-
-    def length(m: tuple[int, int]) -> float:
-        return float(np.hypot(m[0] * spacing[0], m[1] * spacing[1]))
-
-    moves = [(dy, dx) for dy in range(-sy, sy + 1) for dx in range(-sx, sx + 1)]
-    base = int((local & shifted(0, 0)).sum())
-    best, move = base, (0, 0)
-    for m in sorted((m for m in moves if length(m) <= drift_mm), key=length):
-        shared = int((local & shifted(*m)).sum())
-        if shared > best:  # the shortest move wins a tie: moves come shortest first
-            best, move = shared, m
-    if move == (0, 0) or best - base <= DRIFT_GAIN * prev.sum():
-        return prev
-    moved = np.zeros_like(prev)
-    moved[box] = shifted(*move)
-    return moved
-
-
-def _reach_beyond(part: np.ndarray, prev: np.ndarray, spacing: tuple[float, float]) -> float:
-    """How far (mm, 90th percentile) ``part``'s pixels off ``prev`` lie beyond it (0: none)."""
-    off = part & ~prev
-    if not off.any():
-        return 0.0
-    box = bounding_box(part | prev)
-    assert box is not None  # ``off`` is not empty
-    beyond = ndimage.distance_transform_edt(
-        np.pad(~prev[box], 1, constant_values=True), sampling=spacing
-    )
-    return float(np.percentile(beyond[1:-1, 1:-1][off[box]], 90))
-
-
-def _drop_split_off(
-    cur: np.ndarray,
-    pieces: np.ndarray,
-    prev: np.ndarray,
-    spacing: tuple[float, float],
-    reach_mm: float,
-) -> None:
-    """Drop from ``cur`` (in place) the parts of its whole pieces that a neck separates from
-    the rest and that lie mostly off ``prev``, reaching more than ``reach_mm`` beyond it."""
-    ids = np.unique(pieces[cur])
-    beyond = None  # distance from the previous result (mm), computed once when needed
-    for i in ids[ids > 0]:
-        piece = pieces == i
-        off = piece & ~prev
-        # a piece clipped to ``prev`` has no part off it; one nearly on it has nothing to drop
-        if not (piece <= cur).all() or off.sum() < 0.1 * piece.sum():
-            continue
-        box = bounding_box(piece)
-        assert box is not None  # a piece of the result is not empty
-        padded = np.pad(piece[box], 1)
-        depth = ndimage.distance_transform_edt(padded, sampling=spacing)
-        if depth.max() <= SPLIT_DEPTH_MM:
-            continue
-        markers, n = ndimage.label(h_maxima(depth, SPLIT_DEPTH_MM))
-        if n < 2:
-            continue
-        parts = watershed(-depth, markers, mask=padded)[1:-1, 1:-1]
-        for j in range(1, n + 1):
-            part = parts == j
-            if (part & prev[box]).sum() >= SPLIT_ON * part.sum():
-                continue
-            if beyond is None:
-                beyond = ndimage.distance_transform_edt(~prev, sampling=spacing)
-            if np.percentile(beyond[box][part], 90) > reach_mm:
-                cur[box][part] = False
