@@ -285,7 +285,8 @@ class SessionOutputs:
         options = self.options
         if self._choosing and (options.halfway_edge or options.continuity_end):
             options = replace(options, halfway_edge=False, continuity_end=False)
-        # The walk's footprint follows the organ's drift from the user's own paint only: from
+        # The walk's footprint follows the organ's drift, and the 3D parts that run on past
+        # the painted one go, from the user's own paint only. The drift: from
         # a second pass's pseudo-paint it followed a spleen's end into the kidney below
         # (BTCV 15's spleen from BTCV 21, 0.83 -> 0.60), and over every ordered tuning pair
         # with another patient's paint it gained little (BTCV 0.794 -> 0.795, CHAOS
@@ -298,7 +299,7 @@ class SessionOutputs:
             self._require_image(),
             options,
             pick,
-            follow_drift=not (self._choosing or self.bootstrapped),
+            own_paint=not (self._choosing or self.bootstrapped),
         )
 
     def probabilities(self, prior: float | None = None) -> np.ndarray:

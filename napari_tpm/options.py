@@ -97,6 +97,12 @@ class SegmentOptions:
             the slice's result covers all of the previous slice's result and reaches beyond
             it: the organ only shrinks towards its end, so that is a neighbour lying under its
             last footprint (:data:`napari_tpm.continuity.COVER_END`).
+        outrunning_parts: with ``connected`` and paint on this volume, split each result
+            into 3D parts at its saddles and drop a part that holds almost none of the paint,
+            is not deeper than the painted part and reaches over 20 mm beyond its slices: a
+            neighbour that joined the organ while its result still widened (the left kidney
+            below the spleen on T2 MR) and that the walk then followed
+            (:mod:`napari_tpm.parts3d`).
         tip_shift: with one slice painted on this volume and a model without a learned
             threshold, move the auto prior's boundary out by up to this many log-odds units
             when the first result lies mostly on one side of the painted slice: the paint was
@@ -147,6 +153,7 @@ class SegmentOptions:
     stroke_regions: bool = True
     continuity: float = 0.7
     continuity_end: bool = True
+    outrunning_parts: bool = True
     tip_shift: float = 1.0
     bootstrap: bool = True
     contrast_search: bool = True

@@ -169,16 +169,19 @@ def test_support_from_another_volume(phantom):
     assert session.bootstrapped and session._require_support().outlined == {}
 
 
-def test_the_walk_follows_the_drift_from_the_users_paint_only(phantom, monkeypatch):
-    """Past the widest slice the slice walk's footprint follows the organ's drift from paint on
-    this volume; from another volume's paint (second pass, searches) it stays put."""
+def test_the_walks_drift_and_the_outrunning_parts_follow_the_users_paint_only(
+    phantom, monkeypatch
+):
+    """Past the widest slice the slice walk's footprint follows the organ's drift, and the 3D
+    parts that run on past the painted one go, from paint on this volume only; from another
+    volume's paint (second pass, searches) neither applies."""
     import napari_tpm._session_output as session_output
 
     seen: list[bool] = []
 
-    def spy(*args, follow_drift: bool = True, **kwargs):
-        seen.append(follow_drift)
-        return clean_3d(*args, follow_drift=follow_drift, **kwargs)
+    def spy(*args, own_paint: bool = True, **kwargs):
+        seen.append(own_paint)
+        return clean_3d(*args, own_paint=own_paint, **kwargs)
 
     clean_3d = session_output.clean_3d
     monkeypatch.setattr(session_output, "clean_3d", spy)
