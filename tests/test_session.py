@@ -169,9 +169,7 @@ def test_support_from_another_volume(phantom):
     assert session.bootstrapped and session._require_support().outlined == {}
 
 
-def test_the_walks_drift_and_the_outrunning_parts_follow_the_users_paint_only(
-    phantom, monkeypatch
-):
+def test_the_walks_drift_and_the_outrunning_parts_follow_the_users_paint_only(phantom, monkeypatch):
     """Past the widest slice the slice walk's footprint follows the organ's drift, and the 3D
     parts that run on past the painted one go, from paint on this volume only; from another
     volume's paint (second pass, searches) neither applies."""
