@@ -25,15 +25,12 @@ from napari_tpm._session_data import _Job, _Support
 from napari_tpm.bootstrap import fitting_pseudo_paint, pseudo_paint
 from napari_tpm.contrast import (
     DOUBTFUL_FIT,
-    Footprint,
-    Found,
     candidate_steps,
     fit_score,
-    footprints,
     is_unchanged,
-    pixel_area,
     shift_support,
 )
+from napari_tpm.footprint import Footprint, Found, footprints, pixel_area
 from napari_tpm.preprocess import guess_modality, normalise_intensity
 from napari_tpm.progress import Progress
 from napari_tpm.slice_match import ct_profiles, map_slice
@@ -304,7 +301,7 @@ class ContrastSearch:
         self, labels: np.ndarray, axis: int, values: tuple[int, ...], *, every_slice: bool
     ) -> dict[int, Found]:
         """Footprints of a result on this volume (its normalised image gives the body): on
-        its widest slice, or ``every_slice`` it covers (:func:`napari_tpm.contrast.footprints`).
+        its widest slice, or ``every_slice`` it covers (:func:`napari_tpm.footprint.footprints`).
         """
         assert self._normalised is not None
         return footprints(

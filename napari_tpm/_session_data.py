@@ -58,7 +58,7 @@ class _Job:
     support_spacing: tuple[float, float, float]  # the query's own when the paint is on it
     k: int  # prototypes per class
     background_label: int | None
-    #: the painted slice is taken as each class's widest (contrast.Footprint.widest); False
+    #: the painted slice is taken as each class's widest (footprint.Footprint.widest); False
     #: for one class of a slice painted with several
     paint_widest: bool = True
     #: slice profiles of another CT the paint is on, slice axis first

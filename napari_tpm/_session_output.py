@@ -21,7 +21,7 @@ from napari_tpm._session_data import _check_prior, _outward_batches, _Support, _
 from napari_tpm._session_labels import clean_3d, write_labels
 from napari_tpm._session_scoring import auto_prior
 from napari_tpm.checkpoints import TPMModel
-from napari_tpm.contrast import Footprint, keep_fitting_component, pixel_area
+from napari_tpm.footprint import Footprint, keep_fitting_component, pixel_area
 from napari_tpm.options import SegmentOptions
 from napari_tpm.paint_position import side_balance, tip_logit_shift
 from napari_tpm.preprocess import WorkingGrid

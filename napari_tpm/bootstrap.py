@@ -30,7 +30,7 @@ from dataclasses import replace
 import numpy as np
 from scipy import ndimage
 
-from napari_tpm.contrast import (
+from napari_tpm.footprint import (
     FIT_WEIGHTS,
     Footprint,
     FootprintWeights,
@@ -59,7 +59,7 @@ __all__ = [
 #: region, and the second pass's boundary moves out").
 CORE_LOGIT_SHIFT = 1.0
 
-#: how much lower (:func:`napari_tpm.contrast.footprint_penalty` with the log-odds term) the
+#: how much lower (:func:`napari_tpm.footprint.footprint_penalty` with the log-odds term) the
 #: best-fitting piece's cost must be than the widest slice's piece for the second pass to start
 #: from it. Any lower cost was not enough: a piece of the organ's lower slices won over its
 #: widest one and the second pass, started near the organ's end, leaked beyond it (CHAOS 21's
@@ -132,7 +132,7 @@ def fitting_pseudo_paint(
         labels: (n, H, W) label volume of the first pass, slice axis first.
         score: (n, H, W) log-odds of each voxel's best class.
         value: the painted class.
-        target: the paint's footprint (:func:`napari_tpm.contrast.footprints`). A paint that
+        target: the paint's footprint (:func:`napari_tpm.footprint.footprints`). A paint that
             was not the organ's widest slice (several classes on it) keeps :func:`pseudo_paint`
             (fitted for each class, CHAOS tuning 0.607 -> 0.619 but held out 0.531 -> 0.531
             and the paper's Table 2 44.9 -> 44.1, a third of the results moving either way),
@@ -210,7 +210,7 @@ def count_floor_prior(
     Args:
         score: the first pass's log-odds (any shape).
         prior: the calibrated class prior.
-        area_mm2: the painted section's area (its :class:`napari_tpm.contrast.Footprint`).
+        area_mm2: the painted section's area (its :class:`napari_tpm.footprint.Footprint`).
         pixel_area_mm2: the area of one pixel of this scan's slices.
         slice_mm: this scan's slice spacing.
 

@@ -121,7 +121,7 @@ class SegmentOptions:
             slice matched into this scan by the two scans' slice profiles (body, bone, fat;
             :mod:`napari_tpm.slice_match`) instead of the same fraction of each scan, and let
             that height count for more (``matched_height`` of
-            :class:`napari_tpm.contrast.FootprintWeights`):
+            :class:`napari_tpm.footprint.FootprintWeights`):
             two fields of view seldom agree. MR keeps the fractions.
         fit_component: with ``connected`` and paint on another volume, keep the 3D region
             whose size, place in the body and height in the scan fit the paint best, instead
@@ -131,7 +131,7 @@ class SegmentOptions:
             jointly from their results on this scan: another patient's joint first pass lets
             one class's look-alikes take the others' place. Each class's results are then
             compared with its paint on their best-fitting slice, not their widest
-            (:attr:`napari_tpm.contrast.Footprint.widest`).
+            (:attr:`napari_tpm.footprint.Footprint.widest`).
     """
 
     connected: bool = True

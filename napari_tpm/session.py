@@ -53,7 +53,7 @@ from napari_tpm._session_support import build_support, check_paint_grid
 from napari_tpm._threads import one_cpu_thread
 from napari_tpm.checkpoint_checks import refuse_compared_head
 from napari_tpm.checkpoints import TPMModel, load_model
-from napari_tpm.contrast import Footprint
+from napari_tpm.footprint import Footprint
 from napari_tpm.options import SegmentOptions
 from napari_tpm.preprocess import guess_modality, normalise_intensity
 from napari_tpm.progress import Progress
@@ -107,7 +107,7 @@ class SegmentationSession(SessionOutputs, ContrastSearch, ScoringSteps):
         self._modality = "auto"
         self._views: dict[int, _Volume] = {}
         #: the body's box per slice axis and slice of the normalised query, found as the
-        #: footprints of another volume's paint need them (contrast.footprints' memo)
+        #: footprints of another volume's paint need them (footprint.footprints' memo)
         self._body_boxes: dict[int, dict[int, tuple[float, float, float, float]]] = {}
         #: slice profiles of this CT per slice axis (slice_match), for another CT's paint
         self._profiles: dict[int, np.ndarray] = {}

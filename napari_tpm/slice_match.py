@@ -32,7 +32,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from napari_tpm.contrast import BODY_MARGIN  # the footprints' body rule: above the floor
+from napari_tpm.footprint import BODY_MARGIN  # the footprints' body rule: above the floor
 from napari_tpm.preprocess import normalise_intensity
 
 __all__ = ["ct_profiles", "map_slice", "slice_profiles"]

@@ -14,7 +14,7 @@ from napari_tpm.bootstrap import (
     fitting_pseudo_paint,
     pseudo_paint,
 )
-from napari_tpm.contrast import Footprint, footprints
+from napari_tpm.footprint import Footprint, footprints
 from napari_tpm.options import SegmentOptions
 from napari_tpm.phantom import make_phantom
 from napari_tpm.session import SegmentationSession

@@ -9,17 +9,19 @@ from session_helpers import section_paint, segment_labels
 from napari_tpm.boundary import grow_to_edge
 from napari_tpm.contrast import (
     DOUBTFUL_FIT,
-    MISSING_PENALTY,
     UNCHANGED_BONUS,
-    Footprint,
     candidate_steps,
     describe_step,
     fit_score,
+    is_unchanged,
+    shift_support,
+)
+from napari_tpm.footprint import (
+    MISSING_PENALTY,
+    Footprint,
     footprint_penalty,
     footprints,
-    is_unchanged,
     keep_fitting_component,
-    shift_support,
 )
 from napari_tpm.options import SegmentOptions
 from napari_tpm.phantom import make_phantom
@@ -181,7 +183,7 @@ def test_the_pick_weighs_the_painted_height_over_the_painted_size():
     """A first pass finds an organ's core, often a third of the painted area, while a
     look-alike neighbour of about the painted size lies higher in the scan (the spleen above
     the left kidney): picking one region, the height counts for more than the size."""
-    from napari_tpm import contrast
+    from napari_tpm import footprint
 
     image = np.zeros((20, 64, 64), np.float32)
     image[:, 8:56, 8:56] = 3.0  # the body
@@ -197,7 +199,7 @@ def test_the_pick_weighs_the_painted_height_over_the_painted_size():
     core = footprints(np.where(below, labels, 0), image, [1], 1.0)[1]
     neighbour = footprints(np.where(below, 0, labels), image, [1], 1.0)[1]
     assert footprint_penalty(painted[1], neighbour) < footprint_penalty(painted[1], core)
-    pick = contrast.PICK_WEIGHTS
+    pick = footprint.PICK_WEIGHTS
     assert footprint_penalty(painted[1], core, pick) < footprint_penalty(
         painted[1], neighbour, pick
     )
@@ -276,7 +278,7 @@ def test_several_classes_from_another_scan(apart, monkeypatch):
 
 def test_between_two_regions_that_fit_alike_the_better_matching_one_wins():
     """A look-alike neighbour placed as well as the organ loses on its weaker prototype match."""
-    from napari_tpm import contrast
+    from napari_tpm import footprint
 
     image = np.zeros((9, 64, 64), np.float32)
     image[:, 8:56, 8:56] = 3.0  # the body
@@ -292,7 +294,7 @@ def test_between_two_regions_that_fit_alike_the_better_matching_one_wins():
     score[3:6, 14:24, 27:37] = 4.0  # ... and now the upper one does
     out = keep_fitting_component(labels, image, painted, pixel_area_mm2=1.0, score=score)
     assert out[4, 18, 30] == 1 and out[4, 45, 30] == 0
-    assert contrast.PICK_WEIGHTS.score > 0 and contrast.FIT_WEIGHTS.score > 0
+    assert footprint.PICK_WEIGHTS.score > 0 and footprint.FIT_WEIGHTS.score > 0
 
 
 def test_region_footprints_from_the_class_box_match_the_whole_volume_ones():
@@ -300,7 +302,7 @@ def test_region_footprints_from_the_class_box_match_the_whole_volume_ones():
     footprints must be exactly those :func:`footprints` gives on the whole volume."""
     import cc3d
 
-    from napari_tpm import contrast
+    from napari_tpm import footprint
     from napari_tpm.postprocess import bounding_box
 
     rng = np.random.default_rng(3)
@@ -317,9 +319,9 @@ def test_region_footprints_from_the_class_box_match_the_whole_volume_ones():
     crop = cc3d.connected_components(mask[box], connectivity=26)
     assert np.array_equal(whole[box], crop)  # the crop numbers the regions alike
     ids = [int(i) for i in np.unique(crop)[1:]]
-    fast = contrast._piece_footprints(crop, box, image, ids, 0.8)
+    fast = footprint._piece_footprints(crop, box, image, ids, 0.8)
     assert fast == footprints(whole, image, ids, 0.8)
-    every = contrast._piece_footprints(crop, box, image, ids, 0.8, every_slice=True)
+    every = footprint._piece_footprints(crop, box, image, ids, 0.8, every_slice=True)
     assert every == footprints(whole, image, ids, 0.8, every_slice=True)
     assert bounding_box(np.zeros((2, 3, 4), bool)) is None
 

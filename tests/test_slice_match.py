@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_tpm.contrast import (
+from napari_tpm.footprint import (
     FIT_WEIGHTS,
     Footprint,
     footprint_penalty,
