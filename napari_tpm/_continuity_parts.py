@@ -7,17 +7,16 @@ reads as one loop.
 
 Written here rather than taken from a library: the best whole-pixel translation of one mask onto
 another and the percentile of a part's distance beyond a mask are a few lines of numpy and
-scipy; the split at necks is scikit-image's h-maxima and watershed of the distance map.
+scipy; the split at necks is :func:`napari_tpm.postprocess.split_at_saddles` (scikit-image's
+h-maxima and watershed of the distance map), shared with the 3D split of :mod:`napari_tpm.parts3d`.
 """
 
 from __future__ import annotations
 
 import numpy as np
 from scipy import ndimage
-from skimage.morphology import h_maxima
-from skimage.segmentation import watershed
 
-from napari_tpm.postprocess import bounding_box
+from napari_tpm.postprocess import bounding_box, split_at_saddles
 
 __all__ = [
     "DRIFT_GAIN",
@@ -113,14 +112,9 @@ def drop_split_off(
             continue
         box = bounding_box(piece)
         assert box is not None  # a piece of the result is not empty
-        padded = np.pad(piece[box], 1)
-        depth = ndimage.distance_transform_edt(padded, sampling=spacing)
-        if depth.max() <= SPLIT_DEPTH_MM:
-            continue
-        markers, n = ndimage.label(h_maxima(depth, SPLIT_DEPTH_MM))
+        _, parts, n = split_at_saddles(piece[box], spacing, SPLIT_DEPTH_MM)
         if n < 2:
             continue
-        parts = watershed(-depth, markers, mask=padded)[1:-1, 1:-1]
         for j in range(1, n + 1):
             part = parts == j
             if (part & prev[box]).sum() >= SPLIT_ON * part.sum():

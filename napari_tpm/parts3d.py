@@ -19,7 +19,8 @@ painted one"); held out, every mode painted on the volume: 9 results up, 1 down,
 paint only (``SegmentOptions.outrunning_parts``).
 
 Written here rather than taken from a library: the split is scikit-image's h-maxima and
-watershed on scipy's exact distance transform; the saddles between parts and their merging
+watershed on scipy's exact distance transform (:func:`napari_tpm.postprocess.split_at_saddles`,
+the slice walk's 2D split at necks too); the saddles between parts and their merging
 (a union-find over a few dozen parts) are a few lines of numpy.
 """
 
@@ -29,10 +30,8 @@ from collections.abc import Sequence
 
 import numpy as np
 from scipy import ndimage
-from skimage.morphology import h_maxima
-from skimage.segmentation import watershed
 
-from napari_tpm.postprocess import keep_connected
+from napari_tpm.postprocess import keep_connected, split_at_saddles
 
 __all__ = ["BEYOND_MM", "GRID_MM", "H_MM", "MERGE", "PAINT_SHARE", "drop_outrunning_parts"]
 
@@ -89,13 +88,14 @@ def drop_outrunning_parts(
     if len(spacing) != 3:
         raise ValueError(f"spacing needs three values, got {spacing!r}")
     out = mask.copy()
-    if not (paint & mask).any():
+    painted = paint & mask
+    if not painted.any():
         return out
     # the parts are tens of millimetres across: found on a grid of about GRID_MM in-plane, a
     # watershed costs a tenth (the h-maxima's reconstruction dominates), and every voxel of
     # the result lies in a coarse voxel that holds some of it
     f = max(1, round(GRID_MM / min(spacing[1], spacing[2])))
-    coarse, coarse_paint = _pooled(mask, f), _pooled(paint & mask, f)
+    coarse, coarse_paint = _pooled(mask, f), _pooled(painted, f)
     grid = (spacing[0], spacing[1] * f, spacing[2] * f)
     drop = _outrunning(coarse, coarse_paint, grid, h_mm, merge, share, beyond_mm)
     if drop is None:
@@ -124,12 +124,9 @@ def _outrunning(
 ) -> np.ndarray | None:
     """The voxels of ``mask``'s outrunning parts, or None when none (see the module)."""
     total = int(paint.sum())
-    depth_map = ndimage.distance_transform_edt(np.pad(mask, 1), sampling=spacing)
-    depth_map = depth_map[1:-1, 1:-1, 1:-1]
-    markers, n = ndimage.label(h_maxima(depth_map, h_mm))
+    depth_map, parts, n = split_at_saddles(mask, spacing, h_mm)
     if n < 2:
         return None
-    parts = watershed(-depth_map, markers, mask=mask)
     depth = np.zeros(n + 1)
     depth[1:] = ndimage.maximum(depth_map, parts, index=np.arange(1, n + 1))
     group = _merged(parts, depth_map, depth, n, merge)
