@@ -19,7 +19,7 @@ from napari_tpm.exclusion import drop_stroked
 from napari_tpm.necks import cut_necks, neck_radius_mm
 from napari_tpm.options import SegmentOptions
 from napari_tpm.parts3d import drop_outrunning_parts
-from napari_tpm.postprocess import bounding_box, keep_connected, limit_range
+from napari_tpm.postprocess import bounding_box, keep_connected, limit_range, second_choice
 
 
 def write_labels(
@@ -29,29 +29,40 @@ def write_labels(
     best: np.ndarray,
     support: _Support,
     background: int | None,
-    threshold: float,
+    threshold: float | np.ndarray,
     *,
     keep_paint: bool,
     z_range: tuple[int, int] | None,
     clean_3d: Callable[[np.ndarray], None] | None,
+    runner_up: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> None:
     """Fill ``full[part]`` (slice axis first) with the labels of the cached scores.
 
-    Voxels with best-class log-odds above ``threshold`` take their class's label value; the
-    paint is written over them (``keep_paint``, same volume only), ``z_range`` (inclusive,
-    along the slice axis) clears what lies outside it, and ``clean_3d`` (None: skip) runs the
-    3D steps on ``full[part]``. The clean-up may trim an edge of the paint, so the paint is
-    written again after it, and the user's range wins over both.
+    Voxels with best-class log-odds above ``threshold`` (one number, or one per class index of
+    ``best``) take their class's label value; with ``runner_up`` (each voxel's second-best
+    score and class index, several classes on this volume, the whole volume with its 3D
+    steps) a voxel cut off from its class's paint takes its second-best class
+    (:func:`napari_tpm.postprocess.second_choice`); the paint is written over them
+    (``keep_paint``, same volume only), ``z_range`` (inclusive, along the slice axis) clears
+    what lies outside it, and ``clean_3d`` (None: skip) runs the 3D steps on ``full[part]``.
+    The clean-up may trim an edge of the paint, so the paint is written again after it, and
+    the user's range wins over both.
     """
     s = support
     lo_s = part.start
     view = full[part]
-    fg = score[part] > threshold
+    if np.ndim(threshold):  # one boundary per class (index of ``best``)
+        fg = score[part] > np.asarray(threshold)[best[part]]
+    else:
+        fg = score[part] > threshold
     if len(s.label_values) == 1:
         np.multiply(fg, s.label_values[0], out=view, casting="unsafe")
     else:
         lut = np.asarray(s.label_values, dtype=full.dtype)
         np.multiply(lut[best[part]], fg, out=view, casting="unsafe")
+    whole = part.start == 0 and part.stop == full.shape[0]
+    if runner_up is not None and clean_3d is not None and s.same_volume and whole:
+        _second_choice(view, s, background, threshold, runner_up)
     paint = s.same_volume and keep_paint
     if paint:
         _apply_paint(full, s, background, part)
@@ -64,6 +75,24 @@ def write_labels(
             _apply_paint(full, s, background, part)
             if z_range is not None:  # ... but the range the user set still wins
                 limit_range(view, lo - lo_s, hi - lo_s, axis=0, inplace=True)
+
+
+def _second_choice(
+    view: np.ndarray,
+    support: _Support,
+    background: int | None,
+    threshold: float | np.ndarray,
+    runner_up: tuple[np.ndarray, np.ndarray],
+) -> None:
+    """:func:`napari_tpm.postprocess.second_choice` in place on the whole volume ``view``
+    (``runner_up``: each voxel's second-best score and class index; ``threshold`` one number or
+    one per class index, as for ``best``)."""
+    score2, second = runner_up
+    seeds = np.zeros(view.shape, dtype=view.dtype)
+    _apply_paint(seeds, support, background)
+    lut = np.asarray(support.label_values, dtype=view.dtype)
+    bar = np.asarray(threshold, dtype=np.float32)[second] if np.ndim(threshold) else threshold
+    view[...] = second_choice(view, seeds, lut[second], score2, bar)
 
 
 def clean_3d(

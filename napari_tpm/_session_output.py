@@ -46,11 +46,13 @@ class SessionOutputs:
     _low: torch.Tensor | None
     _score: np.ndarray | None
     _best: np.ndarray | None
+    _runner_up: tuple[np.ndarray, np.ndarray] | None
     _normalised: np.ndarray | None
     _paint_footprints: dict[int, Footprint]
     _body_boxes: dict[int, dict[int, tuple[float, float, float, float]]]
     _tip_cache: float | None  # the tip shift of the current scores (None: not measured yet)
     _tip_labels: tuple[float, np.ndarray] | None  # (prior, labels) that measurement made
+    _class_tips: np.ndarray | None  # per class: the tip shifts of several classes on one slice
     _floor_cache: tuple[float, float] | None  # (calibrated, floored) prior of the scores
     _choosing: bool  # another volume's paint is being placed: intermediate results only
     bootstrapped: bool
@@ -161,6 +163,39 @@ class SessionOutputs:
             self._tip_labels = (calibrated, labelled) if self._tip_cache == 0.0 else None
         return self._tip_cache
 
+    def _class_tip_shifts(self) -> np.ndarray | None:
+        """Per class, the outward shift (log-odds) for several classes painted on one slice,
+        each measured on its own result (None: not several classes on one slice of this
+        volume, or a model that does not calibrate on the support)."""
+        s = self._require_support()
+        applies = (
+            self.options.tip_shift > 0
+            and s.same_volume
+            and len(s.indices) == 1
+            and len(s.label_values) > 1
+            and not self.bootstrapped
+            and not self.model.calibrated
+            and not self.model.estimators
+            and self._low is not None
+        )
+        if not applies:
+            return None
+        if self._class_tips is None:
+            calibrated = self._calibrated_prior()
+            self._class_tips = np.zeros(len(s.label_values), dtype=np.float32)  # measure unshifted
+            labelled = self.labels(calibrated)
+            moved = np.moveaxis(labelled, s.axis, 0)
+            self._class_tips = np.array(
+                [
+                    tip_logit_shift(side_balance(moved == v, s.indices), self.options.tip_shift)
+                    for v in s.label_values
+                ],
+                dtype=np.float32,
+            )
+            # no shift (every class painted mid-organ): the caller's labels(None) reuses these
+            self._tip_labels = None if self._class_tips.any() else (calibrated, labelled)
+        return self._class_tips
+
     def _calibrated_prior(self) -> float:
         """:meth:`auto_prior` without the second pass's shift: where the calibration (or the
         model's estimators) put the boundary for the support as it is. For one organ painted
@@ -224,6 +259,9 @@ class SessionOutputs:
             raise ValueError(f"out has shape {out.shape}, the image {shape}")
         whole = z_range is None or _covers(z_range, shape[s.axis])
         plain = whole and keep_paint and slices is None
+        # several classes' tip shifts: measured on the first whole labelling (it may fill
+        # _tip_labels); the live slider's slices take them as measured, else none
+        shifts = self._class_tips if slices is not None else self._class_tip_shifts()
         if plain and connected in (None, self.options.connected) and self._tip_labels is not None:
             measured_at, measured = self._tip_labels
             if measured_at == p:  # auto_prior() just labelled at this prior to measure the tip
@@ -231,7 +269,9 @@ class SessionOutputs:
                     return measured.copy()
                 out[...] = measured  # a dock's relabel at that prior: no second 3D clean-up
                 return out
-        threshold = -float(logit(p))
+        threshold: float | np.ndarray = -float(logit(p))
+        if shifts is not None and shifts.any():
+            threshold = (threshold - shifts).astype(np.float32)
         if out is None:
             dtype = np.uint8 if max(s.label_values) < 256 else np.uint16
             out = np.zeros(shape, dtype=dtype)
@@ -253,6 +293,7 @@ class SessionOutputs:
             threshold,
             keep_paint=keep_paint and not self.bootstrapped,
             z_range=z_range,
+            runner_up=self._runner_up if slices is None else None,
             clean_3d=self._clean_3d if connected else None,
         )
         return out

@@ -59,8 +59,10 @@ class ScoringSteps:
     _score: np.ndarray | None
     _tip_cache: float | None
     _tip_labels: tuple[float, np.ndarray] | None
+    _class_tips: np.ndarray | None
     _floor_cache: tuple[float, float] | None
     _best: np.ndarray | None
+    _runner_up: tuple[np.ndarray, np.ndarray] | None
     _done: np.ndarray
 
     if TYPE_CHECKING:
@@ -229,6 +231,12 @@ class ScoringSteps:
             # reading the previous ones (napari_tpm/_widget/_relabel.py)
             self._score = np.full(grid, -np.inf, dtype=np.float32)
             self._best = np.zeros(grid, dtype=np.uint8)
+            self._runner_up = None
+            if len(self.label_values) > 1 and self.options.second_choice:
+                self._runner_up = (
+                    np.full(grid, -np.inf, dtype=np.float32),
+                    np.zeros(grid, dtype=np.uint8),
+                )
             self._done = np.zeros(n, bool)
         low = None
         for lo, hi in _outward_batches(n, start, self.batch_size):
@@ -259,11 +267,14 @@ class ScoringSteps:
         self._tip_cache = None  # the scores change: the tip shift is measured again
         self._floor_cache = None
         self._tip_labels = None
+        self._class_tips = None
         up = query.grid.from_working(low)  # (b, K, H, W)
         if self._class_offsets is not None and self.options.class_boundaries == "relax":
-            index = (up - self._class_offsets[None, :, None, None]).argmax(1)
+            chooser = up - self._class_offsets[None, :, None, None]
+            index = chooser.argmax(1)
             self._score[lo:hi] = up.gather(1, index[:, None])[:, 0].numpy()
             self._best[lo:hi] = index.to(torch.uint8).numpy()
+            self._keep_runner_up(up, chooser, lo, hi)
         elif up.shape[1] == 1:  # one class: a max over one channel costs as much as the upsampling
             self._score[lo:hi] = up[:, 0].numpy()
             self._best[lo:hi] = 0
@@ -271,4 +282,13 @@ class ScoringSteps:
             best = up.max(1)
             self._score[lo:hi] = best.values.numpy()
             self._best[lo:hi] = best.indices.to(torch.uint8).numpy()
+            self._keep_runner_up(up, up, lo, hi)
         self._done[lo:hi] = True
+
+    def _keep_runner_up(self, up: torch.Tensor, chooser: torch.Tensor, lo: int, hi: int) -> None:
+        """Each voxel's second-best class and its score (``options.second_choice``)."""
+        if self._runner_up is None or up.shape[1] < 2:
+            return
+        second = chooser.topk(2, dim=1).indices[:, 1]
+        self._runner_up[0][lo:hi] = up.gather(1, second[:, None])[:, 0].numpy()
+        self._runner_up[1][lo:hi] = second.to(torch.uint8).numpy()

@@ -107,7 +107,15 @@ class SegmentOptions:
             threshold, move the auto prior's boundary out by up to this many log-odds units
             when the first result lies mostly on one side of the painted slice: the paint was
             near the organ's end, where the support slice's own calibration is too strict
-            (:mod:`napari_tpm.paint_position`; 0: off).
+            (:mod:`napari_tpm.paint_position`; 0: off). Several classes painted on that slice
+            each get their own shift, measured on their own result, on their own boundary
+            (the auto prior itself stays at the calibration).
+        second_choice: with ``connected`` and several classes on this volume (painted, or a
+            second pass's pseudo-paint), a voxel whose best class is cut off from that class's
+            paint takes its second-best class where that one scores above its boundary,
+            before the components are kept: on T2 MR the spleen's prototypes outscore a
+            kidney's own below a kidney painted at its pole, and those voxels were dropped
+            (:func:`napari_tpm.postprocess.second_choice`).
         bootstrap: with paint on another volume, segment a second time from the first
             result's most confident slice of this volume, as if the user had painted it
             there: the prototypes and the boundary then come from this scan
@@ -154,6 +162,7 @@ class SegmentOptions:
     continuity: float = 0.7
     continuity_end: bool = True
     outrunning_parts: bool = True
+    second_choice: bool = True
     tip_shift: float = 1.0
     bootstrap: bool = True
     contrast_search: bool = True

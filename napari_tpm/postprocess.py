@@ -27,6 +27,7 @@ __all__ = [
     "keep_connected",
     "limit_range",
     "limit_z",
+    "second_choice",
     "smooth_scores",
     "split_at_saddles",
 ]
@@ -151,6 +152,52 @@ def keep_connected(
         else:
             keep[ids[np.argmax(unit_size[ids])]] = True
     out.ravel()[where[~keep[unit_of]]] = 0
+    return out
+
+
+def second_choice(
+    labels: np.ndarray,
+    seeds: np.ndarray,
+    runner_up: np.ndarray,
+    runner_up_score: np.ndarray,
+    threshold: float | np.ndarray,
+) -> np.ndarray:
+    """Voxels of a value cut off from that value's seeds take their runner-up value instead,
+    where its score clears its threshold (else 0); everything else is left as it is.
+
+    Several classes scored at once give each voxel its best class. Where a look-alike class
+    wins voxels of another organ, away from its own paint (on T2 MR the spleen's prototypes
+    beat a kidney's own below a kidney painted at its pole), those voxels are not connected to
+    the winner's seeds, and :func:`keep_connected` would drop them; their second-best class is
+    often the organ they belong to. Whatever is reassigned still has to connect to its new
+    value's seeds: the caller's :func:`keep_connected` decides that.
+
+    Args:
+        labels: integer volume (label values, 0 background).
+        seeds: the paint, same shape and values (0 elsewhere).
+        runner_up: each voxel's second-best label value, same shape.
+        runner_up_score: that value's score (log-odds), same shape.
+        threshold: the score a voxel needs to be foreground; one number, or one per voxel.
+
+    Returns:
+        A new array like ``labels``.
+    """
+    labels = np.asarray(labels)
+    _check_labels(labels)
+    for name, other in (
+        ("seeds", seeds),
+        ("runner_up", runner_up),
+        ("runner_up_score", runner_up_score),
+    ):
+        if np.shape(other) != labels.shape:
+            raise ValueError(f"{name} {np.shape(other)} must match labels {labels.shape}")
+    if np.ndim(threshold) and np.shape(threshold) != labels.shape:
+        raise ValueError(f"threshold {np.shape(threshold)} must be a number or match labels")
+    out = np.array(labels, copy=True)
+    cut_off = (out > 0) & (keep_connected(out, seeds, fallback="keep") == 0)
+    if cut_off.any():
+        bar = np.asarray(threshold)[cut_off] if np.ndim(threshold) else threshold
+        out[cut_off] = np.where(runner_up_score[cut_off] > bar, runner_up[cut_off], 0)
     return out
 
 

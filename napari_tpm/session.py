@@ -134,6 +134,8 @@ class SegmentationSession(SessionOutputs, ContrastSearch, ScoringSteps):
         self._low: torch.Tensor | None = None  # (n, K, h, w) float32 per-class log-odds
         self._score: np.ndarray | None = None  # native grid, slice axis first, float32
         self._best: np.ndarray | None = None  # native grid, slice axis first, uint8 class index
+        #: (score, class index) of each voxel's second-best class (``options.second_choice``)
+        self._runner_up: tuple[np.ndarray, np.ndarray] | None = None
         self._done: np.ndarray = np.zeros(0, bool)
 
     # ------------------------------------------------------------------ image
@@ -247,11 +249,13 @@ class SegmentationSession(SessionOutputs, ContrastSearch, ScoringSteps):
         self._low = None
         self._score = None
         self._best = None
+        self._runner_up = None
         self._done = np.zeros(0, bool)
         self._paint_footprints: dict[int, Footprint] = {}
         self._tip_cache = None
         self._floor_cache = None
         self._tip_labels = None
+        self._class_tips = None
         self.label_values = ()
 
     def segment(

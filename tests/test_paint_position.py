@@ -133,7 +133,7 @@ def test_the_preview_of_the_auto_prior_labels_nothing_and_is_exact_once_measured
         assert (exact == calibrated) == (fraction == 0.5)  # the middle needs no shift
 
 
-def test_two_painted_slices_or_two_classes_get_no_shift():
+def test_two_painted_slices_get_no_shift_and_two_classes_keep_the_auto_prior():
     ph = make_phantom(shape=SHAPE, seed=4)
     two = _liver_at(ph, 0.15) | _liver_at(ph, 0.4)
     session = _session(ph)
@@ -172,3 +172,55 @@ def test_a_mid_organ_paint_labels_the_volume_once_for_the_auto_prior(monkeypatch
     assert len(calls) == 2 and not fresh[0].any()
     # the measurement's labels are what a fresh labelling gives (slice 0 holds none of them)
     assert not auto[0].any() and np.array_equal(auto, fresh)
+
+
+def _two_organs(z: int, other: int, **options) -> tuple[SegmentationSession, np.ndarray]:
+    """A phantom session with the liver (1) and organ ``other`` (2) painted on slice ``z``,
+    segmented; and that paint."""
+    ph = make_phantom(shape=SHAPE, seed=4)
+    paint = np.zeros(SHAPE, np.uint8)
+    paint[z][ph.labels[z] == LIVER] = 1
+    paint[z][ph.labels[z] == other] = 2
+    session = _session(ph, **options)
+    for _ in session.segment(paint):
+        pass
+    return session, paint
+
+
+def test_several_classes_on_one_slice_each_get_their_own_shift(monkeypatch):
+    """Slice 14 is near the liver's lower end (slices 12-31) and through organ 3's middle
+    (9-19): the liver's boundary moves out, organ 3's stays; the auto prior stays calibrated."""
+    from napari_tpm import _session_output
+
+    session, _ = _two_organs(14, 3)
+    calls = []
+    write = _session_output.write_labels
+    monkeypatch.setattr(
+        _session_output, "write_labels", lambda *a, **k: calls.append(1) or write(*a, **k)
+    )
+    calibrated = session._calibrated_prior()
+    session.labels(calibrated, slices=(14, 14))  # the live slider measures nothing
+    assert session._class_tips is None and len(calls) == 1
+    shifted = session.labels(None)
+    tips = session._class_tips
+    assert tips is not None and tips[0] > 0.5 and tips[1] == 0.0
+    assert session.auto_prior() == pytest.approx(calibrated)
+    unshifted = session.labels(calibrated)  # the same prior: the shifts hold at any prior
+    assert np.array_equal(shifted, unshifted)
+    plain = _two_organs(14, 3, tip_shift=0.0)[0].labels(None)
+    assert (shifted == 1).sum() > (plain == 1).sum()  # the liver reaches further
+
+
+def test_several_classes_painted_mid_organ_label_the_volume_once(monkeypatch):
+    from napari_tpm import _session_output
+
+    session, _ = _two_organs(23, 6)
+    calls = []
+    write = _session_output.write_labels
+    monkeypatch.setattr(
+        _session_output, "write_labels", lambda *a, **k: calls.append(1) or write(*a, **k)
+    )
+    auto = session.labels(None)
+    assert session._class_tips is not None and not session._class_tips.any()
+    assert len(calls) == 1  # the measurement's labels are the auto labels
+    assert np.array_equal(session.labels(None), auto) and len(calls) == 1

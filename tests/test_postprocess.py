@@ -7,7 +7,13 @@ import pytest
 from scipy import ndimage
 
 from napari_tpm.phantom import make_phantom
-from napari_tpm.postprocess import fill_holes_2d, keep_connected, limit_range, limit_z
+from napari_tpm.postprocess import (
+    fill_holes_2d,
+    keep_connected,
+    limit_range,
+    limit_z,
+    second_choice,
+)
 
 
 def _two_blobs() -> np.ndarray:
@@ -179,3 +185,54 @@ def test_fill_holes_2d_fills_enclosed_background_per_slice() -> None:
     assert out[0, 2, 8] == 0  # open to the outside: not a hole
     # along another axis, the tube is not a hole in any (z, x) plane
     np.testing.assert_array_equal(fill_holes_2d(labels, axis=1)[:, 4, 4], labels[:, 4, 4])
+
+
+def _look_alike_wins() -> tuple[np.ndarray, ...]:
+    """Organ 1 painted on slice 1; below it, organ 2 (painted far away) won a block of organ
+    1's voxels, and a second block that no class wants."""
+    labels = np.zeros((8, 12, 24), np.uint8)
+    labels[0:3, 2:8, 2:8] = 1  # organ 1 around its paint
+    labels[3:6, 2:8, 2:8] = 2  # organ 1's voxels, won by organ 2's look-alike scores
+    labels[6:8, 2:8, 2:8] = 2  # a further block, organ 2 best too
+    labels[2:6, 2:8, 16:22] = 2  # organ 2 around its own paint
+    seeds = np.zeros_like(labels)
+    seeds[1, 4, 4], seeds[3, 4, 18] = 1, 2
+    runner_up = np.where(labels == 2, 1, 2).astype(np.uint8)
+    score = np.full(labels.shape, -1.0, np.float32)
+    score[3:6, 2:8, 2:8] = 2.0  # organ 1 clears the boundary there
+    score[6:8, 2:8, 2:8] = -3.0  # ... and not below
+    return labels, seeds, runner_up, score
+
+
+def test_voxels_cut_off_from_their_class_take_the_runner_up_that_clears_its_boundary() -> None:
+    labels, seeds, runner_up, score = _look_alike_wins()
+    before = labels.copy()
+    out = second_choice(labels, seeds, runner_up, score, 0.0)
+    np.testing.assert_array_equal(labels, before)  # input untouched
+    assert np.all(out[3:6, 2:8, 2:8] == 1)  # organ 1 takes back what organ 2 won
+    assert not out[6:8, 2:8, 2:8].any()  # no class clears its boundary there
+    np.testing.assert_array_equal(out[:, :, 12:], labels[:, :, 12:])  # organ 2 at its paint
+    np.testing.assert_array_equal(out[0:3], labels[0:3])  # organ 1 at its paint
+    # the connected components then keep organ 1 whole
+    kept = keep_connected(out, seeds)
+    assert (kept == 1).sum() == 6 * 6 * 6
+
+
+def test_second_choice_takes_one_boundary_per_voxel_and_leaves_connected_results() -> None:
+    labels, seeds, runner_up, score = _look_alike_wins()
+    bar = np.zeros(labels.shape, np.float32)
+    bar[3:6] = 5.0  # a stricter boundary where organ 1 scores 2
+    out = second_choice(labels, seeds, runner_up, score, bar)
+    assert not out[3:8, 2:8, 2:8].any()
+    connected = keep_connected(labels, seeds)
+    np.testing.assert_array_equal(second_choice(connected, seeds, runner_up, score, 0.0), connected)
+
+
+def test_second_choice_refuses_mismatched_arrays() -> None:
+    labels, seeds, runner_up, score = _look_alike_wins()
+    with pytest.raises(ValueError, match="runner_up_score"):
+        second_choice(labels, seeds, runner_up, score[:4], 0.0)
+    with pytest.raises(ValueError, match="threshold"):
+        second_choice(labels, seeds, runner_up, score, np.zeros(3))
+    with pytest.raises(ValueError, match="seeds"):
+        second_choice(labels, seeds[:, :4], runner_up, score, 0.0)
