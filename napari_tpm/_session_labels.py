@@ -90,9 +90,7 @@ def _second_choice(
     score2, second = runner_up
     seeds = np.zeros(view.shape, dtype=view.dtype)
     _apply_paint(seeds, support, background)
-    lut = np.asarray(support.label_values, dtype=view.dtype)
-    bar = np.asarray(threshold, dtype=np.float32)[second] if np.ndim(threshold) else threshold
-    view[...] = second_choice(view, seeds, lut[second], score2, bar)
+    view[...] = second_choice(view, seeds, second, score2, threshold, support.label_values)
 
 
 def clean_3d(

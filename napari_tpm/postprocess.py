@@ -160,7 +160,8 @@ def second_choice(
     seeds: np.ndarray,
     runner_up: np.ndarray,
     runner_up_score: np.ndarray,
-    threshold: float | np.ndarray,
+    threshold: float | Sequence[float] = 0.0,
+    values: Sequence[int] | None = None,
 ) -> np.ndarray:
     """Voxels of a value cut off from that value's seeds take their runner-up value instead,
     where its score clears its threshold (else 0); everything else is left as it is.
@@ -175,12 +176,16 @@ def second_choice(
     Args:
         labels: integer volume (label values, 0 background).
         seeds: the paint, same shape and values (0 elsewhere).
-        runner_up: each voxel's second-best label value, same shape.
-        runner_up_score: that value's score (log-odds), same shape.
-        threshold: the score a voxel needs to be foreground; one number, or one per voxel.
+        runner_up: each voxel's second-best label value, same shape; with ``values``, its
+            index into ``values`` (a session's class index).
+        runner_up_score: that class's score (log-odds), same shape.
+        threshold: the score a voxel needs to be foreground: one number, or with ``values``
+            one per class.
+        values: the label value of each class index, when ``runner_up`` holds indices.
 
     Returns:
-        A new array like ``labels``.
+        A new array like ``labels``. Only the cut-off voxels are looked up, so a result with
+        none costs one connected-components pass.
     """
     labels = np.asarray(labels)
     _check_labels(labels)
@@ -191,13 +196,15 @@ def second_choice(
     ):
         if np.shape(other) != labels.shape:
             raise ValueError(f"{name} {np.shape(other)} must match labels {labels.shape}")
-    if np.ndim(threshold) and np.shape(threshold) != labels.shape:
-        raise ValueError(f"threshold {np.shape(threshold)} must be a number or match labels")
+    if np.ndim(threshold) and (values is None or np.size(threshold) != len(values)):
+        raise ValueError("one threshold per class needs values of the same length")
     out = np.array(labels, copy=True)
     cut_off = (out > 0) & (keep_connected(out, seeds, fallback="keep") == 0)
     if cut_off.any():
-        bar = np.asarray(threshold)[cut_off] if np.ndim(threshold) else threshold
-        out[cut_off] = np.where(runner_up_score[cut_off] > bar, runner_up[cut_off], 0)
+        which = np.asarray(runner_up)[cut_off]
+        bar = np.asarray(threshold, dtype=np.float64)[which] if np.ndim(threshold) else threshold
+        new = np.asarray(values, dtype=out.dtype)[which] if values is not None else which
+        out[cut_off] = np.where(np.asarray(runner_up_score)[cut_off] > bar, new, 0)
     return out
 
 

@@ -218,21 +218,22 @@ def test_voxels_cut_off_from_their_class_take_the_runner_up_that_clears_its_boun
     assert (kept == 1).sum() == 6 * 6 * 6
 
 
-def test_second_choice_takes_one_boundary_per_voxel_and_leaves_connected_results() -> None:
+def test_second_choice_takes_class_indices_with_one_boundary_each() -> None:
     labels, seeds, runner_up, score = _look_alike_wins()
-    bar = np.zeros(labels.shape, np.float32)
-    bar[3:6] = 5.0  # a stricter boundary where organ 1 scores 2
-    out = second_choice(labels, seeds, runner_up, score, bar)
-    assert not out[3:8, 2:8, 2:8].any()
+    index = runner_up - 1  # class indices into the label values (1, 2)
+    strict = second_choice(labels, seeds, index, score, np.array([5.0, 0.0]), values=(1, 2))
+    assert not strict[3:8, 2:8, 2:8].any()  # organ 1's boundary 5 is not cleared by 2
+    loose = second_choice(labels, seeds, index, score, np.array([0.0, 5.0]), values=(1, 2))
+    np.testing.assert_array_equal(loose, second_choice(labels, seeds, runner_up, score, 0.0))
     connected = keep_connected(labels, seeds)
-    np.testing.assert_array_equal(second_choice(connected, seeds, runner_up, score, 0.0), connected)
+    np.testing.assert_array_equal(second_choice(connected, seeds, runner_up, score), connected)
 
 
 def test_second_choice_refuses_mismatched_arrays() -> None:
     labels, seeds, runner_up, score = _look_alike_wins()
     with pytest.raises(ValueError, match="runner_up_score"):
         second_choice(labels, seeds, runner_up, score[:4], 0.0)
-    with pytest.raises(ValueError, match="threshold"):
-        second_choice(labels, seeds, runner_up, score, np.zeros(3))
+    with pytest.raises(ValueError, match="one threshold per class"):
+        second_choice(labels, seeds, runner_up, score, np.zeros(3), values=(1, 2))
     with pytest.raises(ValueError, match="seeds"):
         second_choice(labels, seeds[:, :4], runner_up, score, 0.0)
