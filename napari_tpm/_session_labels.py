@@ -87,10 +87,15 @@ def _second_choice(
     """:func:`napari_tpm.postprocess.second_choice` in place on the whole volume ``view``
     (``runner_up``: each voxel's second-best score and class index; ``threshold`` one number or
     one per class index, as for ``best``)."""
+    box = bounding_box(view)  # nothing outside the result's box changes
+    if box is None:
+        return
     score2, second = runner_up
     seeds = np.zeros(view.shape, dtype=view.dtype)
     _apply_paint(seeds, support, background)
-    view[...] = second_choice(view, seeds, second, score2, threshold, support.label_values)
+    view[box] = second_choice(
+        view[box], seeds[box], second[box], score2[box], threshold, support.label_values
+    )
 
 
 def clean_3d(

@@ -31,7 +31,7 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import ndimage
 
-from napari_tpm.postprocess import keep_connected, split_at_saddles
+from napari_tpm.postprocess import bounding_box, keep_connected, split_at_saddles
 
 __all__ = ["BEYOND_MM", "GRID_MM", "H_MM", "MERGE", "PAINT_SHARE", "drop_outrunning_parts"]
 
@@ -95,12 +95,19 @@ def drop_outrunning_parts(
     # watershed costs a tenth (the h-maxima's reconstruction dominates), and every voxel of
     # the result lies in a coarse voxel that holds some of it
     f = max(1, round(GRID_MM / min(spacing[1], spacing[2])))
-    coarse, coarse_paint = _pooled(mask, f), _pooled(painted, f)
+    # within the structure's own box (several structures share the caller's), its in-plane
+    # start on the coarse grid's blocks: the same blocks, the same parts, a fraction of the cost
+    box = bounding_box(mask)
+    assert box is not None  # the paint lies on the mask
+    box = (box[0], *(slice(b.start - b.start % f, b.stop) for b in box[1:]))
+    crop, crop_paint = mask[box], painted[box]
+    coarse, coarse_paint = _pooled(crop, f), _pooled(crop_paint, f)
     grid = (spacing[0], spacing[1] * f, spacing[2] * f)
     drop = _outrunning(coarse, coarse_paint, grid, h_mm, merge, share, beyond_mm)
     if drop is None:
         return out
-    out &= ~np.repeat(np.repeat(drop, f, axis=1), f, axis=2)[:, : mask.shape[1], : mask.shape[2]]
+    grown = np.repeat(np.repeat(drop, f, axis=1), f, axis=2)[:, : crop.shape[1], : crop.shape[2]]
+    out[box] &= ~grown
     return keep_connected(out.astype(np.uint8), paint.astype(np.uint8)) > 0
 
 
