@@ -39,6 +39,25 @@ def test_a_neighbour_joined_at_a_saddle_that_runs_on_past_the_organ_goes():
     assert (kept & neighbour).sum() < 0.01 * neighbour.sum()
 
 
+def test_a_huge_result_is_split_on_a_coarser_grid_with_the_same_outcome(monkeypatch):
+    """A structure over :data:`MAX_VOXELS` voxels is pooled further in-plane (a bounded
+    h-maxima); the neighbour still goes and the organ stays."""
+    from napari_tpm import parts3d
+
+    organ, neighbour, paint = _organ_and_neighbour(10, 22)
+    result = organ | neighbour
+    calls = []
+    split = parts3d.split_at_saddles
+    monkeypatch.setattr(
+        parts3d, "split_at_saddles", lambda m, *a: calls.append(m.shape) or split(m, *a)
+    )
+    monkeypatch.setattr(parts3d, "MAX_VOXELS", result.sum() // 5)  # pooled 3 x 3
+    kept = drop_outrunning_parts(result, paint, SPACING)
+    assert calls and calls[-1][1] <= -(-SHAPE[1] // 3) and calls[-1][2] <= -(-SHAPE[2] // 3)
+    assert (kept & organ).sum() > 0.99 * organ.sum()
+    assert (kept & neighbour).sum() < 0.05 * neighbour.sum()
+
+
 def test_a_neighbour_within_the_organs_slices_stays():
     organ, neighbour, paint = _organ_and_neighbour(18, 22)  # 4 slices (20 mm) below: not beyond
     kept = drop_outrunning_parts(organ | neighbour, paint, SPACING)
