@@ -3,8 +3,8 @@
 :class:`SessionOutputs` is the read side of :class:`napari_tpm.session.SegmentationSession`
 (which inherits it): everything here only reads the caches the pipeline filled, so the live
 prior slider, the widget and the evaluation can be read apart from the encoding, scoring and
-refinement that write them. Its only state is what :meth:`SessionOutputs.auto_prior` measures on
-first use for paint near an organ's end, a cache the scoring stages reset.
+refinement that write them. The auto prior it labels at, and the tip shifts measured on first
+use for paint near an organ's end, are :mod:`napari_tpm._session_prior`'s.
 """
 
 from __future__ import annotations
@@ -16,25 +16,20 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from napari_tpm import bootstrap
 from napari_tpm._session_data import _check_prior, _outward_batches, _Support, _Volume
 from napari_tpm._session_labels import clean_3d, write_labels
-from napari_tpm._session_scoring import auto_prior
-from napari_tpm.checkpoints import TPMModel
+from napari_tpm._session_prior import AutoPrior
 from napari_tpm.footprint import Footprint, keep_fitting_component, pixel_area
 from napari_tpm.options import SegmentOptions
-from napari_tpm.paint_position import side_balance, tip_logit_shift
 from napari_tpm.preprocess import WorkingGrid
-from napari_tpm.tpm.posterior import logit, sigmoid
+from napari_tpm.tpm.posterior import logit
 
 
-class SessionOutputs:
+class SessionOutputs(AutoPrior):
     """The session's read-only results; a mixin of the caches ``SegmentationSession`` fills."""
 
     # filled by SegmentationSession (see its __init__ for what each holds)
-    model: TPMModel
     options: SegmentOptions
-    n_prototypes: int
     _image: np.ndarray | None
     _spacing: tuple[float, float, float]
     _modality: str
@@ -50,10 +45,8 @@ class SessionOutputs:
     _normalised: np.ndarray | None
     _paint_footprints: dict[int, Footprint]
     _body_boxes: dict[int, dict[int, tuple[float, float, float, float]]]
-    _tip_cache: float | None  # the tip shift of the current scores (None: not measured yet)
     _tip_labels: tuple[float, np.ndarray] | None  # (prior, labels) that measurement made
     _class_tips: np.ndarray | None  # per class: the tip shifts of several classes on one slice
-    _floor_cache: tuple[float, float] | None  # (calibrated, floored) prior of the scores
     _choosing: bool  # another volume's paint is being placed: intermediate results only
     bootstrapped: bool
 
@@ -98,128 +91,6 @@ class SessionOutputs:
     def support_slices(self) -> tuple[int, ...]:
         """The painted slices along :attr:`axis` (after a second pass: its pseudo-paint's)."""
         return self._require_support().indices
-
-    def auto_prior(self) -> float:
-        """The class prior the model suggests for this support.
-
-        Trained checkpoints carry AvgEst/LinEst statistics (tpm-method.md §7.2): LinEst from the
-        support's painted fraction and slice location when it was fitted for this number of
-        prototypes, else AvgEst, else 0.5 (the learned threshold, "CE-T"). A model without
-        statistics is calibrated on the support slice itself, where 0.5 is the natural choice.
-        After a second pass (:attr:`bootstrapped`) the support is a core of the first result,
-        so the boundary moves out by :data:`napari_tpm.bootstrap.CORE_LOGIT_SHIFT`. One slice
-        painted near the organ's end moves it out too (``options.tip_shift``,
-        :mod:`napari_tpm.paint_position`); the first call after a segmentation measures that
-        on the result at the calibrated prior (one :meth:`labels`), later calls reuse it.
-        """
-        p = self._calibrated_prior()
-        return self._moved_out(p, 0.0 if self.bootstrapped else self._tip_shift(p))
-
-    def auto_prior_preview(self) -> float:
-        """:meth:`auto_prior` without labelling the volume: exact, except while one slice painted
-        near the organ's end still awaits its tip-shift measurement, where it is the calibrated
-        prior (the auto prior of paint mid-organ, the usual case). A dock draws the displayed
-        slice at it while the exact value is measured."""
-        p = self._calibrated_prior()
-        return self._moved_out(p, self._tip_cache or 0.0)  # None (not measured): no shift
-
-    def _moved_out(self, p: float, tip_shift: float) -> float:
-        """The prior ``p`` with the second pass's shift, or else ``tip_shift`` (log-odds)."""
-        if self.bootstrapped:
-            return sigmoid(float(logit(p)) + bootstrap.CORE_LOGIT_SHIFT)
-        return p if tip_shift == 0.0 else sigmoid(float(logit(p)) + tip_shift)
-
-    @property
-    def auto_prior_moved(self) -> bool:
-        """Whether :meth:`auto_prior` stands away from the support's own calibration: after a
-        second pass, or for paint near the organ's end. A dock then places its manual slider
-        there, as the CLI's ``--prior auto`` has it."""
-        return abs(self.auto_prior() - self._calibrated_prior()) > 1e-9
-
-    def _tip_shift(self, calibrated: float) -> float:
-        """The outward shift for one slice painted near the organ's end (0: none applies).
-
-        Only for paint on this volume, one class on one slice, and a model that calibrates on
-        the support slice (a learned threshold or LinEst already knows the slice's place).
-        """
-        s = self._require_support()
-        applies = (
-            self.options.tip_shift > 0
-            and s.same_volume
-            and len(s.indices) == 1
-            and len(s.label_values) == 1
-            and not self.model.calibrated
-            and not self.model.estimators
-            and self._low is not None
-        )
-        if not applies:
-            return 0.0
-        if self._tip_cache is None:
-            labelled = self.labels(calibrated)
-            balance = side_balance(np.moveaxis(labelled, s.axis, 0), s.indices)
-            self._tip_cache = tip_logit_shift(balance, self.options.tip_shift)
-            # no shift (paint mid-organ, the usual case): the auto labels are these ones, so
-            # the caller's labels(None) reuses them instead of labelling the volume twice
-            self._tip_labels = (calibrated, labelled) if self._tip_cache == 0.0 else None
-        return self._tip_cache
-
-    def _class_tip_shifts(self) -> np.ndarray | None:
-        """Per class, the outward shift (log-odds) for several classes painted on one slice,
-        each measured on its own result (None: not several classes on one slice of this
-        volume, or a model that does not calibrate on the support)."""
-        s = self._require_support()
-        applies = (
-            self.options.tip_shift > 0
-            and s.same_volume
-            and len(s.indices) == 1
-            and len(s.label_values) > 1
-            and not self.bootstrapped
-            and not self.model.calibrated
-            and not self.model.estimators
-            and self._low is not None
-        )
-        if not applies:
-            return None
-        if self._class_tips is None:
-            calibrated = self._calibrated_prior()
-            self._class_tips = np.zeros(len(s.label_values), dtype=np.float32)  # measure unshifted
-            labelled = self.labels(calibrated)
-            moved = np.moveaxis(labelled, s.axis, 0)
-            self._class_tips = np.array(
-                [
-                    tip_logit_shift(side_balance(moved == v, s.indices), self.options.tip_shift)
-                    for v in s.label_values
-                ],
-                dtype=np.float32,
-            )
-            # no shift (every class painted mid-organ): the caller's labels(None) reuses these
-            self._tip_labels = None if self._class_tips.any() else (calibrated, labelled)
-        return self._class_tips
-
-    def _calibrated_prior(self) -> float:
-        """:meth:`auto_prior` without the second pass's shift: where the calibration (or the
-        model's estimators) put the boundary for the support as it is. For one organ painted
-        on another volume, before the second pass, no stricter than lets a region of the
-        organ's size show (:func:`napari_tpm.bootstrap.count_floor_prior`); several classes
-        painted on one slice (each searched alone first) keep the calibration: the floor was
-        measured for one organ only (RESULTS-accuracy.md, "A floor under the first pass")."""
-        s = self._require_support()
-        p = auto_prior(self.model.estimators, s, self.n_prototypes)
-        if s.same_volume or self.bootstrapped or len(s.label_values) != 1 or self._score is None:
-            return p
-        target = self._paint_footprints.get(s.label_values[0])
-        if target is None or not target.widest:
-            return p
-        if self._floor_cache is None or self._floor_cache[0] != p:
-            floor = bootstrap.count_floor_prior(
-                self._score,
-                p,
-                target.area_mm2,
-                pixel_area(self._spacing, s.axis),
-                float(self._spacing[s.axis]),
-            )
-            self._floor_cache = (p, floor)
-        return self._floor_cache[1]
 
     def _native_to_volume(self, array: np.ndarray) -> np.ndarray:
         """Move the slice axis back to where it was in the user's volume (a view, no copy)."""
