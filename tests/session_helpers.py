@@ -9,6 +9,15 @@ from napari_tpm.options import SegmentOptions
 from napari_tpm.session import SegmentationSession
 
 
+def read_case(folder, stem: str, kind: str):
+    """A development volume and its labels: ``folder / f"{stem}_{kind}.nii.gz"`` (a
+    ``napari_tpm.io.Volume``) and ``folder / f"{stem}_label.nii.gz"`` as an array."""
+    from napari_tpm.io import read_volume
+
+    image = read_volume(folder / f"{stem}_{kind}.nii.gz")
+    return image, np.asarray(read_volume(folder / f"{stem}_label.nii.gz").array)
+
+
 def section_paint(mask: np.ndarray, value: int, fraction: float | None = None) -> np.ndarray:
     """``mask``'s section on one axial slice, painted ``value``: its middle labelled slice (the
     paper's choice) or the one at ``fraction`` of its labelled slices (0 first, 1 last)."""

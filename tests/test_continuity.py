@@ -319,14 +319,11 @@ def test_real_mr_kidney_painted_near_its_end_stays_off_the_spleen(shared_data):
     """CHAOS 31's left kidney painted at 85 % of its slices: the spleen touches it on that
     slice, and from there the sweep carried the spleen on (tuning volume; Dice 0.41 with the
     whole piece as the seed, 0.81 from the paint alone)."""
-    from session_helpers import section_paint, segment_labels
+    from session_helpers import read_case, section_paint, segment_labels
 
-    from napari_tpm.io import read_volume
     from napari_tpm.options import SegmentOptions
 
-    folder = shared_data / "chaos_t2spir"
-    image = read_volume(folder / "chaos_t2_31_mr.nii.gz")
-    labels = np.asarray(read_volume(folder / "chaos_t2_31_label.nii.gz").array)
+    image, labels = read_case(shared_data / "chaos_t2spir", "chaos_t2_31", "mr")
     kidney, spleen = labels == 3, labels == 4
     paint = section_paint(kidney, 3, fraction=0.85)
     found = {
@@ -345,15 +342,12 @@ def test_real_mr_kidney_that_stops_widening_keeps_off_the_spleen(shared_data, mo
     growth limit, 0.78 with it)."""
     import functools
 
-    from session_helpers import section_paint, segment_labels
+    from session_helpers import read_case, section_paint, segment_labels
 
     import napari_tpm._session_labels as session_labels
-    from napari_tpm.io import read_volume
     from napari_tpm.options import SegmentOptions
 
-    folder = shared_data / "chaos_t2spir"
-    image = read_volume(folder / "chaos_t2_31_mr.nii.gz")
-    labels = np.asarray(read_volume(folder / "chaos_t2_31_label.nii.gz").array)
+    image, labels = read_case(shared_data / "chaos_t2spir", "chaos_t2_31", "mr")
     kidney, spleen = labels == 3, labels == 4
     paint = section_paint(kidney, 3)
     limited = segment_labels(image, paint, SegmentOptions()) == 3
@@ -371,14 +365,11 @@ def test_real_mr_kidney_walk_ends_where_the_spleen_covers_its_last_footprint(sha
     """CHAOS 32's left kidney painted on its middle slice: past its upper pole the spleen lies
     under all of the kidney's last footprint, which the walk repeated through eight more
     slices (tuning volume; Dice 0.82 without the end, 0.88 with it)."""
-    from session_helpers import section_paint, segment_labels
+    from session_helpers import read_case, section_paint, segment_labels
 
-    from napari_tpm.io import read_volume
     from napari_tpm.options import SegmentOptions
 
-    folder = shared_data / "chaos_t2spir"
-    image = read_volume(folder / "chaos_t2_32_mr.nii.gz")
-    labels = np.asarray(read_volume(folder / "chaos_t2_32_label.nii.gz").array)
+    image, labels = read_case(shared_data / "chaos_t2spir", "chaos_t2_32", "mr")
     kidney, spleen = labels == 3, labels == 4
     paint = section_paint(kidney, 3)
     found = [
@@ -394,15 +385,13 @@ def test_real_ct_kidney_on_two_slices_keeps_its_drifting_lower_half(shared_data,
     """BTCV 21's left kidney painted on its middle slice and the one at 3/4: below the painted
     slices its section drifts sideways, and a footprint that stayed put clipped it slice after
     slice (tuning volume; Dice 0.76 unmoved, 0.80 following a drift of 2 mm)."""
-    from session_helpers import segment_labels
+    from session_helpers import read_case, segment_labels
 
     import napari_tpm._session_labels as session_labels
-    from napari_tpm.io import read_volume
     from napari_tpm.options import SegmentOptions
 
-    folder = shared_data / "sabs_ct"
-    image = read_volume(folder / "sabs_21_ct.nii.gz")
-    kidney = np.asarray(read_volume(folder / "sabs_21_label.nii.gz").array) == 3
+    image, labels = read_case(shared_data / "sabs_ct", "sabs_21", "ct")
+    kidney = labels == 3
     zs = np.flatnonzero(kidney.any(axis=(1, 2)))
     paint = np.zeros(kidney.shape, np.uint8)
     for z in (zs[len(zs) // 2], zs[(3 * len(zs)) // 4]):  # the benchmark's two slices

@@ -104,14 +104,11 @@ def test_real_mr_spleen_keeps_off_the_kidney_that_joins_it_below(shared_data):
     """CHAOS 31's spleen painted on its middle slice: the left kidney's upper pole joins it a
     slice below, while the result still widens, and the walk followed the kidney to its lower
     pole (tuning volume; Dice 0.60 without the 3D parts, 0.79 with them)."""
-    from session_helpers import section_paint, segment_labels
+    from session_helpers import read_case, section_paint, segment_labels
 
-    from napari_tpm.io import read_volume
     from napari_tpm.options import SegmentOptions
 
-    folder = shared_data / "chaos_t2spir"
-    image = read_volume(folder / "chaos_t2_31_mr.nii.gz")
-    labels = np.asarray(read_volume(folder / "chaos_t2_31_label.nii.gz").array)
+    image, labels = read_case(shared_data / "chaos_t2spir", "chaos_t2_31", "mr")
     kidney, spleen = labels == 3, labels == 4
     paint = section_paint(spleen, 4)
     found = {

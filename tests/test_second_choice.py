@@ -22,13 +22,9 @@ def test_real_mr_kidney_painted_at_its_pole_keeps_what_the_spleen_outscored(shar
     """CHAOS 33 (tuning volume), liver, kidneys and spleen painted on one slice, the left
     kidney's upper pole: below it the spleen's prototypes outscore the kidney's own, and those
     voxels, cut off from the spleen's paint, were dropped (left kidney Dice 0.43 -> 0.75)."""
-    from session_helpers import segment_labels
+    from session_helpers import read_case, segment_labels
 
-    from napari_tpm.io import read_volume
-
-    folder = shared_data / "chaos_t2spir"
-    image = read_volume(folder / "chaos_t2_33_mr.nii.gz")
-    labels = np.asarray(read_volume(folder / "chaos_t2_33_label.nii.gz").array)
+    image, labels = read_case(shared_data / "chaos_t2spir", "chaos_t2_33", "mr")
     z = _four_organs_slice(labels, (1, 2, 3, 4))
     paint = np.zeros(labels.shape, np.uint8)
     paint[z] = np.where(np.isin(labels[z], (1, 2, 3, 4)), labels[z], 0)
