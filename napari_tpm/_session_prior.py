@@ -85,23 +85,27 @@ class AutoPrior:
         there, as the CLI's ``--prior auto`` has it."""
         return abs(self.auto_prior() - self._calibrated_prior()) > 1e-9
 
-    def _tip_shift(self, calibrated: float) -> float:
-        """The outward shift for one slice painted near the organ's end (0: none applies).
-
-        Only for paint on this volume, one class on one slice, and a model that calibrates on
-        the support slice (a learned threshold or LinEst already knows the slice's place).
-        """
+    def _tips_apply(self, *, several: bool) -> bool:
+        """Whether a tip shift is measured: paint on this volume, on one slice, of one class
+        (``several``: of several), not a second pass's, and a model that calibrates on the
+        support slice (a learned threshold or LinEst already knows the slice's place)."""
         s = self._require_support()
-        applies = (
+        return (
             self.options.tip_shift > 0
             and s.same_volume
             and len(s.indices) == 1
-            and len(s.label_values) == 1
+            and (len(s.label_values) > 1) == several
+            and not self.bootstrapped
             and not self.model.calibrated
             and not self.model.estimators
             and self._low is not None
         )
-        if not applies:
+
+    def _tip_shift(self, calibrated: float) -> float:
+        """The outward shift for one slice painted near the organ's end (0: none applies,
+        :meth:`_tips_apply`)."""
+        s = self._require_support()
+        if not self._tips_apply(several=False):
             return 0.0
         if self._tip_cache is None:
             labelled = self.labels(calibrated)
@@ -117,17 +121,7 @@ class AutoPrior:
         each measured on its own result (None: not several classes on one slice of this
         volume, or a model that does not calibrate on the support)."""
         s = self._require_support()
-        applies = (
-            self.options.tip_shift > 0
-            and s.same_volume
-            and len(s.indices) == 1
-            and len(s.label_values) > 1
-            and not self.bootstrapped
-            and not self.model.calibrated
-            and not self.model.estimators
-            and self._low is not None
-        )
-        if not applies:
+        if not self._tips_apply(several=True):
             return None
         if self._class_tips is None:
             calibrated = self._calibrated_prior()
