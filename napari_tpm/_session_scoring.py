@@ -154,11 +154,7 @@ def calibrate(
     if per_class not in CLASS_BOUNDARIES:
         raise ValueError(f"per_class must be one of {CLASS_BOUNDARIES}, got {per_class!r}")
     s = support
-    # slices with only background strokes say nothing about how much is foreground
-    with_fg = (s.masks_working > 0).flatten(1).any(1)
-    low = scores(s.features[with_fg])  # (S', K, h, w)
-    size = s.masks_working.shape[-1]
-    up = F.interpolate(low, size=(size, size), mode="bilinear", align_corners=False)
+    up = _painted_scores(s, scores)
     best = up.max(1).values
     offset = _logit_icp(best, sum(s.counts_working))
     k = up.shape[1]
@@ -172,6 +168,38 @@ def calibrate(
         dtype=torch.float32,
     )
     return offset, per.clamp(min=0.0) if per_class == "relax" else per
+
+
+def slice_offsets(support: _Support, scores: ScoreFn, pooled: float) -> np.ndarray | None:
+    """(S', 2): each painted slice's index and its own boundary relative to ``pooled``; None
+    with fewer than two slices holding paint (slices of background strokes only do not count).
+
+    The pooled boundary reproduces the painted count of all painted slices together. The
+    class prior that reproduces one slice's count varies along the organ (the TPM paper's
+    LinEst predicts it from the slice's place): where a neighbour that looks like the organ
+    lies beside it on one painted slice (the spleen beside a kidney's pole), that slice's
+    look-alikes push the pooled boundary up for the whole organ. Each slice's own boundary,
+    interpolated between the painted slices, keeps that strictness where it belongs.
+    """
+    s = support
+    with_fg = (s.masks_working > 0).flatten(1).any(1)
+    if int(with_fg.sum()) < 2:
+        return None
+    best = _painted_scores(s, scores).max(1).values  # (S', size, size)
+    counts = (s.masks_working[with_fg] > 0).flatten(1).sum(1)
+    index = np.asarray(s.indices)[with_fg.numpy()]
+    own = [_logit_icp(best[j], int(counts[j])) - pooled for j in range(best.shape[0])]
+    return np.stack([index.astype(float), np.asarray(own)], axis=1)
+
+
+def _painted_scores(support: _Support, scores: ScoreFn) -> torch.Tensor:
+    """(S', K, size, size) log-odds of the painted slices that hold paint, on the paint's
+    grid; slices with only background strokes say nothing about how much is foreground."""
+    s = support
+    with_fg = (s.masks_working > 0).flatten(1).any(1)
+    low = scores(s.features[with_fg])  # (S', K, h, w)
+    size = s.masks_working.shape[-1]
+    return F.interpolate(low, size=(size, size), mode="bilinear", align_corners=False)
 
 
 def mine_negatives(support: _Support, scores: ScoreFn) -> bool:

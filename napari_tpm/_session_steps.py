@@ -23,7 +23,13 @@ from napari_tpm._session_data import (
     _Support,
     _Volume,
 )
-from napari_tpm._session_scoring import calibrate, fit_prototypes, low_scores, refine_gate
+from napari_tpm._session_scoring import (
+    calibrate,
+    fit_prototypes,
+    low_scores,
+    refine_gate,
+    slice_offsets,
+)
 from napari_tpm._threads import one_cpu_thread
 from napari_tpm.options import SegmentOptions
 from napari_tpm.postprocess import smooth_scores
@@ -53,6 +59,7 @@ class ScoringSteps:
     _support_prototypes: list[tuple[torch.Tensor, torch.Tensor]]
     _negative: tuple[torch.Tensor, torch.Tensor] | None
     _slice_bias: torch.Tensor | None
+    _slice_offsets: np.ndarray | None
     _class_offsets: torch.Tensor | None
     _offset: float
     _low: torch.Tensor | None
@@ -190,6 +197,7 @@ class ScoringSteps:
         """
         self._offset = 0.0
         self._class_offsets = None
+        self._slice_offsets = None
         if self.model.calibrated:
             return
         s = self._support
@@ -206,6 +214,9 @@ class ScoringSteps:
             self._offset, self._class_offsets = calibrate(
                 s, self._low_scores, self.options.class_boundaries
             )
+            # the user's own paint on several slices (a second pass paints one)
+            if self.options.slice_boundaries and s.same_volume and not self._second_pass:
+                self._slice_offsets = slice_offsets(s, self._low_scores, self._offset)
         finally:
             self._negative = negative
 
@@ -249,6 +260,8 @@ class ScoringSteps:
                     batch = self._calibrated_scores(query.features[lo:hi], self._prototypes)
                 if self._slice_bias is not None:
                     batch = batch + self._slice_bias[lo:hi, :, None, None]
+                if self._slice_offsets is not None:
+                    batch = batch + self._slice_boundaries(lo, hi)[:, None, None, None]
                 if low is None:
                     low = torch.zeros((n, *batch.shape[1:]), dtype=torch.float32)
                 low[lo:hi] = batch
@@ -256,6 +269,13 @@ class ScoringSteps:
                     self._to_native(query, batch, lo, hi)
             yield Progress(int(self._done.sum()), n, "segment", (lo, hi))
         self._low = low
+
+    def _slice_boundaries(self, lo: int, hi: int) -> torch.Tensor:
+        """(hi - lo,) the painted slices' own boundaries (``options.slice_boundaries``) at
+        slices lo..hi: linear between painted slices, the nearest one's beyond them."""
+        assert self._slice_offsets is not None
+        index, own = self._slice_offsets.T
+        return torch.from_numpy(np.interp(np.arange(lo, hi), index, own)).float()
 
     def _to_native(self, query: _Volume, low: torch.Tensor, lo: int, hi: int) -> None:
         """Upsample per-class scores of slices lo..hi to the native grid; keep best class.

@@ -51,6 +51,14 @@ class SegmentOptions:
         slice_priors: let the refinement estimate a class prior per slice (off: no gain measured
             on the tuning volumes).
         prior_smoothing: smoothing of those priors along the slices (in slices).
+        slice_boundaries: with paint on several slices of this volume and a model without a
+            learned threshold, each painted slice gets its own decision boundary (the one
+            that reproduces its own painted count), linear between painted slices and the
+            nearest one's beyond them, instead of one boundary pooled over all of them: a
+            slice painted at a kidney's pole, with the spleen beside it scoring like the
+            kidney, otherwise raises the boundary for the whole kidney (tuning, two painted
+            slices: CHAOS 0.887 -> 0.899, BTCV 0.899 -> 0.906; benchmarks/RESULTS-accuracy.md,
+            "Each painted slice its own boundary").
         refine_gate: only the first pass's 3D component that touches the paint (or the largest,
             for another volume's support) pulls each class's prototypes.
         recalibrate: after refining, place the decision boundary again on the painted slices.
@@ -151,6 +159,7 @@ class SegmentOptions:
     slice_priors: bool = False
     prior_smoothing: float = 1.0
     recalibrate: bool = False
+    slice_boundaries: bool = True
     refine_gate: bool = True
     smooth_mm: float = 0.0
     neck: float = 0.25

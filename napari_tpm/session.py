@@ -117,6 +117,8 @@ class SegmentationSession(SessionOutputs, ContrastSearch, ScoringSteps):
         self._support_prototypes: list[tuple[torch.Tensor, torch.Tensor]] = []
         self._slice_bias: torch.Tensor | None = None  # (n, K) per-slice log prior ratios
         self._class_offsets: torch.Tensor | None = None  # (K,) per-class calibration
+        #: (S, 2) painted slice index and its own boundary (``options.slice_boundaries``)
+        self._slice_offsets: np.ndarray | None = None
         self.refine_trace: list[float] = []  # query log-likelihood per refinement step
         #: whether the last segment() ran a second pass from the first result's pseudo-paint
         #: (``options.bootstrap``); the support is then that pseudo-paint on this volume
@@ -245,6 +247,7 @@ class SegmentationSession(SessionOutputs, ContrastSearch, ScoringSteps):
         self._prototypes = []
         self._support_prototypes = []
         self._slice_bias = None
+        self._slice_offsets = None
         self._negative = None
         self._low = None
         self._score = None

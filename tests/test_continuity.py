@@ -384,7 +384,10 @@ def test_real_mr_kidney_walk_ends_where_the_spleen_covers_its_last_footprint(sha
 def test_real_ct_kidney_on_two_slices_keeps_its_drifting_lower_half(shared_data, monkeypatch):
     """BTCV 21's left kidney painted on its middle slice and the one at 3/4: below the painted
     slices its section drifts sideways, and a footprint that stayed put clipped it slice after
-    slice (tuning volume; Dice 0.76 unmoved, 0.80 following a drift of 2 mm)."""
+    slice (tuning volume; Dice 0.76 unmoved, 0.80 following a drift of 2 mm). Measured with
+    one boundary pooled over the two slices, which leaves that lower half narrow enough for
+    the footprint to matter: with each slice's own boundary (the default since) both reach
+    0.91 here."""
     from session_helpers import read_case, segment_labels
 
     import napari_tpm._session_labels as session_labels
@@ -396,8 +399,9 @@ def test_real_ct_kidney_on_two_slices_keeps_its_drifting_lower_half(shared_data,
     paint = np.zeros(kidney.shape, np.uint8)
     for z in (zs[len(zs) // 2], zs[(3 * len(zs)) // 4]):  # the benchmark's two slices
         paint[z][kidney[z]] = 1
-    followed = segment_labels(image, paint, SegmentOptions()) == 1
+    pooled = SegmentOptions(slice_boundaries=False)
+    followed = segment_labels(image, paint, pooled) == 1
     monkeypatch.setattr(session_labels, "DRIFT_MM", 0.0)
-    unmoved = segment_labels(image, paint, SegmentOptions()) == 1
+    unmoved = segment_labels(image, paint, pooled) == 1
     dice = [2 * (v & kidney).sum() / (v.sum() + kidney.sum()) for v in (followed, unmoved)]
     assert dice[0] > 0.78 and dice[0] > dice[1] + 0.03, dice
