@@ -14,6 +14,7 @@ import numpy as np
 
 from napari_tpm._session_data import _apply_paint, _Support
 from napari_tpm.boundary import grow_to_edge, snap_to_intensity
+from napari_tpm.concavity import fill_like_paint, fill_target
 from napari_tpm.continuity import COVER_END, DRIFT_MM, keep_continuous
 from napari_tpm.exclusion import drop_stroked
 from napari_tpm.necks import cut_necks, neck_radius_mm
@@ -180,6 +181,8 @@ def clean_3d(
         )
     if opts.outrunning_parts and s.same_volume and own_paint:
         _drop_outrunning(view, seeds, s.label_values, spacing_first)
+    if opts.fill_concave and s.same_volume and own_paint:
+        _fill_concave(view, seeds, s, strokes)
 
 
 def _strokes(
@@ -250,6 +253,22 @@ def _keep_continuous(
                 drift_mm=DRIFT_MM if drift else 0.0,
             )
             view[mask & ~kept] = 0
+
+
+def _fill_concave(
+    view: np.ndarray, seeds: np.ndarray, support: _Support, strokes: np.ndarray | None
+) -> None:
+    """Each structure whose paint outlines its concavities, in place: its result's
+    concavities filled like the paint's (:mod:`napari_tpm.concavity`), never over another
+    structure or a background stroke."""
+    free = view == 0 if strokes is None else (view == 0) & ~strokes
+    for value in support.label_values:
+        mask = view == value
+        target = fill_target(support.masks_native.values(), value, mask)
+        if target is None:
+            continue
+        painted = np.flatnonzero((seeds == value).any(axis=(1, 2)))
+        view[fill_like_paint(mask, target, skip=painted, free=free) & ~mask] = value
 
 
 def _drop_outrunning(

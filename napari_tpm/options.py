@@ -111,6 +111,12 @@ class SegmentOptions:
             neighbour that joined the organ while its result still widened (the left kidney
             below the spleen on T2 MR) and that the walk then followed
             (:mod:`napari_tpm.parts3d`).
+        fill_concave: with ``connected`` and paint on this volume, a structure whose every
+            painted section is nearly convex (solidity >= 0.93: the outline takes in the
+            organ's concavities, a kidney's sinus on CHAOS) has each 2D piece of its result on
+            the other slices filled into its convex hull, nearest pixels first, up to the
+            paint's solidity (:mod:`napari_tpm.concavity`). The scores follow the image, which
+            leaves such a kidney C-shaped around its dark sinus.
         tip_shift: with one slice painted on this volume and a model without a learned
             threshold, move the auto prior's boundary out by up to this many log-odds units
             when the first result lies mostly on one side of the painted slice: the paint was
@@ -172,6 +178,7 @@ class SegmentOptions:
     continuity_end: bool = True
     outrunning_parts: bool = True
     second_choice: bool = True
+    fill_concave: bool = True
     tip_shift: float = 1.0
     bootstrap: bool = True
     contrast_search: bool = True

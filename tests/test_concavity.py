@@ -1,0 +1,111 @@
+"""Concavities filled like the paint (``napari_tpm.concavity``, ``SegmentOptions.fill_concave``)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from skimage.morphology import convex_hull_image
+
+from napari_tpm.concavity import (
+    MIN_SOLIDITY,
+    fill_like_paint,
+    fill_target,
+    paint_solidity,
+    solidity,
+)
+from napari_tpm.options import SegmentOptions
+
+
+def _disc(shape: tuple[int, int], centre: tuple[int, int], radius: float) -> np.ndarray:
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    return (yy - centre[0]) ** 2 + (xx - centre[1]) ** 2 <= radius**2
+
+
+def _kidney(shape=(64, 64)) -> np.ndarray:
+    """A disc with a notch cut in from one side (a kidney's section around its sinus)."""
+    disc = _disc(shape, (32, 32), 20)
+    notch = np.zeros(shape, bool)
+    notch[26:38, 32:] = True
+    return disc & ~notch
+
+
+def test_solidity_of_a_disc_a_notched_disc_and_nothing():
+    assert solidity(_disc((64, 64), (32, 32), 20)) > 0.95  # the hull takes in edge pixels
+    assert 0.6 < solidity(_kidney()) < 0.9
+    assert solidity(np.zeros((8, 8), bool)) == 0.0
+    with pytest.raises(ValueError, match="2D"):
+        solidity(np.zeros((2, 8, 8), bool))
+
+
+def test_the_notch_is_filled_up_to_the_target_inside_the_hull_only():
+    plane = _kidney()
+    mask = np.stack([plane, plane, plane])
+    out = fill_like_paint(mask, 1.0, skip=[1])
+    assert (out >= mask).all()  # a superset
+    assert np.array_equal(out[1], plane)  # a painted slice stays as painted
+    for z in (0, 2):
+        assert solidity(out[z]) > 0.94 and out[z][28:36, 33:48].all()  # the notch is filled
+        assert not (out[z] & ~convex_hull_image(plane)).any()  # never beyond the hull
+    # the pixels nearest the piece come first: at a lower target, the notch's middle stays open
+    from scipy import ndimage
+
+    part = fill_like_paint(mask, 0.9)[0]
+    added, left = part & ~plane, convex_hull_image(plane) & ~part
+    assert added.any() and left.any()
+    distance = ndimage.distance_transform_edt(~plane)
+    assert distance[added].max() <= distance[left].min()
+
+
+def test_the_fill_stays_where_it_is_free_and_validates_its_input():
+    plane = _kidney()
+    mask = plane[None].copy()
+    free = np.ones_like(mask)
+    free[0, 26:38, 40:] = False  # another structure in the notch's outer half
+    out = fill_like_paint(mask, 0.97, free=free)
+    assert not (out & ~mask & ~free).any()
+    assert (out & ~mask).any()  # the inner half is still filled
+    with pytest.raises(ValueError, match="target"):
+        fill_like_paint(mask, 0.0)
+    with pytest.raises(ValueError, match="3-D"):
+        fill_like_paint(plane, 0.9)
+    with pytest.raises(ValueError, match="one shape"):
+        fill_like_paint(mask, 0.9, free=free[:, :10])
+
+
+def test_the_paint_solidity_is_its_least_solid_section_and_a_stroke_gives_none():
+    round_ = np.where(_disc((64, 64), (32, 32), 15), 2, 0)
+    notched = np.where(_kidney(), 2, 0)
+    assert paint_solidity([round_], 2) > MIN_SOLIDITY
+    assert paint_solidity([round_, notched], 2) == pytest.approx(solidity(notched > 0))
+    assert paint_solidity([round_], 1) == 0.0  # not painted
+    stroke = np.zeros((64, 64), int)
+    stroke[32, 5:60] = 2  # a thin line is convex, but it outlines nothing
+    assert paint_solidity([round_, stroke], 2) == 0.0
+
+
+def test_only_a_section_about_as_wide_as_the_result_sets_the_convention():
+    """A kidney's pole is convex whatever the outline convention: paint there fills nothing."""
+    result = np.stack([_kidney()] * 3)
+    wide = np.where(_disc((64, 64), (32, 32), 19), 1, 0)
+    pole = np.where(_disc((64, 64), (32, 32), 12), 1, 0)
+    assert fill_target([wide], 1, result) == pytest.approx(solidity(wide > 0))
+    assert fill_target([pole], 1, result) is None
+    assert fill_target([wide, pole], 1, result) is not None  # the widest painted one counts
+    assert fill_target([np.where(_kidney(), 1, 0)], 1, result) is None  # painted C-shaped
+    assert fill_target([wide], 1, np.zeros_like(result)) is None
+
+
+def test_real_mr_kidney_outlined_with_its_sinus_is_filled_around_it(shared_data):
+    """CHAOS 33 (tuning volume), the left kidney painted on its middle slice: CHAOS outlines
+    take in the dark renal sinus, the scores leave each section C-shaped around it (Dice 0.85;
+    0.89 filled like the paint)."""
+    from session_helpers import read_case, section_paint, segment_labels
+
+    image, labels = read_case(shared_data / "chaos_t2spir", "chaos_t2_33", "mr")
+    kidney = labels == 3
+    paint = section_paint(kidney, 1)
+    dice = {}
+    for on in (True, False):
+        found = segment_labels(image, paint, SegmentOptions(fill_concave=on)) == 1
+        dice[on] = 2 * (found & kidney).sum() / (found.sum() + kidney.sum())
+    assert dice[True] > 0.87 and dice[True] > dice[False] + 0.02, dice
