@@ -50,10 +50,21 @@ def test_the_notch_is_filled_up_to_the_target_inside_the_hull_only():
     from scipy import ndimage
 
     part = fill_like_paint(mask, 0.9)[0]
-    added, left = part & ~plane, convex_hull_image(plane) & ~part
+    notch = np.zeros_like(plane)
+    notch[26:38, 32:] = True  # the deep pocket; the hull's one-pixel rim elsewhere is no pocket
+    added, left = part & ~plane, convex_hull_image(plane) & notch & ~part
+    assert not (added & ~notch).any()
     assert added.any() and left.any()
     distance = ndimage.distance_transform_edt(~plane)
     assert distance[added].max() <= distance[left].min()
+
+
+def test_a_shallow_dent_is_no_pocket():
+    """A neighbour pressing into a convex organ leaves a dent, not a pocket like a sinus."""
+    disc = _disc((64, 64), (32, 32), 20)
+    dent = disc & ~_disc((64, 64), (2, 32), 14)  # a cap 4 pixels deep cut off the top
+    out = fill_like_paint(dent[None], 1.0)[0]
+    assert solidity(dent) < 0.97 and np.array_equal(out, dent)
 
 
 def test_the_fill_stays_where_it_is_free_and_validates_its_input():
