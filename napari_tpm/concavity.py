@@ -19,8 +19,10 @@ BTCV kidneys were filled around the sinus their outlines leave out (BTCV 18's le
 painted at 15 % 0.94 -> 0.87). Chosen on the tuning volumes (benchmarks/RESULTS-accuracy.md,
 "Concavities filled like the paint").
 
-Written here rather than taken from a library: scikit-image gives the convex hull and scipy
-the distances; the fill up to a solidity is a sort of the hull's new pixels by distance.
+Written here rather than taken from a library: scipy gives the hull's half-planes and the
+distances, and the fill up to a solidity is a sort of the hull's new pixels by distance; the
+hull's pixels are scikit-image's ``convex_hull_image``'s, filled row by row
+(:func:`convex_hull`: the same pixels in a third of the time on large sections).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from collections.abc import Iterable
 
 import numpy as np
 from scipy import ndimage
-from skimage.morphology import convex_hull_image
+from scipy.spatial import ConvexHull
 
 from napari_tpm.scribble import is_scribble
 
@@ -38,6 +40,7 @@ __all__ = [
     "MIN_SOLIDITY",
     "MIN_WIDTH",
     "POCKET_DEPTH",
+    "convex_hull",
     "fill_like_paint",
     "fill_target",
     "paint_solidity",
@@ -70,7 +73,7 @@ def solidity(mask: np.ndarray) -> float:
         return 0.0
     ys, xs = np.nonzero(mask)
     crop = mask[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
-    return float(crop.sum() / convex_hull_image(crop).sum())
+    return float(crop.sum() / convex_hull(crop).sum())
 
 
 def paint_solidity(planes: Iterable[np.ndarray], value: int) -> float:
@@ -141,7 +144,7 @@ def _fill_slice(out: np.ndarray, plane: np.ndarray, allowed: np.ndarray, target:
         area = int(piece.sum())
         if area < MIN_PIECE:
             continue
-        hull = convex_hull_image(piece)
+        hull = convex_hull(piece)
         need = int(target * hull.sum()) - area
         if need <= 0:
             continue
@@ -152,6 +155,45 @@ def _fill_slice(out: np.ndarray, plane: np.ndarray, allowed: np.ndarray, target:
         ys, xs = np.nonzero(candidates)
         order = np.argsort(distance[ys, xs], kind="stable")[:need]
         out[box][ys[order], xs[order]] = True
+
+
+def convex_hull(mask: np.ndarray) -> np.ndarray:
+    """The pixels of a non-empty 2D mask's convex hull: scikit-image's ``convex_hull_image``
+    (the hull of the pixels' edge midpoints, pixels on it included), filled row by row.
+
+    scikit-image tests every pixel of the box against every vertex of the hull; a convex
+    polygon's rows are intervals, so each row's ends come from the hull's edges' half-planes.
+    The same pixels on every piece compared (1192 sections of phantom and development results),
+    a third of the time on a 512-pixel liver, where the hulls were most of the fill's cost.
+    """
+    rows, cols = mask.shape
+    filled_rows = np.flatnonzero(mask.any(axis=1))
+    filled_cols = np.flatnonzero(mask.any(axis=0))
+    # only each row's and each column's first and last pixel can be on the hull
+    ends = [
+        np.stack([filled_rows, mask[filled_rows].argmax(axis=1)], axis=1),
+        np.stack([filled_rows, cols - 1 - mask[filled_rows, ::-1].argmax(axis=1)], axis=1),
+        np.stack([mask[:, filled_cols].argmax(axis=0), filled_cols], axis=1),
+        np.stack([rows - 1 - mask[::-1, filled_cols].argmax(axis=0), filled_cols], axis=1),
+    ]
+    points = np.concatenate(ends).astype(float)
+    midpoints = np.array([[0.5, 0.0], [-0.5, 0.0], [0.0, 0.5], [0.0, -0.5]])
+    points = np.unique((points[:, None, :] + midpoints).reshape(-1, 2), axis=0)
+    facets = ConvexHull(points).equations  # a * row + b * col + c <= 0 inside
+    a, b, c = facets[:, 0], facets[:, 1], facets[:, 2]
+    room = -c - a * np.arange(rows, dtype=float)[:, None]  # b * col <= room, per row and facet
+    with np.errstate(divide="ignore", invalid="ignore"):
+        limit = room / b
+    tol = 1e-9
+    upper = np.where(b > tol, limit, np.inf).min(axis=1)
+    lower = np.where(b < -tol, limit, -np.inf).max(axis=1)
+    inside = (np.where(np.abs(b) <= tol, room, np.inf) >= -tol).all(axis=1)
+    col = np.arange(cols)[None, :]
+    return (
+        (col >= np.ceil(lower - 1e-7)[:, None])
+        & (col <= np.floor(upper + 1e-7)[:, None])
+        & (inside[:, None])
+    )
 
 
 def _deep_pockets(hull: np.ndarray, piece: np.ndarray, area: int) -> np.ndarray:

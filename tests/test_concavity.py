@@ -8,6 +8,7 @@ from skimage.morphology import convex_hull_image
 
 from napari_tpm.concavity import (
     MIN_SOLIDITY,
+    convex_hull,
     fill_like_paint,
     fill_target,
     paint_solidity,
@@ -27,6 +28,16 @@ def _kidney(shape=(64, 64)) -> np.ndarray:
     notch = np.zeros(shape, bool)
     notch[26:38, 32:] = True
     return disc & ~notch
+
+
+def test_the_hull_is_scikit_images_pixel_for_pixel():
+    rng = np.random.default_rng(0)
+    shapes = [_kidney(), _disc((64, 64), (32, 32), 20), np.ones((1, 1), bool)]
+    shapes.append(np.eye(9, dtype=bool))
+    shapes += [rng.random(tuple(rng.integers(1, 30, 2))) < 0.3 for _ in range(40)]
+    for mask in shapes:
+        if mask.any():
+            assert np.array_equal(convex_hull(mask), convex_hull_image(mask))
 
 
 def test_solidity_of_a_disc_a_notched_disc_and_nothing():
