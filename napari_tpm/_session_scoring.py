@@ -140,13 +140,14 @@ def low_scores(
 
 
 def calibrate(
-    support: _Support, scores: ScoreFn, per_class: str = "shared"
+    support: _Support, painted: torch.Tensor, per_class: str = "shared"
 ) -> tuple[float, torch.Tensor | None]:
     """(shared offset, per-class offsets or None) so prior 0.5 reproduces the paint.
 
     The decision boundary is placed where the painted slices' predicted foreground count
-    equals the painted count: the ideal class prior of the support itself. ``scores`` gives
-    the uncalibrated log-odds with the session's current prototypes. With several classes,
+    equals the painted count: the ideal class prior of the support itself. ``painted`` is
+    :func:`painted_scores`, the uncalibrated log-odds of the painted slices with the
+    session's current prototypes. With several classes,
     ``per_class`` says what each class's own painted count does: ``"shared"`` nothing (one
     boundary for all), ``"own"`` each class its own boundary, ``"relax"`` its own boundary
     only where that is looser than the shared one.
@@ -154,7 +155,7 @@ def calibrate(
     if per_class not in CLASS_BOUNDARIES:
         raise ValueError(f"per_class must be one of {CLASS_BOUNDARIES}, got {per_class!r}")
     s = support
-    up = _painted_scores(s, scores)
+    up = painted
     best = up.max(1).values
     offset = _logit_icp(best, sum(s.counts_working))
     k = up.shape[1]
@@ -170,9 +171,10 @@ def calibrate(
     return offset, per.clamp(min=0.0) if per_class == "relax" else per
 
 
-def slice_offsets(support: _Support, scores: ScoreFn, pooled: float) -> np.ndarray | None:
+def slice_offsets(support: _Support, painted: torch.Tensor, pooled: float) -> np.ndarray | None:
     """(S', 2): each painted slice's index and its own boundary relative to ``pooled``; None
     with fewer than two slices holding paint (slices of background strokes only do not count).
+    ``painted``: :func:`painted_scores`, as for :func:`calibrate`.
 
     The pooled boundary reproduces the painted count of all painted slices together. The
     class prior that reproduces one slice's count varies along the organ (the TPM paper's
@@ -185,14 +187,14 @@ def slice_offsets(support: _Support, scores: ScoreFn, pooled: float) -> np.ndarr
     with_fg = (s.masks_working > 0).flatten(1).any(1)
     if int(with_fg.sum()) < 2:
         return None
-    best = _painted_scores(s, scores).max(1).values  # (S', size, size)
+    best = painted.max(1).values  # (S', size, size)
     counts = (s.masks_working[with_fg] > 0).flatten(1).sum(1)
     index = np.asarray(s.indices)[with_fg.numpy()]
     own = [_logit_icp(best[j], int(counts[j])) - pooled for j in range(best.shape[0])]
     return np.stack([index.astype(float), np.asarray(own)], axis=1)
 
 
-def _painted_scores(support: _Support, scores: ScoreFn) -> torch.Tensor:
+def painted_scores(support: _Support, scores: ScoreFn) -> torch.Tensor:
     """(S', K, size, size) log-odds of the painted slices that hold paint, on the paint's
     grid; slices with only background strokes say nothing about how much is foreground."""
     s = support

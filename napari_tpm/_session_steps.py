@@ -27,6 +27,7 @@ from napari_tpm._session_scoring import (
     calibrate,
     fit_prototypes,
     low_scores,
+    painted_scores,
     refine_gate,
     slice_offsets,
 )
@@ -211,12 +212,11 @@ class ScoringSteps:
         if not self.options.hard_negatives:
             self._negative = None
         try:
-            self._offset, self._class_offsets = calibrate(
-                s, self._low_scores, self.options.class_boundaries
-            )
+            painted = painted_scores(s, self._low_scores)  # one scoring for both
+            self._offset, self._class_offsets = calibrate(s, painted, self.options.class_boundaries)
             # the user's own paint on several slices (a second pass paints one)
             if self.options.slice_boundaries and s.same_volume and not self._second_pass:
-                self._slice_offsets = slice_offsets(s, self._low_scores, self._offset)
+                self._slice_offsets = slice_offsets(s, painted, self._offset)
         finally:
             self._negative = negative
 
