@@ -268,7 +268,9 @@ def _fill_concave(
         if target is None:
             continue
         painted = np.flatnonzero((seeds == value).any(axis=(1, 2)))
-        view[fill_like_paint(mask, target, skip=painted, free=free) & ~mask] = value
+        added = fill_like_paint(mask, target, skip=painted, free=free) & ~mask
+        view[added] = value
+        free &= ~added  # taken: the next structure's fill stays off it
 
 
 def _drop_outrunning(

@@ -131,3 +131,31 @@ def test_real_mr_kidney_outlined_with_its_sinus_is_filled_around_it(shared_data)
         found = segment_labels(image, paint, SegmentOptions(fill_concave=on)) == 1
         dice[on] = 2 * (found & kidney).sum() / (found.sum() + kidney.sum())
     assert dice[True] > 0.87 and dice[True] > dice[False] + 0.02, dice
+
+
+def test_a_pocket_two_structures_share_goes_to_the_first_that_fills_it():
+    """Two structures interlocked like a frame's halves: the square between them lies in both
+    hulls; what the first fills is taken, never relabelled by the second."""
+    from types import SimpleNamespace
+
+    from napari_tpm._session_labels import _fill_concave
+
+    first = np.zeros((64, 64), bool)  # a "Γ": left and top bars
+    first[10:50, 10:20] = first[10:20, 10:50] = True
+    second = np.zeros((64, 64), bool)  # the other half: right and bottom bars
+    second[10:50, 40:50] = second[40:50, 10:40] = True
+    second &= ~first
+    paint = np.zeros((64, 64), np.uint8)  # solid squares as wide as the bars' sections
+    paint[0:28, 0:28], paint[36:64, 36:64] = 1, 2
+    view = np.zeros((3, 64, 64), np.uint8)
+    view[1:][:, first], view[1:][:, second] = 1, 2
+    view[0] = paint
+    seeds = np.zeros_like(view)
+    seeds[0] = paint
+    alone = view.copy()
+    _fill_concave(alone, seeds, SimpleNamespace(label_values=(1,), masks_native={0: paint}), None)
+    by_first = (alone == 1) & (view == 0)
+    support = SimpleNamespace(label_values=(1, 2), masks_native={0: paint})
+    _fill_concave(view, seeds, support, None)
+    assert by_first.any() and (view[by_first] == 1).all()
+    assert ((view == 2) & (alone == 0)).any()  # the second still fills its own side
