@@ -33,6 +33,7 @@ import numpy as np
 from scipy import ndimage
 from scipy.spatial import ConvexHull
 
+from napari_tpm.postprocess import labelled_max
 from napari_tpm.scribble import is_scribble
 
 __all__ = [
@@ -203,6 +204,6 @@ def _deep_pockets(hull: np.ndarray, piece: np.ndarray, area: int) -> np.ndarray:
     if count == 0:
         return pockets > 0
     depth = ndimage.distance_transform_edt(np.pad(hull, 1))[1:-1, 1:-1]
-    deepest = ndimage.maximum(depth, pockets, index=np.arange(1, count + 1))
-    keep = np.flatnonzero(np.asarray(deepest) >= POCKET_DEPTH * np.sqrt(area / np.pi)) + 1
+    deepest = labelled_max(depth, pockets, count)
+    keep = np.flatnonzero(deepest >= POCKET_DEPTH * np.sqrt(area / np.pi)) + 1
     return np.isin(pockets, keep)

@@ -29,9 +29,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from scipy import ndimage
 
-from napari_tpm.postprocess import bounding_box, keep_connected, split_at_saddles
+from napari_tpm.postprocess import (
+    bounding_box,
+    keep_connected,
+    labelled_max,
+    split_at_saddles,
+)
 
 __all__ = [
     "BEYOND_MM",
@@ -150,7 +154,7 @@ def _outrunning(
     if n < 2:
         return None
     depth = np.zeros(n + 1)
-    depth[1:] = ndimage.maximum(depth_map, parts, index=np.arange(1, n + 1))
+    depth[1:] = labelled_max(depth_map, parts, n)
     group = _merged(parts, depth_map, depth, n, merge)
     grouped = group[parts]
     held = np.bincount(grouped[paint], minlength=n + 1)

@@ -25,6 +25,7 @@ __all__ = [
     "bounding_box",
     "fill_holes_2d",
     "keep_connected",
+    "labelled_max",
     "limit_range",
     "limit_z",
     "second_choice",
@@ -271,6 +272,20 @@ def fill_holes_2d(labels: np.ndarray, axis: int = 0) -> np.ndarray:
         region = out[box]
         region[~open_ids[outside] & (region == 0)] = value
     return out
+
+
+def labelled_max(values: np.ndarray, labels: np.ndarray, count: int) -> np.ndarray:
+    """(count,) the largest of ``values`` on each label 1..count of ``labels`` (-inf if none).
+
+    ``scipy.ndimage.maximum`` with an index sorts every value of the array first: on the 3D
+    parts' depth map and on each slice's pockets in the concavity fill that sort was a third
+    of a relabel (a 512-pixel liver). One unbuffered ``np.maximum.at`` over the labelled
+    pixels gives the same maxima.
+    """
+    out = np.full(int(count) + 1, -np.inf)
+    on = labels > 0
+    np.maximum.at(out, labels[on], np.asarray(values, dtype=float)[on])
+    return out[1:]
 
 
 def smooth_scores(scores: np.ndarray, sigma: Sequence[float], bound: float = 5.0) -> np.ndarray:

@@ -10,6 +10,7 @@ from napari_tpm.phantom import make_phantom
 from napari_tpm.postprocess import (
     fill_holes_2d,
     keep_connected,
+    labelled_max,
     limit_range,
     limit_z,
     second_choice,
@@ -237,3 +238,15 @@ def test_second_choice_refuses_mismatched_arrays() -> None:
         second_choice(labels, seeds, runner_up, score, np.zeros(3), values=(1, 2))
     with pytest.raises(ValueError, match="seeds"):
         second_choice(labels, seeds[:, :4], runner_up, score, 0.0)
+
+
+def test_labelled_max_matches_scipy_on_every_label() -> None:
+    rng = np.random.default_rng(3)
+    values = rng.normal(size=(6, 30, 30))
+    labels, n = ndimage.label(rng.random((6, 30, 30)) > 0.6)
+    np.testing.assert_array_equal(
+        labelled_max(values, labels, n), ndimage.maximum(values, labels, np.arange(1, n + 1))
+    )
+    # a label with no pixel reads -inf; label 0 is never counted
+    out = labelled_max(np.ones((2, 2)), np.array([[0, 2], [0, 2]]), 3)
+    np.testing.assert_array_equal(out, [-np.inf, 1.0, -np.inf])
