@@ -25,6 +25,10 @@ Modes (the support):
 * ``ends``: one slice painted near each end of the organ, at 15 % (``same-lo``) and 85 %
   (``same-hi``) of its labelled slices: what a user gets who paints away from the middle.
   ``--ends-at 0.1 0.25 0.75 0.9`` paints at those fractions instead (modes ``same-at10``...).
+* ``rough``: the middle slice painted imprecisely, three ways (``accuracy_cases.rough_paint``):
+  ``same-grown`` 2.5 mm over the organ's edge all round, ``same-shrunk`` 2.5 mm inside it,
+  ``same-jitter`` the outline moved in and out by up to 2.5 mm along its length. The other
+  modes paint the exact outline, which no user draws.
 * ``cross-multi``: ``multi``'s slice and paint taken from the ``cross`` partner (all four
   organs of another patient at once); organs absent from the query are not scored.
 
@@ -63,7 +67,7 @@ import accuracy_cases as ac
 import accuracy_forest as af
 import accuracy_report as ar
 
-MODES = ("same", "cross", "multi", "alone", "cross-multi", "ends")
+MODES = ("same", "cross", "multi", "alone", "cross-multi", "ends", "rough")
 #: the ``ends`` mode: one slice painted near each end of the organ, at these fractions of its
 #: labelled slices (a user does not always find the middle)
 ENDS = {"same-lo": 0.15, "same-hi": 0.85}
@@ -110,11 +114,13 @@ def build_jobs(
     data: Path = ac.DATA,
     every_partner: bool = False,
     ends: dict[str, float] = ENDS,
+    spacing_hw: tuple[float, float] = (1.0, 1.0),
 ) -> list[Job]:
     """Every support to run on ``case``; organs absent from the query are left out.
 
     ``every_partner``: the cross modes take each other volume of the group in turn. ``ends``:
     the ``ends`` mode's paint positions, mode name -> fraction (:func:`ends_modes`).
+    ``spacing_hw``: the query's in-plane pixel size (mm), for the ``rough`` mode's paint.
     """
     present = [o for o in organs if (labels == case.values[o]).any()]
     jobs: list[Job] = []
@@ -131,6 +137,17 @@ def build_jobs(
                 truth = labels == case.values[organ]
                 zs = ac.organ_slice_at(truth, fraction)
                 jobs.append(Job(mode, (organ,), ac.organ_paint(truth, zs), case.name, zs))
+    if "rough" in modes:
+        # the middle slice painted imprecisely (accuracy_cases.rough_paint): users' paint is
+        # never the exact outline the other modes paint
+        for kind in ac.ROUGH_KINDS:
+            for number, organ in enumerate(present):
+                truth = labels == case.values[organ]
+                zs = ac.organ_slices(truth, 1)
+                paint = np.zeros(truth.shape, np.uint8)
+                for z in zs:
+                    paint[z][ac.rough_paint(truth[z], spacing_hw, kind, seed=number)] = 1
+                jobs.append(Job(f"same-{kind}", (organ,), paint, case.name, zs))
     if {"cross", "cross-multi"} & set(modes):
         for rank, partner in enumerate(ac.cross_partners(case, data, every_partner)):
             jobs += _cross_jobs(case, partner, rank > 0, modes, present, organs)
@@ -388,6 +405,7 @@ def main(argv=None) -> int:
             args.data,
             args.partners == "all",
             args.ends,
+            (spacing[1], spacing[2]),
         )
         tpm, fits, forest = {}, {}, {}
         if "tpm" in args.methods:

@@ -52,3 +52,32 @@ def test_ends_at_other_fractions_names_their_modes_and_paints_there():
     assert {j.mode: j.slices for j in jobs} == {"same-at10": [2], "same-at25": [5], "same-hi": [17]}
     with pytest.raises(SystemExit):
         parse_args(["--ends-at", "1.5"])
+
+
+def test_rough_paint_misses_the_outline_by_the_set_distance():
+    mask = np.zeros((60, 80), bool)
+    mask[15:45, 20:60] = True
+    spacing = (1.25, 1.25)  # ROUGH_MM 2.5 = two pixels
+    grown = ac.rough_paint(mask, spacing, "grown")
+    shrunk = ac.rough_paint(mask, spacing, "shrunk")
+    assert grown[mask].all() and grown[13, 20:60].all() and grown[15:45, 18].all()
+    assert not grown[12].any() and not grown[:, 17].any()  # corners are rounded: Euclidean
+    assert not shrunk[~mask].any() and shrunk[17:43, 22:58].all() and not shrunk[16].any()
+    jitter = [ac.rough_paint(mask, spacing, "jitter", seed=s) for s in range(3)]
+    assert all(j[17:43, 22:58].all() and not j[:12].any() for j in jitter)  # within 2.5 mm
+    assert any((j != mask).any() for j in jitter)
+    assert not np.array_equal(jitter[0], jitter[1])  # the seed moves it elsewhere
+    tiny = np.zeros((20, 20), bool)
+    tiny[9:12, 9:12] = True
+    np.testing.assert_array_equal(ac.rough_paint(tiny, spacing, "shrunk"), tiny)
+    with pytest.raises(ValueError, match="kind"):
+        ac.rough_paint(mask, spacing, "sloppy")
+
+
+def test_rough_mode_paints_the_middle_slice_three_ways():
+    labels = np.zeros((9, 40, 40), np.uint8)
+    labels[2:7, 10:30, 10:30] = 1  # the liver on slices 2-6
+    jobs = build_jobs(_case("sabs_15"), labels, ["rough"], ["liver"], [1], spacing_hw=(1.0, 1.0))
+    assert [j.mode for j in jobs] == ["same-grown", "same-shrunk", "same-jitter"]
+    assert all(j.slices == [4] and j.paint[[0, 1, 2, 3, 5, 6, 7, 8]].max() == 0 for j in jobs)
+    assert jobs[0].paint[4].sum() > (labels[4] == 1).sum() > jobs[1].paint[4].sum()
