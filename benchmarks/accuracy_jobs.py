@@ -1,0 +1,159 @@
+"""The accuracy benchmark's jobs: which paint each mode puts on which volume.
+
+Kept apart from ``bench_accuracy.py`` (the runner and its command line) so the modes read in
+one place; the supports themselves (slices, paint, pairs) come from ``accuracy_cases.py``,
+shared with the random forest so both methods always see the same paint.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import accuracy_cases as ac
+import numpy as np
+
+MODES = ("same", "cross", "multi", "alone", "cross-multi", "ends", "rough")
+#: the ``ends`` mode: one slice painted near each end of the organ, at these fractions of its
+#: labelled slices (a user does not always find the middle)
+ENDS = {"same-lo": 0.15, "same-hi": 0.85}
+
+
+def ends_modes(fractions: list[float]) -> dict[str, float]:
+    """Mode name per ``ends`` fraction: the defaults keep their names (``same-lo``, ``same-hi``,
+    so rows stay comparable with earlier runs), any other is ``same-atNN`` (NN percent)."""
+    named = {f: m for m, f in ENDS.items()}
+    out: dict[str, float] = {}
+    for f in fractions:
+        if not 0.0 <= f <= 1.0:
+            raise ValueError(f"--ends-at takes fractions in [0, 1], got {f}")
+        out[named.get(f, f"same-at{round(100 * f):02d}")] = float(f)
+    return out
+
+
+@dataclass
+class Job:
+    """One support for one query: which organs it paints and on which volume."""
+
+    mode: str  # same(-2sl, -3sl, -lo, -hi, -atNN), cross, multi, alone, cross-multi
+    organs: tuple[str, ...]  # organ of paint value k is organs[k - 1]
+    paint: np.ndarray
+    support: str  # case name of the support volume
+    slices: list[int]
+    image: np.ndarray | None = None  # support image when it is another volume
+    spacing: tuple[float, float, float] | None = None
+    extra_partner: bool = False  # a cross partner other than the next volume (--partners all)
+
+    @property
+    def key(self) -> str:
+        # the next partner keeps the key it always had, so cached forests stay valid
+        tail = f"|{self.support}" if self.extra_partner else ""
+        return f"{self.mode}|{'+'.join(self.organs)}{tail}"
+
+
+def build_jobs(
+    case: ac.CaseSpec,
+    labels: np.ndarray,
+    modes: list[str],
+    organs: list[str],
+    slice_counts: list[int],
+    data: Path = ac.DATA,
+    every_partner: bool = False,
+    ends: dict[str, float] = ENDS,
+    spacing_hw: tuple[float, float] = (1.0, 1.0),
+) -> list[Job]:
+    """Every support to run on ``case``; organs absent from the query are left out.
+
+    ``every_partner``: the cross modes take each other volume of the group in turn. ``ends``:
+    the ``ends`` mode's paint positions, mode name -> fraction (:func:`ends_modes`).
+    ``spacing_hw``: the query's in-plane pixel size (mm), for the ``rough`` mode's paint.
+    """
+    present = [o for o in organs if (labels == case.values[o]).any()]
+    jobs: list[Job] = []
+    if "same" in modes:
+        for n in sorted(set(slice_counts)):
+            mode = "same" if n == 1 else f"same-{n}sl"
+            for organ in present:
+                truth = labels == case.values[organ]
+                zs = ac.organ_slices(truth, n)
+                jobs.append(Job(mode, (organ,), ac.organ_paint(truth, zs), case.name, zs))
+    if "ends" in modes:
+        for mode, fraction in ends.items():
+            for organ in present:
+                truth = labels == case.values[organ]
+                zs = ac.organ_slice_at(truth, fraction)
+                jobs.append(Job(mode, (organ,), ac.organ_paint(truth, zs), case.name, zs))
+    if "rough" in modes:
+        # the middle slice painted imprecisely (accuracy_cases.rough_paint): users' paint is
+        # never the exact outline the other modes paint
+        for kind in ac.ROUGH_KINDS:
+            for number, organ in enumerate(present):
+                truth = labels == case.values[organ]
+                zs = ac.organ_slices(truth, 1)
+                paint = np.zeros(truth.shape, np.uint8)
+                for z in zs:
+                    paint[z][ac.rough_paint(truth[z], spacing_hw, kind, seed=number)] = 1
+                jobs.append(Job(f"same-{kind}", (organ,), paint, case.name, zs))
+    if {"cross", "cross-multi"} & set(modes):
+        for rank, partner in enumerate(ac.cross_partners(case, data, every_partner)):
+            jobs += _cross_jobs(case, partner, rank > 0, modes, present, organs)
+    if "multi" in modes and present:
+        job = _multi_job("multi", labels, case, present, organs)
+        if job is not None:
+            jobs.append(job)
+    if "alone" in modes and present:
+        # each organ by itself on the multi mode's slice: what "multi" must not lose to
+        z = ac.multi_slice(labels, case.values)
+        for organ in present:
+            truth = labels == case.values[organ]
+            if truth[z].any():
+                jobs.append(Job("alone", (organ,), ac.organ_paint(truth, [z]), case.name, [z]))
+    return jobs
+
+
+def _cross_jobs(
+    case: ac.CaseSpec,
+    partner: ac.CaseSpec,
+    extra: bool,
+    modes: list[str],
+    present: list[str],
+    organs: list[str],
+) -> list[Job]:
+    """Both cross modes' supports from ``partner``, read once in the query's axes (as the CLI
+    reads another volume)."""
+    pimg, plab, pspacing = partner.load(like=case)
+    jobs: list[Job] = []
+    if "cross" in modes:
+        for organ in present:
+            ptruth = plab == partner.values[organ]
+            zs = ac.organ_slices(ptruth, 1)
+            if zs:
+                paint = ac.organ_paint(ptruth, zs)
+                jobs.append(Job("cross", (organ,), paint, partner.name, zs, pimg, pspacing, extra))
+    if "cross-multi" in modes and present:
+        job = _multi_job("cross-multi", plab, partner, present, organs)
+        if job is not None:
+            job.image, job.spacing, job.extra_partner = pimg, pspacing, extra
+            jobs.append(job)
+    return jobs
+
+
+def _multi_job(
+    mode: str,
+    labels: np.ndarray,
+    painted: ac.CaseSpec,
+    present: list[str],
+    organs: list[str],
+) -> Job | None:
+    """All organs on ``painted``'s multi slice (``labels`` are its labels); None: none scored."""
+    z = ac.multi_slice(labels, painted.values)
+    paint = ac.multi_paint(labels, painted.values, z)
+    shown = tuple(o for k, o in enumerate(ac.ORGANS, 1) if (paint == k).any())
+    # renumber 1..len(shown) in ORGANS order so that paint value k means shown[k - 1]
+    renum = np.zeros(len(ac.ORGANS) + 1, np.uint8)
+    for k, o in enumerate(ac.ORGANS, 1):
+        if o in shown:
+            renum[k] = shown.index(o) + 1
+    if not any(o in present and o in organs for o in shown):
+        return None
+    return Job(mode, shown, renum[paint], painted.name, [z])
