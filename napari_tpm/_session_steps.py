@@ -72,6 +72,7 @@ class ScoringSteps:
     _best: np.ndarray | None
     _runner_up: tuple[np.ndarray, np.ndarray] | None
     _done: np.ndarray
+    _run_arrays: dict[str, np.ndarray]
 
     if TYPE_CHECKING:
 
@@ -238,15 +239,13 @@ class ScoringSteps:
         n = query.slices.shape[0]
         if native:  # else the native arrays wait for the pass that fills them
             grid = (n, *query.slices.shape[1:])
-            # new arrays, never refilled in place: the widget's background relabel may still be
-            # reading the previous ones (napari_tpm/_widget/_relabel.py)
-            self._score = np.full(grid, -np.inf, dtype=np.float32)
-            self._best = np.zeros(grid, dtype=np.uint8)
+            self._score = self._run_array("score", grid, np.float32, -np.inf)
+            self._best = self._run_array("best", grid, np.uint8, 0)
             self._runner_up = None
             if len(self.label_values) > 1 and self.options.second_choice:
                 self._runner_up = (
-                    np.full(grid, -np.inf, dtype=np.float32),
-                    np.zeros(grid, dtype=np.uint8),
+                    self._run_array("runner_up", grid, np.float32, -np.inf),
+                    self._run_array("runner_up_best", grid, np.uint8, 0),
                 )
             self._done = np.zeros(n, bool)
         low = None
@@ -269,6 +268,29 @@ class ScoringSteps:
                     self._to_native(query, batch, lo, hi)
             yield Progress(int(self._done.sum()), n, "segment", (lo, hi))
         self._low = low
+
+    def _run_array(self, key: str, shape: tuple[int, ...], dtype: type, fill: float) -> np.ndarray:
+        """A native-grid array for one pass, filled with ``fill``: this run's own earlier one
+        refilled in place, else a new one.
+
+        Why: a run scores the volume several times (the refinement; another volume's paint
+        five candidates of up to three passes each), and new pages of a 512 x 512 x 150
+        float32 array cost 0.4-0.9 s to fault in on the 2-core sandbox, a tenth of the CLI's
+        time. Only arrays of the same run are reused: :meth:`_new_run` empties the pool when
+        a run starts, so a finished run's arrays, which the widget's background relabel may
+        still be reading (``napari_tpm/_widget/_relabel.py``), are never written again.
+        """
+        array = self._run_arrays.get(key)
+        if array is None or array.shape != shape or array.dtype != dtype:
+            array = np.full(shape, fill, dtype=dtype)
+            self._run_arrays[key] = array
+        else:
+            array.fill(fill)
+        return array
+
+    def _new_run(self) -> None:
+        """A run starts: later passes may reuse its own arrays only (:meth:`_run_array`)."""
+        self._run_arrays = {}
 
     def _slice_boundaries(self, lo: int, hi: int) -> torch.Tensor:
         """(hi - lo,) the painted slices' own boundaries (``options.slice_boundaries``) at

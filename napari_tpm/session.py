@@ -139,6 +139,8 @@ class SegmentationSession(SessionOutputs, ContrastSearch, ScoringSteps):
         #: (score, class index) of each voxel's second-best class (``options.second_choice``)
         self._runner_up: tuple[np.ndarray, np.ndarray] | None = None
         self._done: np.ndarray = np.zeros(0, bool)
+        #: native-grid arrays of the run in progress, reused by its later passes
+        self._run_arrays: dict[str, np.ndarray] = {}
 
     # ------------------------------------------------------------------ image
     def set_model(self, model: TPMModel | str) -> None:
@@ -203,6 +205,7 @@ class SegmentationSession(SessionOutputs, ContrastSearch, ScoringSteps):
         self._profiles.clear()
         self._normalised: np.ndarray | None = None
         self._reset_support()
+        self._new_run()  # the last run's arrays are the old image's
 
     @property
     def _working_mm(self) -> float | None:
@@ -288,6 +291,7 @@ class SegmentationSession(SessionOutputs, ContrastSearch, ScoringSteps):
         """
         image = self._require_image()
         k = _check_prototypes(n_prototypes)
+        self._new_run()
         self.bootstrapped = False
         paint = np.asarray(support_labels)
         same_volume = check_paint_grid(paint, image, support_image)
@@ -375,6 +379,7 @@ class SegmentationSession(SessionOutputs, ContrastSearch, ScoringSteps):
         query = self._view(s.axis)
         if not query.encoded.all():
             raise ValueError("the volume is not fully encoded yet: run segment() to the end first")
+        self._new_run()
         with one_cpu_thread(self.device):
             self._fit_prototypes(k)
             self._calibrate()

@@ -93,6 +93,28 @@ def test_new_paint_reuses_cached_features(liver_session, phantom):
         pass
 
 
+def test_a_run_reuses_its_own_score_arrays_only(phantom):
+    """The refinement's pass writes into its run's first-pass arrays (fresh pages cost a tenth
+    of the CLI); a finished run's arrays, which the widget's relabel may read, stay as left."""
+    session = SegmentationSession("filterbank", device="cpu")
+    session.set_image(phantom.image, phantom.spacing)
+    paint, _ = paint_middle(phantom.labels, 5)
+    passes = []
+    for progress in session.segment(paint):
+        if progress.stage == "segment" and progress.done == progress.total:
+            passes.append(session.scores())
+    assert len(passes) == 2  # the first pass and the refinement's, one array
+    assert np.shares_memory(passes[0], passes[1])
+    finished, kept = session.scores(), session.scores().copy()
+    for _ in session.segment(paint):
+        pass
+    assert not np.shares_memory(session.scores(), finished)
+    np.testing.assert_array_equal(finished, kept)
+    session.set_prototypes(1)
+    assert not np.shares_memory(session.scores(), finished)
+    np.testing.assert_array_equal(finished, kept)
+
+
 def test_probabilities_agree_with_labels(liver_session):
     session, _ = liver_session
     for prior in (0.2, 0.5, 0.8):

@@ -9,7 +9,8 @@ The rules that keep it safe:
 
 * **A snapshot, not the session.** The worker reads a shallow copy of the session taken on the
   GUI thread while no run is going. A run never writes into the score arrays a finished run left:
-  ``segment``/``set_prototypes`` allocate new ones (``_score_all``), ``set_image`` replaces the
+  ``segment``/``set_prototypes`` allocate new ones for their first pass and reuse only those
+  (``_score_all``, ``_run_array``), ``set_image`` replaces the
   image, ``_reset_support`` drops the references. So the arrays the snapshot holds do not change
   while the worker reads them, even when a new run starts meanwhile; that run's result makes
   this one stale anyway.
