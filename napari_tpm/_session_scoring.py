@@ -155,17 +155,16 @@ def calibrate(
     if per_class not in CLASS_BOUNDARIES:
         raise ValueError(f"per_class must be one of {CLASS_BOUNDARIES}, got {per_class!r}")
     s = support
-    up = painted
-    best = up.max(1).values
+    best = painted.max(1).values
     offset = _logit_icp(best, sum(s.counts_working))
-    k = up.shape[1]
+    k = painted.shape[1]
     if k == 1 or per_class == "shared":
         return offset, None
     # each class its own boundary: its painted count on its own scores. One shared offset lets
     # a class with close prototypes (kidney) swallow the others' share, and leaves a class
     # whose painted section looks unlike the rest of it (a liver's tip) too strict.
     per = torch.tensor(
-        [_logit_icp(up[:, c], s.counts_working[c]) - offset for c in range(k)],
+        [_logit_icp(painted[:, c], s.counts_working[c]) - offset for c in range(k)],
         dtype=torch.float32,
     )
     return offset, per.clamp(min=0.0) if per_class == "relax" else per
