@@ -245,9 +245,9 @@ def rough_paint(
     ``grown``: every pixel within :data:`ROUGH_MM` of the organ (the brush spills over its
     edge); ``shrunk``: only pixels deeper than that inside it (a careful painter keeps off the
     edge); ``jitter``: the outline moved in and out by up to about that much along its length
-    (a smooth random field, seeded, 10 mm across, half that much
-    on average). A paint that would keep under a quarter of
-    the organ keeps the organ's mask instead (a tiny section cannot be shrunk so far).
+    (a smooth random field, seeded, 10 mm across, half that much on average). A paint that
+    would keep under a quarter of the organ keeps the organ's mask instead (a tiny section
+    cannot be shrunk so far).
     """
     from scipy import ndimage
 
