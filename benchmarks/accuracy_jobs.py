@@ -35,7 +35,7 @@ def ends_modes(fractions: list[float]) -> dict[str, float]:
 class Job:
     """One support for one query: which organs it paints and on which volume."""
 
-    mode: str  # same(-2sl, -3sl, -lo, -hi, -atNN), cross, multi, alone, cross-multi
+    mode: str  # same(-2sl, -3sl, -lo, -hi, -atNN), cross(-2sl, -3sl), multi, alone, cross-multi
     organs: tuple[str, ...]  # organ of paint value k is organs[k - 1]
     paint: np.ndarray
     support: str  # case name of the support volume
@@ -61,12 +61,15 @@ def build_jobs(
     every_partner: bool = False,
     ends: dict[str, float] = ENDS,
     spacing_hw: tuple[float, float] = (1.0, 1.0),
+    cross_counts: tuple[int, ...] = (1,),
 ) -> list[Job]:
     """Every support to run on ``case``; organs absent from the query are left out.
 
     ``every_partner``: the cross modes take each other volume of the group in turn. ``ends``:
     the ``ends`` mode's paint positions, mode name -> fraction (:func:`ends_modes`).
     ``spacing_hw``: the query's in-plane pixel size (mm), for the ``rough`` mode's paint.
+    ``cross_counts``: the ``cross`` mode's painted slice counts (as ``slice_counts`` for
+    ``same``; 2 and 3 are the modes ``cross-2sl`` and ``cross-3sl``).
     """
     present = [o for o in organs if (labels == case.values[o]).any()]
     jobs: list[Job] = []
@@ -96,7 +99,7 @@ def build_jobs(
                 jobs.append(Job(f"same-{kind}", (organ,), paint, case.name, zs))
     if {"cross", "cross-multi"} & set(modes):
         for rank, partner in enumerate(ac.cross_partners(case, data, every_partner)):
-            jobs += _cross_jobs(case, partner, rank > 0, modes, present, organs)
+            jobs += _cross_jobs(case, partner, rank > 0, modes, present, organs, cross_counts)
     if "multi" in modes and present:
         job = _multi_job("multi", labels, case, present, organs)
         if job is not None:
@@ -118,18 +121,21 @@ def _cross_jobs(
     modes: list[str],
     present: list[str],
     organs: list[str],
+    counts: tuple[int, ...] = (1,),
 ) -> list[Job]:
     """Both cross modes' supports from ``partner``, read once in the query's axes (as the CLI
-    reads another volume)."""
+    reads another volume); ``counts``: the cross mode's painted slice counts."""
     pimg, plab, pspacing = partner.load(like=case)
     jobs: list[Job] = []
     if "cross" in modes:
-        for organ in present:
-            ptruth = plab == partner.values[organ]
-            zs = ac.organ_slices(ptruth, 1)
-            if zs:
-                paint = ac.organ_paint(ptruth, zs)
-                jobs.append(Job("cross", (organ,), paint, partner.name, zs, pimg, pspacing, extra))
+        for n in sorted(set(counts)):
+            mode = "cross" if n == 1 else f"cross-{n}sl"
+            for organ in present:
+                ptruth = plab == partner.values[organ]
+                zs = ac.organ_slices(ptruth, n)
+                if zs:
+                    paint = ac.organ_paint(ptruth, zs)
+                    jobs.append(Job(mode, (organ,), paint, partner.name, zs, pimg, pspacing, extra))
     if "cross-multi" in modes and present:
         job = _multi_job("cross-multi", plab, partner, present, organs)
         if job is not None:

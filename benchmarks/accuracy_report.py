@@ -27,6 +27,8 @@ MODE_ORDER = (
     "same-shrunk",
     "same-jitter",
     "cross",
+    "cross-2sl",
+    "cross-3sl",
     "multi",
     "alone",
     "cross-multi",
@@ -164,6 +166,7 @@ def report(rows: list[dict], args, times: dict, cfg) -> str:
         f"- machine: {_machine()}",
         f"- split `{args.split}`, {len(cases)} cases, sets {' '.join(args.sets)}; modes "
         f"{' '.join(args.modes)}; same-scan slice counts {' '.join(map(str, args.slices))}; "
+        f"cross slice counts {' '.join(map(str, args.cross_slices))}; "
         f"organs {' '.join(args.organs)}"
         + ("; cross partners: every other volume of the group" if args.partners == "all" else ""),
         f"- TPM: model `{args.model}`, auto prior, session options: {opts}; "

@@ -18,6 +18,8 @@ Modes (the support):
 * ``cross``: the organ's middle slice of the next volume of the same set and split group
   (cyclic), passed as ``support_image``. ``--partners all`` takes every other volume of the
   group in turn (all ordered pairs: more pairs to tune on; both cross modes).
+  ``--cross-slices 1 2 3`` also runs ``cross-2sl`` and ``cross-3sl``: that volume's organ painted
+  on ``same-2sl``'s and ``same-3sl``'s slices.
 * ``multi``: all four organs painted at once on the one slice showing the most of them (ties:
   largest summed area); organs absent from that slice are not scored in this mode.
 * ``alone``: each of those organs painted by itself on that same slice, segmented alone: the
@@ -200,6 +202,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--sets", nargs="+", choices=ac.SETS, default=list(ac.SETS))
     ap.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
     ap.add_argument("--slices", nargs="+", type=int, choices=(1, 2, 3), default=[1, 2, 3])
+    ap.add_argument(
+        "--cross-slices",
+        nargs="+",
+        type=int,
+        choices=(1, 2, 3),
+        default=[1],
+        help="the cross mode's painted slice counts (2, 3: modes cross-2sl, cross-3sl)",
+    )
     ap.add_argument("--organs", nargs="+", choices=ac.ORGANS, default=list(ac.ORGANS))
     ap.add_argument(
         "--ends-at",
@@ -261,6 +271,7 @@ def main(argv=None) -> int:
             args.partners == "all",
             args.ends,
             (spacing[1], spacing[2]),
+            tuple(args.cross_slices),
         )
         tpm, fits, forest = {}, {}, {}
         if "tpm" in args.methods:

@@ -30,7 +30,7 @@ from napari_tpm.contrast import (
     is_unchanged,
     shift_support,
 )
-from napari_tpm.footprint import Footprint, Found, footprints, pixel_area
+from napari_tpm.footprint import Footprint, Found, central_slices, footprints, pixel_area
 from napari_tpm.preprocess import guess_modality, normalise_intensity
 from napari_tpm.progress import Progress
 from napari_tpm.slice_match import ct_profiles, map_slice
@@ -249,12 +249,14 @@ class ContrastSearch:
         self.fit_scores = fits
 
     def _paint_target(self, job: _Job, snorm: np.ndarray) -> dict[int, Footprint]:
-        """The paint's footprint per class on its own volume (``snorm``, normalised), the
-        height matched into this one when ``job.support_profiles`` allows
-        (:func:`napari_tpm.slice_match.map_slice`; else each scan's fraction)."""
+        """The paint's footprint per class on its own volume (``snorm``, normalised), on its
+        painted slice nearest the middle of its painted ones
+        (:func:`napari_tpm.footprint.central_slices`), the height matched into this one when
+        ``job.support_profiles`` allows (:func:`napari_tpm.slice_match.map_slice`; else each
+        scan's fraction)."""
         axis = job.parsed.axis
         found = footprints(
-            np.moveaxis(job.paint, axis, 0),
+            central_slices(np.moveaxis(job.paint, axis, 0), job.parsed.values),
             np.moveaxis(snorm, axis, 0),
             job.parsed.values,
             pixel_area(job.support_spacing, axis),

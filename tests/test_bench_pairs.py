@@ -81,3 +81,19 @@ def test_rough_mode_paints_the_middle_slice_three_ways():
     assert [j.mode for j in jobs] == ["same-grown", "same-shrunk", "same-jitter"]
     assert all(j.slices == [4] and j.paint[[0, 1, 2, 3, 5, 6, 7, 8]].max() == 0 for j in jobs)
     assert jobs[0].paint[4].sum() > (labels[4] == 1).sum() > jobs[1].paint[4].sum()
+
+
+def test_cross_slices_paint_the_partners_same_scan_slices(monkeypatch):
+    labels = np.zeros((21, 4, 4), np.uint8)
+    labels[0:21, 1:3, 1:3] = 1  # the liver on slices 0-20 of the query and of its partner
+    partner = _case("sabs_16")
+    monkeypatch.setattr(
+        ac.CaseSpec, "load", lambda self, like=None: (labels.astype(np.float32), labels, (1.0,) * 3)
+    )
+    jobs = build_jobs(_case("sabs_15"), labels, ["cross"], ["liver"], [1], cross_counts=(1, 3))
+    assert {j.mode: j.slices for j in jobs} == {
+        "cross": ac.organ_slices(labels == 1, 1),
+        "cross-3sl": ac.organ_slices(labels == 1, 3),
+    }
+    assert all(j.support == partner.name and j.image is not None for j in jobs)
+    assert parse_args([]).cross_slices == [1]

@@ -8,6 +8,7 @@ import pytest
 from napari_tpm.footprint import (
     FIT_WEIGHTS,
     Footprint,
+    central_slices,
     footprint_penalty,
     footprints,
 )
@@ -160,3 +161,41 @@ def test_a_slab_too_short_to_match_keeps_the_fraction():
         pass
     painted = session._paint_footprints[liver]
     assert not painted.matched and painted.height * 11 == pytest.approx(z)
+
+
+def test_central_slices_keep_each_class_on_its_middle_painted_slice():
+    paint = np.zeros((12, 8, 8), np.uint8)
+    for z, size in ((2, 3), (5, 2), (9, 6)):  # the widest painted slice is an outer one
+        paint[z, :size, :size] = 1
+    for z, size in ((4, 2), (6, 3)):  # two slices as near the middle: the wider
+        paint[z, 4 : 4 + size, 4 : 4 + size] = 2
+    kept = central_slices(paint, [1, 2, 3])
+    assert np.flatnonzero((kept == 1).any(axis=(1, 2))).tolist() == [5]
+    assert np.flatnonzero((kept == 2).any(axis=(1, 2))).tolist() == [6]
+    np.testing.assert_array_equal(kept[5], paint[5] * (paint[5] == 1))
+    np.testing.assert_array_equal(kept[6], paint[6])
+
+
+def test_another_volumes_paint_on_several_slices_is_placed_by_its_central_slice():
+    """Three slices painted on another MR, the widest at an end: the paint's footprint is its
+    middle slice's (the height a result must reach), not the widest one's."""
+    liver = 5
+    other = make_phantom((48, 96, 96), seed=11, modality="mr")
+    query = make_phantom((48, 96, 96), seed=3, modality="mr")
+    truth = other.labels == liver
+    zs = np.flatnonzero(truth.any(axis=(1, 2)))
+    middle = int(zs[len(zs) // 2])
+    low, high = middle - 4, middle + 4
+    paint = np.zeros(other.image.shape, np.uint8)
+    for z in (low, middle, high):
+        paint[z][truth[z]] = liver
+    paint[high][truth[middle] | truth[high]] = liver  # now the widest painted slice
+    assert (paint[high] == liver).sum() > (paint[middle] == liver).sum()
+    session = SegmentationSession(
+        "filterbank", device="cpu", options=SegmentOptions(bootstrap=False)
+    )
+    session.set_image(query.image, query.spacing)
+    for _ in session.segment(paint, support_image=other.image):
+        pass
+    painted = session._paint_footprints[liver]
+    assert not painted.matched and painted.height * 47 == pytest.approx(middle)
