@@ -144,6 +144,17 @@ def test_a_result_footprint_carries_its_regions_span():
     assert len(every) == 4 and all(f.span == found.span for f in every)
 
 
+def _paint_footprint(query, paint: np.ndarray, support_image: np.ndarray, value: int):
+    """The session's footprint of ``value`` painted on another volume (no second pass)."""
+    session = SegmentationSession(
+        "filterbank", device="cpu", options=SegmentOptions(bootstrap=False)
+    )
+    session.set_image(query.image, query.spacing)
+    for _ in session.segment(paint, support_image=support_image):
+        pass
+    return session._paint_footprints[value]
+
+
 def test_a_slab_too_short_to_match_keeps_the_fraction():
     """Two 6 cm slabs (AMOS-like): no 10 cm of overlap, so the paint's height stays its
     fraction of the scan, as on MR."""
@@ -153,13 +164,7 @@ def test_a_slab_too_short_to_match_keeps_the_fraction():
     z = int(np.flatnonzero((other.labels == liver).any(axis=(1, 2))).mean())
     paint = np.zeros(other.image.shape, np.uint8)
     paint[z][other.labels[z] == liver] = liver
-    session = SegmentationSession(
-        "filterbank", device="cpu", options=SegmentOptions(bootstrap=False)
-    )
-    session.set_image(query.image, query.spacing)
-    for _ in session.segment(paint, support_image=other.image):
-        pass
-    painted = session._paint_footprints[liver]
+    painted = _paint_footprint(query, paint, other.image, liver)
     assert not painted.matched and painted.height * 11 == pytest.approx(z)
 
 
@@ -191,11 +196,5 @@ def test_another_volumes_paint_on_several_slices_is_placed_by_its_central_slice(
         paint[z][truth[z]] = liver
     paint[high][truth[middle] | truth[high]] = liver  # now the widest painted slice
     assert (paint[high] == liver).sum() > (paint[middle] == liver).sum()
-    session = SegmentationSession(
-        "filterbank", device="cpu", options=SegmentOptions(bootstrap=False)
-    )
-    session.set_image(query.image, query.spacing)
-    for _ in session.segment(paint, support_image=other.image):
-        pass
-    painted = session._paint_footprints[liver]
+    painted = _paint_footprint(query, paint, other.image, liver)
     assert not painted.matched and painted.height * 47 == pytest.approx(middle)
