@@ -209,6 +209,7 @@ def run(args: argparse.Namespace) -> dict:
         "fit_scores": {int(v): round(float(f), 3) for v, f in session.fit_scores.items()},
         "doubtful_labels": session.doubtful_labels,
         "doubtful_below": DOUBTFUL_FIT,
+        "small_sections": {int(v): round(a, 1) for v, a in session.small_sections.items()},
     }
 
 
@@ -302,6 +303,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         for v in summary.get("doubtful_labels", ()):
             print(f"  warning: {doubt_message(v, summary['fit_scores'][v])}", file=sys.stderr)
+        from napari_tpm.paint_size import small_section_message
+
+        for v, area in summary.get("small_sections", {}).items():
+            print(f"  warning: {small_section_message(v, area)}", file=sys.stderr)
         if "dice" in summary:
             for name, d in summary["dice"].items():
                 print(f"  Dice {name:13s} {d:.3f}", file=sys.stderr)

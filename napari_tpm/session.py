@@ -55,6 +55,7 @@ from napari_tpm.checkpoint_checks import refuse_compared_head
 from napari_tpm.checkpoints import TPMModel, load_model
 from napari_tpm.footprint import Footprint
 from napari_tpm.options import SegmentOptions
+from napari_tpm.paint_size import small_sections
 from napari_tpm.preprocess import guess_modality, normalise_intensity
 from napari_tpm.progress import Progress
 from napari_tpm.segment_checks import SESSION_BYTES_PER_VOXEL
@@ -128,6 +129,10 @@ class SegmentationSession(SessionOutputs, ContrastSearch, ScoringSteps):
         #: per label value, the change to another volume's painted intensities that the last
         #: segment() chose (``options.contrast_search``; :func:`napari_tpm.contrast.describe_step`)
         self.contrast_steps: dict[int, tuple[str, float]] = {}
+        #: per label value painted only on sections under
+        #: :data:`napari_tpm.paint_size.SMALL_SECTION_MM2`, its largest section (mm²), for the
+        #: last segment(): front ends warn (:func:`napari_tpm.paint_size.small_section_message`)
+        self.small_sections: dict[int, float] = {}
         #: per label value, how well the last segment()'s result from another volume's paint
         #: fits that paint (:func:`napari_tpm.contrast.fit_score`; empty for paint on this volume)
         self.fit_scores: dict[int, float] = {}
@@ -303,6 +308,7 @@ class SegmentationSession(SessionOutputs, ContrastSearch, ScoringSteps):
         # paint on this volume has its spacing; another volume without its own shares it
         own = same_volume or support_spacing is None
         sspacing = self._spacing if own else tuple(support_spacing)
+        self.small_sections = small_sections(paint, parsed, sspacing)
         profiles = None
         if other is not None and self.options.match_slices and self._is_ct():
             profiles = ct_profiles(other, sspacing, parsed.axis)

@@ -334,3 +334,22 @@ def test_auto_update_debounces_paint_strokes(qtbot, setup, monkeypatch):
     support.events.paint(value=[])
     qtbot.wait(1_200)
     assert len(starts) == 1
+
+
+def test_paint_on_a_tiny_section_is_warned_about(qtbot, setup, monkeypatch, errors):
+    """A few pixels painted (an organ's pole): a napari warning says what to expect and do."""
+    from napari_tpm._widget import _controller
+
+    warnings: list[str] = []
+    monkeypatch.setattr(_controller, "show_warning", warnings.append)
+    _, widget, support = setup
+    z = int(np.flatnonzero(support.data.any(axis=(1, 2)))[0])
+    ys, xs = np.nonzero(support.data[z])
+    cy, cx = int(np.median(ys)), int(np.median(xs))
+    keep = np.zeros(support.data.shape[1:], bool)
+    keep[cy - 2 : cy + 3, cx - 2 : cx + 3] = True
+    support.data[z][~keep] = 0
+    support.refresh()
+    run(qtbot, widget)
+    assert errors == []
+    assert len(warnings) == 1 and warnings[0].startswith(f"TPM: label {LIVER} is painted on ")

@@ -357,3 +357,27 @@ def test_a_result_that_fits_the_paint_poorly_is_flagged(case, tmp_path, capsys, 
     said = capsys.readouterr().err
     assert "warning: label 5 fits the painted organ poorly (fit " in said
     assert "< 10.0): from another scan" in said and "paint one slice of this scan" in said
+
+
+def test_paint_on_a_tiny_section_is_warned_about(case, tmp_path, capsys):
+    """A few pixels of the liver painted (an organ's pole): the CLI says so and what to do."""
+    folder, _, paint = case
+    z = int(np.flatnonzero(paint.any(axis=(1, 2)))[0])
+    ys, xs = np.nonzero(paint[z])
+    tiny = np.zeros_like(paint)
+    cy, cx = int(np.median(ys)), int(np.median(xs))
+    tiny[z, cy - 2 : cy + 3, cx - 2 : cx + 3] = paint[z, cy - 2 : cy + 3, cx - 2 : cx + 3]
+    like = read_volume(folder / "ct.nii.gz")
+    write_volume(tmp_path / "tiny.nii.gz", tiny, like)
+    out = tmp_path / "out.nii.gz"
+    assert (
+        run_cli(folder / "ct.nii.gz", "--support-labels", tmp_path / "tiny.nii.gz", "--out", out)
+        == 0
+    )
+    said = capsys.readouterr().err
+    assert "warning: label 5 is painted on " in said and "Paint it on a slice where" in said
+    assert (
+        run_cli(folder / "ct.nii.gz", "--support-labels", folder / "paint.nii.gz", "--out", out)
+        == 0
+    )
+    assert "is painted on" not in capsys.readouterr().err

@@ -141,10 +141,13 @@ class Controller(RunPath):
                 return
             self.adjust.start_prior(session)  # after a second pass: its boundary
             from napari_tpm.contrast import doubt_message
+            from napari_tpm.paint_size import small_section_message
 
             what = "Segmented" + _cross_volume_note(session, run.reordered)
             for v in getattr(session, "doubtful_labels", ()):
                 show_warning(f"TPM: {doubt_message(v)}")
+            for v, area in getattr(session, "small_sections", {}).items():
+                show_warning(f"TPM: {small_section_message(v, area)}")
             self.relabel(done_text=f"{what} in {run.seconds:.1f} s")
             return
         what = f"Refitted {session.n_prototypes} prototype(s)"

@@ -1,0 +1,79 @@
+"""Painted sections too small to stand for their organ (napari_tpm.paint_size): the rule, the
+session's record of it, and what the CLI says."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_tpm.paint_size import (
+    SMALL_SECTION_MM2,
+    section_areas,
+    small_section_message,
+    small_sections,
+)
+from napari_tpm.phantom import make_phantom
+from napari_tpm.session import SegmentationSession
+from napari_tpm.support import parse_support
+
+
+def _disc(shape: tuple[int, int], centre: tuple[int, int], radius: float) -> np.ndarray:
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    return (yy - centre[0]) ** 2 + (xx - centre[1]) ** 2 <= radius**2
+
+
+def test_small_filled_sections_are_reported_with_their_area():
+    paint = np.zeros((6, 128, 128), np.uint8)
+    paint[2][_disc((128, 128), (40, 40), 6)] = 1  # ~113 px of 1 mm: a kidney's cap
+    paint[2][_disc((128, 128), (80, 80), 20)] = 2  # ~1257 mm²: an organ's section
+    paint[3][_disc((128, 128), (40, 40), 4)] = 1  # the same structure smaller one slice on
+    spacing = (3.0, 1.0, 1.0)
+    areas = section_areas(paint, parse_support(paint), spacing)
+    assert areas[1] == pytest.approx((paint[2] == 1).sum())  # its largest section counts
+    assert areas[2] > SMALL_SECTION_MM2
+    assert small_sections(paint, parse_support(paint), spacing) == {1: areas[1]}
+    # the same pixels at 2 mm are four times the area: no longer small
+    assert small_sections(paint, parse_support(paint), (3.0, 2.0, 2.0)) == {}
+
+
+def test_a_stroke_says_nothing_about_the_organs_size():
+    """A thin, long stroke is grown to the organ's region before use: never reported."""
+    paint = np.zeros((4, 256, 256), np.uint8)
+    paint[1, 100:102, 60:160] = 1  # 2 px x 100 px at 0.5 mm: 50 mm², a scribble
+    paint[1][_disc((256, 256), (200, 200), 5)] = 2  # a small filled disc: reported
+    areas = section_areas(paint, parse_support(paint), (2.0, 0.5, 0.5))
+    assert areas[1] is None and areas[2] < SMALL_SECTION_MM2
+    assert list(small_sections(paint, parse_support(paint), (2.0, 0.5, 0.5))) == [2]
+
+
+def test_sections_are_measured_across_the_paints_own_axis():
+    paint = np.zeros((64, 64, 8), np.uint8)
+    paint[:, :, 5][_disc((64, 64), (30, 30), 5)] = 3  # painted on a sagittal slice
+    areas = section_areas(paint, parse_support(paint), (2.0, 2.0, 1.0))  # 4 mm² per pixel
+    assert areas[3] == pytest.approx(4.0 * (paint[:, :, 5] == 3).sum())
+
+
+def test_the_message_says_the_area_and_what_to_do():
+    said = small_section_message(2, 123.4)
+    assert said.startswith("label 2 is painted on 123 mm² only (< 200)")
+    assert "Paint it on a slice where it is wider." in said
+
+
+def test_the_session_records_small_sections_for_each_segmentation():
+    ph = make_phantom((24, 96, 96), seed=3)
+    liver = ph.labels == 5
+    z = int(np.argmax(liver.sum(axis=(1, 2))))
+    session = SegmentationSession("filterbank", device="cpu")
+    session.set_image(ph.image, ph.spacing)
+    whole = np.zeros(ph.image.shape, np.uint8)
+    whole[z][liver[z]] = 5
+    for _ in session.segment(whole):
+        pass
+    assert session.small_sections == {}
+    tip = np.zeros(ph.image.shape, np.uint8)
+    ys, xs = np.nonzero(liver[z])
+    tip[z][_disc(liver[z].shape, (int(ys.mean()), int(xs.mean())), 3) & liver[z]] = 5
+    for _ in session.segment(tip):
+        pass
+    pixel_mm2 = ph.spacing[1] * ph.spacing[2]
+    assert session.small_sections == {5: pytest.approx((tip == 5).sum() * pixel_mm2)}
