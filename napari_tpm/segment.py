@@ -221,9 +221,11 @@ def run_demo(folder: str, args: argparse.Namespace) -> dict:
     ph = make_phantom(seed=7)
     target = {1: "spleen", 2: "right kidney", 3: "left kidney", 5: "liver"}
     organs = np.isin(ph.labels, list(target)) * ph.labels
-    # paint the axial slice that shows the most target organs, as a user would
-    counts = [len(np.unique(organs[z])) for z in range(organs.shape[0])]
-    z = int(np.argmax(counts))
+    # paint the axial slice that shows the most target organs, as a user would, where the
+    # smallest of them is widest: an organ's pole is too small a section to paint from
+    # (napari_tpm.paint_size)
+    shown = np.stack([(organs == v).sum(axis=(1, 2)) for v in target], axis=1)
+    z = int(np.lexsort((shown.min(axis=1), (shown > 0).sum(axis=1)))[-1])
     paint = np.zeros_like(organs)
     paint[z] = organs[z]
     out_dir = Path(folder)
