@@ -52,7 +52,9 @@ def section_areas(
                 continue
             # the working grid's pixel: the slice's longer side over 256 pixels
             working_mm = max(n * s for n, s in zip(section.shape, plane_mm)) / WORKING_SIZE
-            radius = inscribed_radius_mm(section, plane_mm) / working_mm
+            rows, cols = np.flatnonzero(section.any(1)), np.flatnonzero(section.any(0))
+            box = section[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]  # the EDT near it only
+            radius = inscribed_radius_mm(box, plane_mm) / working_mm
             area = float(section.sum()) * pixel_mm2
             if radius <= MAX_RADIUS and area / working_mm**2 >= MIN_ELONGATION * np.pi * radius**2:
                 largest = None  # a stroke: grown before it is used
