@@ -107,6 +107,9 @@ class _Support:
     outlined: dict[int, int] = field(default_factory=dict)
     # (N, C) the painted slices' own look-alikes (hard negatives), mined after the first fit
     mined_features: torch.Tensor | None = None
+    # structure -> the slice its features came from, for one painted only on a pole's small
+    # section (_session_support.pole_features)
+    pole_slices: dict[int, int] = field(default_factory=dict)
 
 
 def _make_view(

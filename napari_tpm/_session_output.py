@@ -92,6 +92,12 @@ class SessionOutputs(AutoPrior):
         """The painted slices along :attr:`axis` (after a second pass: its pseudo-paint's)."""
         return self._require_support().indices
 
+    @property
+    def pole_slices(self) -> dict[int, int]:
+        """Per structure painted only on a pole's small section, the slice its prototypes came
+        from (``options.pole_features``, :mod:`napari_tpm.paint_size`); empty before a run."""
+        return dict(self._support.pole_slices) if self._support is not None else {}
+
     def _native_to_volume(self, array: np.ndarray) -> np.ndarray:
         """Move the slice axis back to where it was in the user's volume (a view, no copy)."""
         return np.moveaxis(array, 0, self.axis)

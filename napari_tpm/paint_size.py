@@ -8,8 +8,12 @@ development volume with all four organs painted on one slice (``bench_accuracy.p
 multi``), and at 15 / 50 / 85 % of each organ alone, no section under 200 mm² gave a usable
 result: Dice 0.00-0.08 for the 8 tuning sections under 300 mm², 0.00-0.16 for the 10 held-out
 ones under 200 mm² (benchmarks/RESULTS-accuracy.md, "Sections too small to paint from").
-The session does not refuse such paint (a small structure is a small structure); every
-front end says what to expect and what to do instead (:func:`small_section_message`).
+
+Such a section's prototypes now come from the next slice towards the organ's body
+(:func:`pole_side`, ``SegmentOptions.pole_features``), which saves some (benchmarks/
+RESULTS-accuracy.md, "Prototypes from beyond a pole"). The session does not refuse such paint
+(a small structure is a small structure); every front end says what it did and what to do
+instead (:func:`small_section_message`).
 """
 
 from __future__ import annotations
@@ -17,13 +21,20 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+from scipy import ndimage
 
 from napari_tpm._session_data import WORKING_SIZE
 from napari_tpm.necks import inscribed_radius_mm
 from napari_tpm.scribble import MAX_RADIUS, MIN_ELONGATION
 from napari_tpm.support import SupportSlices
 
-__all__ = ["SMALL_SECTION_MM2", "section_areas", "small_section_message", "small_sections"]
+__all__ = [
+    "SMALL_SECTION_MM2",
+    "pole_side",
+    "section_areas",
+    "small_section_message",
+    "small_sections",
+]
 
 #: a structure whose every painted section is smaller than this (mm²) is reported: below it,
 #: no development result was usable (see the module docstring)
@@ -73,10 +84,45 @@ def small_sections(
     return {v: a for v, a in areas.items() if a is not None and a < SMALL_SECTION_MM2}
 
 
-def small_section_message(label: int, area_mm2: float) -> str:
-    """What every front end says about a structure painted only on a small section."""
+def small_section_message(label: int, area_mm2: float, beyond: int | None = None) -> str:
+    """What every front end says about a structure painted only on a small section
+    (``beyond``: the slice its prototypes were taken from instead, :func:`pole_side`)."""
+    moved = (
+        f"; its prototypes came from slice {beyond}, next to it towards the organ"
+        if beyond is not None
+        else ""
+    )
     return (
         f"label {label} is painted on {area_mm2:.0f} mm² only (< {SMALL_SECTION_MM2:.0f}): a "
-        "section this small, such as an organ's pole, is mostly partial volume and gave no "
-        "usable result on the development scans. Paint it on a slice where it is wider."
+        f"section this small, such as an organ's pole, is mostly partial volume{moved}. Such "
+        "paint often segments poorly; paint it on a slice where it is wider."
     )
+
+
+def pole_side(
+    image: np.ndarray, index: int, section: np.ndarray, axis: int, painted: np.ndarray
+) -> int | None:
+    """The slice next to ``index`` along ``axis`` where the organ painted as ``section`` (a
+    small 2D mask on that slice of ``image``) is fuller, or None.
+
+    A small section is an organ's pole: the organ fills only part of that slice's thickness,
+    so the section's intensity lies between the organ's and its surroundings' (a ring of 3
+    pixels around it, off any other ``painted`` pixel of the slice). On the slice towards the
+    organ's body the same footprint is more nearly all organ: it stands further from the
+    surroundings than the section does, on the same side. The slice that does so most is
+    returned; none when neither does (a section that is not a pole).
+    """
+    plane = np.take(image, index, axis=axis).astype(np.float64)
+    ring = ndimage.binary_dilation(section, iterations=3) & ~section & ~painted
+    if not section.any() or not ring.any():
+        return None
+    around = float(plane[ring].mean())
+    sign = 1.0 if plane[section].mean() >= around else -1.0
+    contrast = (float(plane[section].mean()) - around) * sign
+    best: tuple[int, float] | None = None
+    for j in (index - 1, index + 1):
+        if 0 <= j < image.shape[axis]:
+            there = (float(np.take(image, j, axis=axis)[section].mean()) - around) * sign
+            if there > contrast and (best is None or there > best[1]):
+                best = (j, there)
+    return None if best is None else best[0]

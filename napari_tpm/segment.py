@@ -210,6 +210,7 @@ def run(args: argparse.Namespace) -> dict:
         "doubtful_labels": session.doubtful_labels,
         "doubtful_below": DOUBTFUL_FIT,
         "small_sections": {int(v): round(a, 1) for v, a in session.small_sections.items()},
+        "pole_slices": session.pole_slices,
     }
 
 
@@ -307,8 +308,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"  warning: {doubt_message(v, summary['fit_scores'][v])}", file=sys.stderr)
         from napari_tpm.paint_size import small_section_message
 
+        poles = summary.get("pole_slices", {})
         for v, area in summary.get("small_sections", {}).items():
-            print(f"  warning: {small_section_message(v, area)}", file=sys.stderr)
+            said = small_section_message(v, area, poles.get(v))
+            print(f"  warning: {said}", file=sys.stderr)
         if "dice" in summary:
             for name, d in summary["dice"].items():
                 print(f"  Dice {name:13s} {d:.3f}", file=sys.stderr)

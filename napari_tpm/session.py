@@ -344,6 +344,7 @@ class SegmentationSession(SessionOutputs, ContrastSearch, ScoringSteps):
                 self._paint_footprints = self._paint_target(job, snorm)
         self._encode(sview, sidx)
         feats = sview.features[torch.from_numpy(sidx)].float()  # (S, C, h, w)
+        pole = self.options.pole_features and not self._second_pass  # the user's own paint
         self._support = support = build_support(
             paint,
             parsed,
@@ -356,6 +357,8 @@ class SegmentationSession(SessionOutputs, ContrastSearch, ScoringSteps):
             device=self.device,
             # a second pass's pseudo-paint is a core of the first result, not an outline
             outlines=not self._second_pass,
+            small=self.small_sections if pole else (),
+            slice_features=lambda i: self._slice_features(sview, i),
         )
         self.label_values = parsed.values
         yield Progress(0, query.slices.shape[0], "support", None)
@@ -374,6 +377,11 @@ class SegmentationSession(SessionOutputs, ContrastSearch, ScoringSteps):
         yield from self._smooth(query)
         if bootstrap:
             yield from self._bootstrap(k, background_label)
+
+    def _slice_features(self, view: _Volume, index: int) -> torch.Tensor:
+        """(1, C, h, w) float32 features of slice ``index`` of ``view``, encoded if need be."""
+        self._encode(view, np.array([index]))
+        return view.features[index : index + 1].float()
 
     def set_prototypes(self, k: int) -> None:
         """Refit ``k`` prototypes per class from the cached support features and rescore.

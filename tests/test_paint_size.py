@@ -6,8 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from napari_tpm.options import SegmentOptions
 from napari_tpm.paint_size import (
     SMALL_SECTION_MM2,
+    pole_side,
     section_areas,
     small_section_message,
     small_sections,
@@ -53,10 +55,12 @@ def test_sections_are_measured_across_the_paints_own_axis():
     assert areas[3] == pytest.approx(4.0 * (paint[:, :, 5] == 3).sum())
 
 
-def test_the_message_says_the_area_and_what_to_do():
+def test_the_message_says_the_area_what_was_done_and_what_to_do():
     said = small_section_message(2, 123.4)
     assert said.startswith("label 2 is painted on 123 mm² only (< 200)")
-    assert "Paint it on a slice where it is wider." in said
+    assert "paint it on a slice where it is wider." in said and "slice 7" not in said
+    moved = small_section_message(2, 123.4, beyond=7)
+    assert "its prototypes came from slice 7, next to it towards the organ" in moved
 
 
 def test_the_session_records_small_sections_for_each_segmentation():
@@ -77,3 +81,50 @@ def test_the_session_records_small_sections_for_each_segmentation():
         pass
     pixel_mm2 = ph.spacing[1] * ph.spacing[2]
     assert session.small_sections == {5: pytest.approx((tip == 5).sum() * pixel_mm2)}
+
+
+def _pole_volume(sign: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """An organ filling slices 5-9 (a disc), its pole on slice 4 at half contrast."""
+    image = np.zeros((12, 40, 40), np.float32)
+    disc = _disc((40, 40), (20, 20), 8)
+    image[5:10][:, disc] = 100.0 * sign
+    cap = _disc((40, 40), (20, 20), 4)
+    image[4][cap] = 50.0 * sign  # partial volume: half organ, half surroundings
+    return image, cap
+
+
+@pytest.mark.parametrize("sign", [1.0, -1.0])
+def test_a_poles_fuller_side_is_the_next_slice_into_the_organ(sign):
+    image, cap = _pole_volume(sign)
+    assert pole_side(image, 4, cap, 0, cap) == 5
+    moved = np.moveaxis(image, 0, 2)  # the same along the last axis
+    assert pole_side(moved, 4, cap, 2, cap) == 5
+    # mid-organ: neither neighbour stands further from the surroundings
+    assert pole_side(image, 7, _disc((40, 40), (20, 20), 5), 0, cap) is None
+
+
+def test_a_pole_takes_its_prototypes_from_the_slice_beyond_it():
+    """The left kidney painted where only its cap shows: prototypes from the next slice in,
+    and a fuller kidney than from the cap's own partial-volume features."""
+    ph = make_phantom(seed=7)
+    kidney = ph.labels == 3
+    pixel_mm2 = ph.spacing[1] * ph.spacing[2]
+    areas = kidney.sum(axis=(1, 2)) * pixel_mm2
+    z = int(np.flatnonzero((areas > 100) & (areas < SMALL_SECTION_MM2))[0])
+    image = ph.image.copy()  # the phantom has no partial volume: give its pole some
+    image[z][kidney[z]] = 0.5 * (image[z][kidney[z]] + image[z - 1][kidney[z]])
+    paint = np.zeros(ph.labels.shape, np.uint8)
+    paint[z][kidney[z]] = 1
+    scores = {}
+    for on in (True, False):
+        session = SegmentationSession(
+            "filterbank", device="cpu", options=SegmentOptions(pole_features=on)
+        )
+        session.set_image(image, ph.spacing)
+        for _ in session.segment(paint):
+            pass
+        assert session.small_sections == {1: pytest.approx(areas[z])}
+        assert session.pole_slices == ({1: z + 1} if on else {})
+        pred = session.labels(None) == 1
+        scores[on] = 2 * (pred & kidney).sum() / (pred.sum() + kidney.sum())
+    assert scores[True] > scores[False] + 0.1, scores

@@ -376,7 +376,7 @@ def test_paint_on_a_tiny_section_is_warned_about(case, tmp_path, capsys):
         == 0
     )
     said = capsys.readouterr().err
-    assert "warning: label 5 is painted on " in said and "Paint it on a slice where" in said
+    assert "warning: label 5 is painted on " in said and "paint it on a slice where" in said
     assert (
         run_cli(folder / "ct.nii.gz", "--support-labels", folder / "paint.nii.gz", "--out", out)
         == 0

@@ -146,8 +146,9 @@ class Controller(RunPath):
             what = "Segmented" + _cross_volume_note(session, run.reordered)
             for v in getattr(session, "doubtful_labels", ()):
                 show_warning(f"TPM: {doubt_message(v)}")
+            poles = getattr(session, "pole_slices", {})
             for v, area in getattr(session, "small_sections", {}).items():
-                show_warning(f"TPM: {small_section_message(v, area)}")
+                show_warning(f"TPM: {small_section_message(v, area, poles.get(v))}")
             self.relabel(done_text=f"{what} in {run.seconds:.1f} s")
             return
         what = f"Refitted {session.n_prototypes} prototype(s)"
