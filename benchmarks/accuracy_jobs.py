@@ -74,12 +74,7 @@ def build_jobs(
     present = [o for o in organs if (labels == case.values[o]).any()]
     jobs: list[Job] = []
     if "same" in modes:
-        for n in sorted(set(slice_counts)):
-            mode = "same" if n == 1 else f"same-{n}sl"
-            for organ in present:
-                truth = labels == case.values[organ]
-                zs = ac.organ_slices(truth, n)
-                jobs.append(Job(mode, (organ,), ac.organ_paint(truth, zs), case.name, zs))
+        jobs += _counted_jobs("same", slice_counts, labels, case, present)
     if "ends" in modes:
         for mode, fraction in ends.items():
             for organ in present:
@@ -128,19 +123,35 @@ def _cross_jobs(
     pimg, plab, pspacing = partner.load(like=case)
     jobs: list[Job] = []
     if "cross" in modes:
-        for n in sorted(set(counts)):
-            mode = "cross" if n == 1 else f"cross-{n}sl"
-            for organ in present:
-                ptruth = plab == partner.values[organ]
-                zs = ac.organ_slices(ptruth, n)
-                if zs:
-                    paint = ac.organ_paint(ptruth, zs)
-                    jobs.append(Job(mode, (organ,), paint, partner.name, zs, pimg, pspacing, extra))
+        for job in _counted_jobs("cross", counts, plab, partner, present):
+            job.image, job.spacing, job.extra_partner = pimg, pspacing, extra
+            jobs.append(job)
     if "cross-multi" in modes and present:
         job = _multi_job("cross-multi", plab, partner, present, organs)
         if job is not None:
             job.image, job.spacing, job.extra_partner = pimg, pspacing, extra
             jobs.append(job)
+    return jobs
+
+
+def _counted_jobs(
+    mode: str,
+    counts: list[int] | tuple[int, ...],
+    labels: np.ndarray,
+    painted: ac.CaseSpec,
+    present: list[str],
+) -> list[Job]:
+    """Each organ of ``present`` painted on ``painted`` (``labels`` are its labels) on 1, 2 or
+    3 slices (:func:`accuracy_cases.organ_slices`), one mode per count: ``mode``, then
+    ``mode-2sl`` and ``mode-3sl``. An organ ``painted`` lacks is left out."""
+    jobs: list[Job] = []
+    for n in sorted(set(counts)):
+        name = mode if n == 1 else f"{mode}-{n}sl"
+        for organ in present:
+            truth = labels == painted.values[organ]
+            zs = ac.organ_slices(truth, n)
+            if zs:
+                jobs.append(Job(name, (organ,), ac.organ_paint(truth, zs), painted.name, zs))
     return jobs
 
 
