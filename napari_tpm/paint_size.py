@@ -25,7 +25,7 @@ from scipy import ndimage
 
 from napari_tpm._session_data import WORKING_SIZE
 from napari_tpm.necks import inscribed_radius_mm
-from napari_tpm.scribble import MAX_RADIUS, MIN_ELONGATION
+from napari_tpm.scribble import stroke_shaped
 from napari_tpm.support import SupportSlices
 
 __all__ = [
@@ -67,7 +67,7 @@ def section_areas(
             box = section[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]  # the EDT near it only
             radius = inscribed_radius_mm(box, plane_mm) / working_mm
             area = float(section.sum()) * pixel_mm2
-            if radius <= MAX_RADIUS and area / working_mm**2 >= MIN_ELONGATION * np.pi * radius**2:
+            if stroke_shaped(radius, area / working_mm**2):
                 largest = None  # a stroke: grown before it is used
                 break
             largest = max(largest, area)

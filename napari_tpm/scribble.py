@@ -22,7 +22,7 @@ import torch
 from scipy import ndimage
 from skimage.filters import threshold_otsu
 
-__all__ = ["grow_scribbles", "is_scribble"]
+__all__ = ["grow_scribbles", "is_scribble", "stroke_shaped"]
 
 #: A stroke is at most this thick (inscribed radius, working pixels: ~4 mm on a 256 grid)...
 MAX_RADIUS = 3.0
@@ -39,7 +39,12 @@ def is_scribble(mask: np.ndarray) -> bool:
     area = int(mask.sum())
     if area == 0:
         return False
-    radius = float(ndimage.distance_transform_edt(mask).max())
+    return stroke_shaped(float(ndimage.distance_transform_edt(mask).max()), area)
+
+
+def stroke_shaped(radius: float, area: float) -> bool:
+    """Whether a painted region of this inscribed ``radius`` and ``area`` (working pixels, and
+    their square) is a stroke: thin (:data:`MAX_RADIUS`) and long (:data:`MIN_ELONGATION`)."""
     return radius <= MAX_RADIUS and area >= MIN_ELONGATION * np.pi * radius**2
 
 
