@@ -308,7 +308,8 @@ class SegmentationSession(SessionOutputs, ContrastSearch, ScoringSteps):
         # paint on this volume has its spacing; another volume without its own shares it
         own = same_volume or support_spacing is None
         sspacing = self._spacing if own else tuple(support_spacing)
-        self.small_sections = small_sections(paint, parsed, sspacing)
+        if not self._second_pass:  # the user's paint, not a second pass's pseudo-paint
+            self.small_sections = small_sections(paint, parsed, sspacing)
         profiles = None
         if other is not None and self.options.match_slices and self._is_ct():
             profiles = ct_profiles(other, sspacing, parsed.axis)

@@ -83,6 +83,25 @@ def test_the_session_records_small_sections_for_each_segmentation():
     assert session.small_sections == {5: pytest.approx((tip == 5).sum() * pixel_mm2)}
 
 
+def test_small_sections_name_the_users_paint_on_another_volume():
+    """Another volume's paint runs a second pass from pseudo-paint on this one: the warning
+    still names the user's small section, not the pseudo-paint's."""
+    support = make_phantom((24, 96, 96), seed=3)
+    query = make_phantom((24, 96, 96), seed=4)
+    liver = support.labels == 5
+    z = int(np.argmax(liver.sum(axis=(1, 2))))
+    tip = np.zeros(support.image.shape, np.uint8)
+    ys, xs = np.nonzero(liver[z])
+    tip[z][_disc(liver[z].shape, (int(ys.mean()), int(xs.mean())), 3) & liver[z]] = 5
+    session = SegmentationSession("filterbank", device="cpu")
+    session.set_image(query.image, query.spacing)
+    for _ in session.segment(tip, support_image=support.image, support_spacing=support.spacing):
+        pass
+    assert session.bootstrapped  # a second pass ran
+    pixel_mm2 = support.spacing[1] * support.spacing[2]
+    assert session.small_sections == {5: pytest.approx((tip == 5).sum() * pixel_mm2)}
+
+
 def _pole_volume(sign: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
     """An organ filling slices 5-9 (a disc), its pole on slice 4 at half contrast."""
     image = np.zeros((12, 40, 40), np.float32)
