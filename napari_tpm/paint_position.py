@@ -24,10 +24,15 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["TIP_BALANCE", "TIP_SLOPE", "side_balance", "tip_logit_shift"]
+__all__ = ["END_PASS_AGREEMENT", "TIP_BALANCE", "TIP_SLOPE", "side_balance", "tip_logit_shift"]
 
 #: a result at least this balanced about the painted slice(s) is taken as painted mid-organ
 TIP_BALANCE = 0.4
+#: a second pass from the organ's body (``SegmentOptions.end_second_pass``) is kept when its
+#: result's Dice with the outline on the painted slice is at least this; chosen on the tuning
+#: volumes, paint at 15 / 85 %: 0.8 and 0.85 both gained on BTCV and CHAOS, 0.9 lost CHAOS
+#: (benchmarks/RESULTS-accuracy.md, "A second pass from the organ's body")
+END_PASS_AGREEMENT = 0.8
 #: log-odds added per unit of balance below :data:`TIP_BALANCE` (up to the option's maximum)
 TIP_SLOPE = 6.0
 
