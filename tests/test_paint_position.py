@@ -5,7 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_tpm.paint_position import TIP_BALANCE, TIP_SLOPE, side_balance, tip_logit_shift
+from napari_tpm import _session_contrast as session_contrast
+from napari_tpm.paint_position import (
+    END_PASS_AGREEMENT,
+    TIP_BALANCE,
+    TIP_SLOPE,
+    side_balance,
+    tip_logit_shift,
+)
 from napari_tpm.phantom import make_phantom
 from napari_tpm.session import SegmentationSession
 from napari_tpm.tpm.posterior import logit
@@ -51,9 +58,10 @@ def _liver_at(ph, fraction: float) -> np.ndarray:
 
 
 def _segmented(fraction: float, **options) -> SegmentationSession:
-    """A session over the phantom with its liver painted at ``fraction`` of its slices."""
+    """A session over the phantom with its liver painted at ``fraction`` of its slices; the
+    tip shift on the first result, so without ``end_second_pass`` unless asked."""
     ph = make_phantom(shape=SHAPE, seed=4)
-    session = _session(ph, **options)
+    session = _session(ph, **{"end_second_pass": False, **options})
     for _ in session.segment(_liver_at(ph, fraction)):
         pass
     return session
@@ -68,7 +76,7 @@ def _session(ph, **options) -> SegmentationSession:
 def test_paint_at_the_organs_end_moves_the_auto_boundary_out_and_the_middle_does_not():
     ph = make_phantom(shape=SHAPE, seed=4)
     truth = ph.labels == LIVER
-    session = _session(ph)
+    session = _session(ph, end_second_pass=False)  # the shift alone, on the first result
     for _ in session.segment(_liver_at(ph, 0.5)):
         pass
     assert session.auto_prior() == pytest.approx(session._calibrated_prior())
@@ -91,7 +99,7 @@ def test_paint_at_the_organs_end_moves_the_auto_boundary_out_and_the_middle_does
 
     assert dice(shifted) >= dice(first) - 0.01
 
-    off = _session(ph, tip_shift=0.0)
+    off = _session(ph, tip_shift=0.0, end_second_pass=False)
     for _ in off.segment(_liver_at(ph, 0.15)):
         pass
     assert off.auto_prior() == pytest.approx(off._calibrated_prior())
@@ -224,3 +232,51 @@ def test_several_classes_painted_mid_organ_label_the_volume_once(monkeypatch):
     assert session._class_tips is not None and not session._class_tips.any()
     assert len(calls) == 1  # the measurement's labels are the auto labels
     assert np.array_equal(session.labels(None), auto) and len(calls) == 1
+
+
+def _dice(a: np.ndarray, b: np.ndarray) -> float:
+    return float(2 * (a & b).sum() / (a.sum() + b.sum()))
+
+
+def test_paint_at_the_organs_end_gets_a_second_pass_that_must_match_the_outline(monkeypatch):
+    """end_second_pass: paint at the liver's end segments again from the first result's most
+    confident slice; the result is kept only if it still matches the outline, else the first
+    result comes back exactly."""
+    ph = make_phantom(shape=SHAPE, seed=4)
+    truth = ph.labels == LIVER
+    paint = _liver_at(ph, 0.15)
+    z = int(np.flatnonzero(paint.any(axis=(1, 2)))[0])
+    off = _session(ph, end_second_pass=False)
+    for _ in off.segment(paint):
+        pass
+    first = off.labels(None)
+    assert not off.bootstrapped
+
+    on = _session(ph)
+    for _ in on.segment(paint):
+        pass
+    assert on.bootstrapped and on.support_slices != (z,)  # from a slice further in
+    kept = on.labels(None)
+    assert _dice(kept[z] == 1, paint[z] == 1) >= END_PASS_AGREEMENT
+    assert _dice(kept == 1, truth) >= _dice(first == 1, truth) - 0.01
+
+    # an outline the second result cannot match: the first result stays, voxel for voxel
+    monkeypatch.setattr(session_contrast, "END_PASS_AGREEMENT", 1.01)
+    reverted = _session(ph)
+    for _ in reverted.segment(paint):
+        pass
+    assert not reverted.bootstrapped and reverted.support_slices == (z,)
+    np.testing.assert_array_equal(reverted.labels(None), first)
+
+
+def test_paint_mid_organ_or_on_two_slices_gets_no_second_pass():
+    ph = make_phantom(shape=SHAPE, seed=4)
+    mid = _session(ph)
+    for _ in mid.segment(_liver_at(ph, 0.5)):
+        pass
+    assert not mid.bootstrapped
+    two = _liver_at(ph, 0.15) | _liver_at(ph, 0.5)
+    both = _session(ph)
+    for _ in both.segment(two):
+        pass
+    assert not both.bootstrapped
