@@ -200,6 +200,7 @@ def run(args: argparse.Namespace) -> dict:
         "device": str(session.device),
         "encoder_calls": session.encoder_calls,
         "second_pass_slices": session.support_slices if session.bootstrapped else (),
+        "paint_on_image": support_image is image,
         "support_reoriented": reoriented,
         "contrast_steps": {
             int(v): describe_step(step)
@@ -283,10 +284,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         if summary.get("second_pass_slices"):
+            slices = list(summary["second_pass_slices"])
+            why, option = (
+                ("paint at the organ's end", "end_second_pass")
+                if summary.get("paint_on_image")
+                else ("paint from another volume", "bootstrap")
+            )
             print(
-                "  paint from another volume: segmented again from this volume's slice(s) "
-                f"{list(summary['second_pass_slices'])} of the first result "
-                "(--option bootstrap=false turns this off)",
+                f"  {why}: segmented again from this volume's slice(s) {slices} of the first "
+                f"result (--option {option}=false turns this off)",
                 file=sys.stderr,
             )
         if summary.get("support_reoriented"):

@@ -382,3 +382,25 @@ def test_paint_on_a_tiny_section_is_warned_about(case, tmp_path, capsys):
         == 0
     )
     assert "is painted on" not in capsys.readouterr().err
+
+
+def test_paint_at_the_organs_end_says_it_segmented_again(tmp_path, capsys):
+    """end_second_pass through the CLI: the note names the step and the option that turns
+    it off (the liver outlined at 15 % of its slices, as in test_paint_position)."""
+    ph = make_phantom(shape=(32, 96, 96), seed=4)
+    like = Volume(np.asarray(ph.image), tuple(ph.spacing), ORIGIN, DIRECTION)
+    liver = ph.labels == 5
+    zs = np.flatnonzero(liver.any(axis=(1, 2)))
+    z = int(zs[round(0.15 * (zs.size - 1))])
+    paint = np.zeros(liver.shape, np.uint8)
+    paint[z][liver[z]] = 5
+    write_volume(tmp_path / "ct.nii.gz", ph.image, like)
+    write_volume(tmp_path / "end.nii.gz", paint, like)
+    base = [tmp_path / "ct.nii.gz", "--support-labels", tmp_path / "end.nii.gz"]
+    assert run_cli(*base, "--out", tmp_path / "out.nii.gz", "--checkpoint", "filterbank") == 0
+    said = capsys.readouterr().err
+    assert "paint at the organ's end: segmented again from this volume's slice(s) [" in said
+    assert "--option end_second_pass=false" in said and "another volume" not in said
+    off = ["--option", "end_second_pass=false", "--checkpoint", "filterbank"]
+    assert run_cli(*base, "--out", tmp_path / "off.nii.gz", *off) == 0
+    assert "segmented again" not in capsys.readouterr().err
