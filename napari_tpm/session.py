@@ -126,6 +126,8 @@ class SegmentationSession(SessionOutputs, ContrastSearch, ScoringSteps):
         self.bootstrapped = False
         self._second_pass = False  # a second pass from pseudo-paint is running
         self._choosing = False  # another volume's paint is being placed (_place_other_paint)
+        self._user_job: _Job | None = None  # the last segment()'s own paint, for set_prototypes
+        self._end_tried = False  # its first pass asked for options.end_second_pass
         #: per label value, the change to another volume's painted intensities that the last
         #: segment() chose (``options.contrast_search``; :func:`napari_tpm.contrast.describe_step`)
         self.contrast_steps: dict[int, tuple[str, float]] = {}
@@ -314,6 +316,8 @@ class SegmentationSession(SessionOutputs, ContrastSearch, ScoringSteps):
         if other is not None and self.options.match_slices and self._is_ct():
             profiles = ct_profiles(other, sspacing, parsed.axis)
         job = _Job(paint, parsed, other, sspacing, k, background_label, support_profiles=profiles)
+        if not self._second_pass:
+            self._user_job, self._end_tried = job, False
         if not same_volume and self.options.bootstrap:
             yield from self._place_other_paint(job)
             return
@@ -380,6 +384,7 @@ class SegmentationSession(SessionOutputs, ContrastSearch, ScoringSteps):
         if bootstrap:
             yield from self._bootstrap(k, background_label)
         elif end_pass and self._end_pass_applies(job):
+            self._end_tried = True
             yield from self._end_second_pass(job)
 
     def _slice_features(self, view: _Volume, index: int) -> torch.Tensor:
@@ -390,7 +395,10 @@ class SegmentationSession(SessionOutputs, ContrastSearch, ScoringSteps):
     def set_prototypes(self, k: int) -> None:
         """Refit ``k`` prototypes per class from the cached support features and rescore.
 
-        Uses only cached features: the encoder is not called.
+        Uses only cached features: the encoder is not called. Where the user's paint asked for
+        a second pass from the organ's body (``options.end_second_pass``, kept or not), whose
+        start and test depend on the first pass's prototypes, the paint is segmented again with
+        ``k``, as ``segment()`` would.
         """
         k = _check_prototypes(k)
         s = self._require_support()
@@ -398,6 +406,12 @@ class SegmentationSession(SessionOutputs, ContrastSearch, ScoringSteps):
         if not query.encoded.all():
             raise ValueError("the volume is not fully encoded yet: run segment() to the end first")
         self._new_run()
+        job = self._user_job
+        if self._end_tried and job is not None:
+            self.bootstrapped = False
+            for _ in self._run(dataclasses.replace(job, k=k), bootstrap=False):
+                pass
+            return
         with one_cpu_thread(self.device):
             self._fit_prototypes(k)
             self._calibrate()

@@ -136,8 +136,10 @@ def test_a_pole_takes_its_prototypes_from_the_slice_beyond_it():
     paint[z][kidney[z]] = 1
     scores = {}
     for on in (True, False):
-        session = SegmentationSession(
-            "filterbank", device="cpu", options=SegmentOptions(pole_features=on)
+        session = SegmentationSession(  # the pole's own prototypes: no second pass
+            "filterbank",
+            device="cpu",
+            options=SegmentOptions(pole_features=on, end_second_pass=False),
         )
         session.set_image(image, ph.spacing)
         for _ in session.segment(paint):
