@@ -1,7 +1,8 @@
-"""The session's paths for paint from another volume: second pass, contrast search, classes apart.
+"""The session's second passes: for paint from another volume (with the contrast search and
+classes apart), and for paint on this volume at an organ's end.
 
 :class:`ContrastSearch` is a mixin of :class:`napari_tpm.session.SegmentationSession`; its
-``_place_other_paint`` is the session's entry for such paint.
+``_place_other_paint`` is the session's entry for another volume's paint.
 - ``options.bootstrap``: the first pass only has to find the organ; a second pass segments
   again from the first result's pseudo-paint on this volume.
 - ``options.contrast_search``: it runs the whole cross-volume pipeline (first pass, then the
@@ -11,6 +12,9 @@
   organ a poor prototype for this one (:mod:`napari_tpm.contrast`).
 - ``options.classes_apart``: several painted classes are each found alone first, then
   segmented jointly from their results on this scan.
+- ``options.end_second_pass``: one organ outlined at its end on this volume is segmented again
+  from its first result's most confident slice (the same second pass), kept only if it still
+  matches the outline (``_end_second_pass``).
 """
 
 from __future__ import annotations

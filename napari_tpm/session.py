@@ -310,13 +310,12 @@ class SegmentationSession(SessionOutputs, ContrastSearch, ScoringSteps):
         # paint on this volume has its spacing; another volume without its own shares it
         own = same_volume or support_spacing is None
         sspacing = self._spacing if own else tuple(support_spacing)
-        if not self._second_pass:  # the user's paint, not a second pass's pseudo-paint
-            self.small_sections = small_sections(paint, parsed, sspacing)
         profiles = None
         if other is not None and self.options.match_slices and self._is_ct():
             profiles = ct_profiles(other, sspacing, parsed.axis)
         job = _Job(paint, parsed, other, sspacing, k, background_label, support_profiles=profiles)
-        if not self._second_pass:
+        if not self._second_pass:  # the user's paint, not a second pass's pseudo-paint
+            self.small_sections = small_sections(paint, parsed, sspacing)
             self._user_job, self._end_tried = job, False
         if not same_volume and self.options.bootstrap:
             yield from self._place_other_paint(job)
