@@ -14,11 +14,12 @@ Scores are log-odds ``s = log h_F - log h_B`` so that ``P(F|x) = sigmoid(s + log
 and the label at a prior is ``s > -logit(prior)``; see docs/architecture.md.
 
 This module holds the caches and the order of the stages; the work lives in private modules:
-``_session_support`` (paint -> support), ``_session_steps`` with ``_session_scoring``
-(prototypes, log-odds, calibration, refinement, smoothing), ``_session_output`` (reading
-results) with ``_session_labels`` (threshold and 3D clean-up), ``_session_contrast`` (another
-volume's paint: the second pass and the searches that place it), and ``_session_data``
-(records and small helpers).
+``_session_encoding`` (the query's views and cached features), ``_session_support``
+(paint -> support), ``_session_steps`` with ``_session_scoring`` (prototypes, log-odds,
+calibration, refinement, smoothing), ``_session_output`` (reading results) with
+``_session_labels`` (threshold and 3D clean-up), ``_session_contrast`` (another volume's
+paint: the second pass and the searches that place it), and ``_session_data`` (records and
+small helpers).
 """
 
 from __future__ import annotations
@@ -37,15 +38,14 @@ from napari_tpm._session_data import (
     _check_image,
     _check_prototypes,
     _check_voxels,
-    _encode_slices,
     _Job,
     _make_view,
-    _outward_batches,
     _Support,
     _Volume,
     available_memory_bytes,
     resolve_device,
 )
+from napari_tpm._session_encoding import EncodingSteps
 from napari_tpm._session_output import SessionOutputs
 from napari_tpm._session_scoring import mine_negatives
 from napari_tpm._session_steps import ScoringSteps
@@ -56,7 +56,7 @@ from napari_tpm.checkpoints import TPMModel, load_model
 from napari_tpm.footprint import Footprint
 from napari_tpm.options import SegmentOptions
 from napari_tpm.paint_size import small_sections
-from napari_tpm.preprocess import guess_modality, normalise_intensity
+from napari_tpm.preprocess import normalise_intensity
 from napari_tpm.progress import Progress
 from napari_tpm.segment_checks import SESSION_BYTES_PER_VOXEL
 from napari_tpm.slice_match import ct_profiles
@@ -69,7 +69,7 @@ from napari_tpm.support import (
 )
 
 
-class SegmentationSession(SessionOutputs, ContrastSearch, ScoringSteps):
+class SegmentationSession(SessionOutputs, ContrastSearch, ScoringSteps, EncodingSteps):
     """Segment one volume from one painted slice, with every stage cached.
 
     Args:
@@ -214,43 +214,6 @@ class SegmentationSession(SessionOutputs, ContrastSearch, ScoringSteps):
         self._reset_support()
         self._new_run()  # the last run's arrays are the old image's
 
-    @property
-    def _working_mm(self) -> float | None:
-        """The encoder's fixed working pixel size in mm, if it asks for one."""
-        return getattr(self.model.encoder, "working_mm", None)
-
-    def _is_ct(self) -> bool:
-        """Whether the query is CT: the modality set, or the one its values show."""
-        if self._modality != "auto":
-            return self._modality == "ct"
-        return guess_modality(self._require_image()) == "ct"
-
-    def _view(self, axis: int) -> _Volume:
-        """The query volume along ``axis``, normalised once and built on first use."""
-        if axis not in self._views:
-            image = self._require_image()
-            if self._normalised is None:
-                self._normalised = normalise_intensity(
-                    image, modality=self._modality, method=self.model.normalisation
-                )
-            self._views[axis] = _make_view(
-                self._normalised, self._spacing, axis, mm=self._working_mm
-            )
-        return self._views[axis]
-
-    # --------------------------------------------------------------- encoding
-    def _encode(self, view: _Volume, indices: np.ndarray) -> None:
-        """Encode the slices of ``view`` listed in ``indices`` that are not cached yet."""
-        self.encoder_calls += _encode_slices(view, indices, self.model.encoder, self.device)
-
-    def encode(self, axis: int = 0, *, start: int | None = None) -> Iterator[Progress]:
-        """Encode every slice along ``axis`` (generator). Features stay cached for the session."""
-        view = self._view(axis)
-        n = view.slices.shape[0]
-        for lo, hi in _outward_batches(n, n // 2 if start is None else start, self.batch_size):
-            self._encode(view, np.arange(lo, hi))
-            yield Progress(int(view.encoded.sum()), n, "encode", (lo, hi))
-
     # ---------------------------------------------------------------- support
     def _reset_support(self) -> None:
         self._support = None
@@ -385,11 +348,6 @@ class SegmentationSession(SessionOutputs, ContrastSearch, ScoringSteps):
         elif end_pass and self._end_pass_applies(job):
             self._end_tried = True
             yield from self._end_second_pass(job)
-
-    def _slice_features(self, view: _Volume, index: int) -> torch.Tensor:
-        """(1, C, h, w) float32 features of slice ``index`` of ``view``, encoded if need be."""
-        self._encode(view, np.array([index]))
-        return view.features[index : index + 1].float()
 
     def set_prototypes(self, k: int) -> None:
         """Refit ``k`` prototypes per class from the cached support features and rescore.

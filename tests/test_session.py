@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from napari_tpm._session_data import _outward_batches
 from napari_tpm.phantom import make_phantom
 from napari_tpm.session import (
     SegmentationSession,
     SupportError,
     VolumeTooLargeError,
-    _outward_batches,
     find_support_slice,
 )
 

@@ -1,0 +1,81 @@
+"""The session's query views and their encoding: the one expensive stage, cached per axis.
+
+:class:`EncodingSteps` is a mixin of :class:`napari_tpm.session.SegmentationSession`: the query
+volume normalised once, its slice views along each axis resampled to the working grid, and
+their features, encoded on first use and kept for the session (painting again never
+re-encodes).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from napari_tpm._session_data import _encode_slices, _make_view, _outward_batches, _Volume
+from napari_tpm.preprocess import guess_modality, normalise_intensity
+from napari_tpm.progress import Progress
+
+if TYPE_CHECKING:
+    from napari_tpm.checkpoints import TPMModel
+
+
+class EncodingSteps:
+    """Query image -> normalised slice views -> cached features."""
+
+    # provided by SegmentationSession
+    model: TPMModel
+    device: torch.device
+    batch_size: int
+    encoder_calls: int
+    _spacing: tuple[float, float, float]
+    _modality: str
+    _views: dict[int, _Volume]
+    _normalised: np.ndarray | None
+
+    if TYPE_CHECKING:
+
+        def _require_image(self) -> np.ndarray: ...
+
+    @property
+    def _working_mm(self) -> float | None:
+        """The encoder's fixed working pixel size in mm, if it asks for one."""
+        return getattr(self.model.encoder, "working_mm", None)
+
+    def _is_ct(self) -> bool:
+        """Whether the query is CT: the modality set, or the one its values show."""
+        if self._modality != "auto":
+            return self._modality == "ct"
+        return guess_modality(self._require_image()) == "ct"
+
+    def _view(self, axis: int) -> _Volume:
+        """The query volume along ``axis``, normalised once and built on first use."""
+        if axis not in self._views:
+            image = self._require_image()
+            if self._normalised is None:
+                self._normalised = normalise_intensity(
+                    image, modality=self._modality, method=self.model.normalisation
+                )
+            self._views[axis] = _make_view(
+                self._normalised, self._spacing, axis, mm=self._working_mm
+            )
+        return self._views[axis]
+
+    def _encode(self, view: _Volume, indices: np.ndarray) -> None:
+        """Encode the slices of ``view`` listed in ``indices`` that are not cached yet."""
+        self.encoder_calls += _encode_slices(view, indices, self.model.encoder, self.device)
+
+    def encode(self, axis: int = 0, *, start: int | None = None) -> Iterator[Progress]:
+        """Encode every slice along ``axis`` (generator). Features stay cached for the session."""
+        view = self._view(axis)
+        n = view.slices.shape[0]
+        for lo, hi in _outward_batches(n, n // 2 if start is None else start, self.batch_size):
+            self._encode(view, np.arange(lo, hi))
+            yield Progress(int(view.encoded.sum()), n, "encode", (lo, hi))
+
+    def _slice_features(self, view: _Volume, index: int) -> torch.Tensor:
+        """(1, C, h, w) float32 features of slice ``index`` of ``view``, encoded if need be."""
+        self._encode(view, np.array([index]))
+        return view.features[index : index + 1].float()
