@@ -13,7 +13,9 @@ from pathlib import Path
 import accuracy_cases as ac
 import numpy as np
 
-MODES = ("same", "cross", "multi", "alone", "cross-multi", "ends", "rough")
+MODES = ("same", "cross", "multi", "alone", "cross-multi", "ends", "rough", "near")
+#: the ``near`` mode: the organ painted on a slice this many slices from its middle one
+NEAR = {"same-m2": -2, "same-m1": -1, "same-p1": 1, "same-p2": 2}
 #: the ``ends`` mode: one slice painted near each end of the organ, at these fractions of its
 #: labelled slices (a user does not always find the middle)
 ENDS = {"same-lo": 0.15, "same-hi": 0.85}
@@ -35,7 +37,9 @@ def ends_modes(fractions: list[float]) -> dict[str, float]:
 class Job:
     """One support for one query: which organs it paints and on which volume."""
 
-    mode: str  # same(-2sl, -3sl, -lo, -hi, -atNN), cross(-2sl, -3sl), multi, alone, cross-multi
+    #: same(-2sl, -3sl, -lo, -hi, -atNN, -m2, -m1, -p1, -p2), cross(-2sl, -3sl), multi, alone,
+    #: cross-multi
+    mode: str
     organs: tuple[str, ...]  # organ of paint value k is organs[k - 1]
     paint: np.ndarray
     support: str  # case name of the support volume
@@ -81,6 +85,14 @@ def build_jobs(
                 truth = labels == case.values[organ]
                 zs = ac.organ_slice_at(truth, fraction)
                 jobs.append(Job(mode, (organ,), ac.organ_paint(truth, zs), case.name, zs))
+    if "near" in modes:
+        # a user paints a slice near the middle, seldom the middle one itself
+        for mode, step in NEAR.items():
+            for organ in present:
+                truth = labels == case.values[organ]
+                z = ac.organ_slices(truth, 1)[0] + step
+                if 0 <= z < truth.shape[0] and truth[z].any():
+                    jobs.append(Job(mode, (organ,), ac.organ_paint(truth, [z]), case.name, [z]))
     if "rough" in modes:
         # the middle slice painted imprecisely (accuracy_cases.rough_paint): users' paint is
         # never the exact outline the other modes paint

@@ -27,6 +27,10 @@ Modes (the support):
 * ``ends``: one slice painted near each end of the organ, at 15 % (``same-lo``) and 85 %
   (``same-hi``) of its labelled slices: what a user gets who paints away from the middle.
   ``--ends-at 0.1 0.25 0.75 0.9`` paints at those fractions instead (modes ``same-at10``...).
+* ``near``: the organ painted on a slice next to its middle one, 2 and 1 slices below it
+  (``same-m2``, ``same-m1``) and above it (``same-p1``, ``same-p2``) in axis-0 order: a user
+  seldom paints the exact middle, and four more paints per organ measure how much a result
+  depends on which slice it was.
 * ``rough``: the middle slice painted imprecisely, three ways (``accuracy_cases.rough_paint``):
   ``same-grown`` 2.5 mm over the organ's edge all round, ``same-shrunk`` 2.5 mm inside it,
   ``same-jitter`` the outline moved in and out by up to 2.5 mm along its length. The other

@@ -83,6 +83,27 @@ def test_rough_mode_paints_the_middle_slice_three_ways():
     assert jobs[0].paint[4].sum() > (labels[4] == 1).sum() > jobs[1].paint[4].sum()
 
 
+def test_near_mode_paints_the_slices_next_to_the_middle_one():
+    labels = np.zeros((12, 8, 8), np.uint8)
+    labels[2:7, 2:6, 2:6] = 1  # the liver on slices 2-6: middle 4
+    labels[8:11, 2:6, 2:6] = 2  # the right kidney on slices 8-10: middle 9, only 8-10 shown
+    jobs = build_jobs(_case("sabs_15"), labels, ["near"], ["liver", "rkidney"], [1])
+    got = {(j.mode, j.organs[0]): j.slices for j in jobs}
+    assert got == {
+        ("same-m2", "liver"): [2],
+        ("same-m1", "liver"): [3],
+        ("same-p1", "liver"): [5],
+        ("same-p2", "liver"): [6],
+        ("same-m1", "rkidney"): [8],
+        ("same-p1", "rkidney"): [10],
+    }  # slices 7 and 11 do not show the kidney: those paints are left out
+    for job in jobs:
+        z = job.slices[0]
+        value = 1 if job.organs[0] == "liver" else 2
+        np.testing.assert_array_equal(job.paint[z] == 1, labels[z] == value)
+        assert job.paint.sum() == (labels[z] == value).sum()
+
+
 def test_cross_slices_paint_the_partners_same_scan_slices(monkeypatch):
     labels = np.zeros((21, 4, 4), np.uint8)
     labels[0:21, 1:3, 1:3] = 1  # the liver on slices 0-20 of the query and of its partner
