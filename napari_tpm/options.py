@@ -131,12 +131,14 @@ class SegmentOptions:
             each get their own shift, measured on their own result, on their own boundary
             (the auto prior itself stays at the calibration).
         end_second_pass: with one organ outlined on one slice of this volume, and a first
-            result lying all on one side of it (``tip_shift`` at its full size: the paint was
-            at the organ's end), segment again from that result's most confident slice, as
-            for another volume's paint, and keep the second result when it still matches the
-            outline on the painted slice (Dice >= 0.8; else the first result stays): a tip's
-            prototypes miss the organ's body (a liver painted at its lower tip: BTCV 17 0.29
-            -> 0.77, CHAOS 31 0.39 -> 0.78; :mod:`napari_tpm.paint_position`).
+            result lying all on one side of it (``tip_shift`` at its full size: mostly paint at
+            the organ's end; a first result from near the middle that stops on one side takes
+            it too, and lost there every time measured), segment again from that result's
+            most confident slice, as for another volume's paint, and keep the second result
+            when it still matches the outline on the painted slice (Dice >= 0.8; else the
+            first result stays): a tip's prototypes miss the organ's body (a liver painted at
+            its lower tip: BTCV 17 0.29 -> 0.77, CHAOS 31 0.39 -> 0.78;
+            :mod:`napari_tpm.paint_position`).
         second_choice: with ``connected`` and several classes on this volume (painted, or a
             second pass's pseudo-paint), a voxel whose best class is cut off from that class's
             paint takes its second-best class where that one scores above its boundary,
