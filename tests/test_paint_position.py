@@ -94,10 +94,7 @@ def test_paint_at_the_organs_end_moves_the_auto_boundary_out_and_the_middle_does
     shifted = session.labels(None) > 0
     assert (shifted & truth).sum() > (first & truth).sum()
 
-    def dice(a):
-        return 2 * (a & truth).sum() / (a.sum() + truth.sum())
-
-    assert dice(shifted) >= dice(first) - 0.01
+    assert _dice(shifted, truth) >= _dice(first, truth) - 0.01
 
     off = _session(ph, tip_shift=0.0, end_second_pass=False)
     for _ in off.segment(_liver_at(ph, 0.15)):
