@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from napari_tpm._session_data import _encode_slices, _make_view, _outward_batches, _Volume
+from napari_tpm.position_weight import reweight
 from napari_tpm.preprocess import guess_modality, normalise_intensity
 from napari_tpm.progress import Progress
 
@@ -34,6 +35,7 @@ class EncodingSteps:
     _modality: str
     _views: dict[int, _Volume]
     _normalised: np.ndarray | None
+    position_scale: float
 
     if TYPE_CHECKING:
 
@@ -78,4 +80,12 @@ class EncodingSteps:
     def _slice_features(self, view: _Volume, index: int) -> torch.Tensor:
         """(1, C, h, w) float32 features of slice ``index`` of ``view``, encoded if need be."""
         self._encode(view, np.array([index]))
-        return view.features[index : index + 1].float()
+        return self._weighted(view.features[index : index + 1]).float()
+
+    def _weighted(self, features: torch.Tensor) -> torch.Tensor:
+        """Cached features as the scoring reads them: the filter bank's position channels
+        weighted for the painted organ's size (:mod:`napari_tpm.position_weight`); the cache
+        itself stays unweighted, so other paint never re-encodes."""
+        channels = getattr(self.model.encoder, "group_channels", None)
+        position = channels("position") if channels is not None else None
+        return reweight(features, position, self.position_scale)

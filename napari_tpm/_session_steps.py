@@ -76,6 +76,10 @@ class ScoringSteps:
 
     if TYPE_CHECKING:
 
+        def _weighted(self, features: torch.Tensor) -> torch.Tensor: ...
+
+    if TYPE_CHECKING:
+
         def _require_support(self) -> _Support: ...
 
         def _encode(self, view: _Volume, indices: np.ndarray) -> None: ...
@@ -135,7 +139,7 @@ class ScoringSteps:
         s = self._require_support()
         assert self._low is not None
         return transductive_tpm(
-            query.features,
+            self._weighted(query.features),
             self._support_prototypes,
             [x.shape[0] for x in s.pixel_features],
             lambda f, p: self._calibrated_scores(f, p),
@@ -256,7 +260,9 @@ class ScoringSteps:
                 if scores is not None:
                     batch = scores[lo:hi]
                 else:
-                    batch = self._calibrated_scores(query.features[lo:hi], self._prototypes)
+                    batch = self._calibrated_scores(
+                        self._weighted(query.features[lo:hi]), self._prototypes
+                    )
                 if self._slice_bias is not None:
                     batch = batch + self._slice_bias[lo:hi, :, None, None]
                 if self._slice_offsets is not None:

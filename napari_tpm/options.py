@@ -139,6 +139,11 @@ class SegmentOptions:
             first result stays): a tip's prototypes miss the organ's body (a liver painted at
             its lower tip: BTCV 17 0.29 -> 0.77, CHAOS 31 0.39 -> 0.78;
             :mod:`napari_tpm.paint_position`).
+        scale_position: with the filter bank, let its body-relative position channels count
+            less when every painted structure's section is large (an equivalent radius over
+            48 mm, half the weight from 58 mm: a liver), whose sections elsewhere reach
+            positions the painted one never had (a left lobe across the midline;
+            :mod:`napari_tpm.position_weight`).
         second_choice: with ``connected`` and several classes on this volume (painted, or a
             second pass's pseudo-paint), a voxel whose best class is cut off from that class's
             paint takes its second-best class where that one scores above its boundary,
@@ -197,6 +202,7 @@ class SegmentOptions:
     pole_features: bool = True
     tip_shift: float = 1.0
     end_second_pass: bool = True
+    scale_position: bool = True
     bootstrap: bool = True
     contrast_search: bool = True
     match_slices: bool = True

@@ -55,7 +55,8 @@ from napari_tpm.checkpoint_checks import refuse_compared_head
 from napari_tpm.checkpoints import TPMModel, load_model
 from napari_tpm.footprint import Footprint
 from napari_tpm.options import SegmentOptions
-from napari_tpm.paint_size import small_sections
+from napari_tpm.paint_size import section_areas, small_sections
+from napari_tpm.position_weight import position_scale
 from napari_tpm.preprocess import normalise_intensity
 from napari_tpm.progress import Progress
 from napari_tpm.segment_checks import SESSION_BYTES_PER_VOXEL
@@ -125,6 +126,9 @@ class SegmentationSession(SessionOutputs, ContrastSearch, ScoringSteps, Encoding
         #: (``options.bootstrap``); the support is then that pseudo-paint on this volume
         self.bootstrapped = False
         self._second_pass = False  # a second pass from pseudo-paint is running
+        #: the factor on the filter bank's position weight for the last segment()'s paint
+        #: (``options.scale_position``, :func:`napari_tpm.position_weight.position_scale`)
+        self.position_scale = 1.0
         self._choosing = False  # another volume's paint is being placed (_place_other_paint)
         self._user_job: _Job | None = None  # the last segment()'s own paint, for set_prototypes
         self._end_tried = False  # its first pass asked for options.end_second_pass
@@ -279,6 +283,11 @@ class SegmentationSession(SessionOutputs, ContrastSearch, ScoringSteps, Encoding
         job = _Job(paint, parsed, other, sspacing, k, background_label, support_profiles=profiles)
         if not self._second_pass:  # the user's paint, not a second pass's pseudo-paint
             self.small_sections = small_sections(paint, parsed, sspacing)
+            self.position_scale = (
+                position_scale(section_areas(paint, parsed, sspacing))
+                if self.options.scale_position
+                else 1.0
+            )
             self._user_job, self._end_tried = job, False
         if not same_volume and self.options.bootstrap:
             yield from self._place_other_paint(job)
@@ -311,7 +320,7 @@ class SegmentationSession(SessionOutputs, ContrastSearch, ScoringSteps, Encoding
             if self.options.fit_component:
                 self._paint_footprints = self._paint_target(job, snorm)
         self._encode(sview, sidx)
-        feats = sview.features[torch.from_numpy(sidx)].float()  # (S, C, h, w)
+        feats = self._weighted(sview.features[torch.from_numpy(sidx)]).float()  # (S, C, h, w)
         pole = self.options.pole_features and not self._second_pass  # the user's own paint
         self._support = support = build_support(
             paint,

@@ -49,6 +49,11 @@ class Encoder(nn.Module):
         """Plain-builtin description from which ``build_encoder`` rebuilds this architecture."""
         raise NotImplementedError
 
+    def group_channels(self, group: str) -> slice | None:
+        """The output channels of a named feature group (``"position"``, ...), or None where
+        this encoder has no such group. Learned encoders have none."""
+        return None
+
     # -- shared behaviour ---------------------------------------------------------------------
     def set_runtime(self, *, bf16: bool = False, channels_last: bool = False) -> Encoder:
         """Choose reduced-precision autocast and/or channels-last memory format.

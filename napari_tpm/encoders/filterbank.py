@@ -254,6 +254,15 @@ class FilterBankEncoder(Encoder):
         }
         return {g: size[g] for g in self.groups}
 
+    def group_channels(self, group: str) -> slice | None:
+        """The output channels of ``group`` (groups in ``GROUPS`` order, the anchor last)."""
+        start = 0
+        for g, size in self._sizes.items():
+            if g == group:
+                return slice(start, start + size)
+            start += size
+        return None
+
     def config(self) -> dict[str, Any]:
         return {
             "name": self.name,
