@@ -82,6 +82,8 @@ class _Volume:
     pad_value: float
     features: torch.Tensor | None = None  # (n, C, h, w) float16, CPU
     encoded: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
+    # the fully encoded features reweighted for one position scale (scale, features), float16
+    weighted: tuple[float, torch.Tensor] | None = None
 
 
 @dataclass

@@ -84,8 +84,21 @@ class EncodingSteps:
 
     def _weighted(self, features: torch.Tensor) -> torch.Tensor:
         """Cached features as the scoring reads them: the filter bank's position channels
-        weighted for the painted organ's size (:mod:`napari_tpm.position_weight`); the cache
-        itself stays unweighted, so other paint never re-encodes."""
+        weighted for the painted organ's size (:mod:`napari_tpm.position_weight`), in the
+        cache's dtype, so a batch and the whole volume read alike; the cache itself stays
+        unweighted, so other paint never re-encodes."""
         channels = getattr(self.model.encoder, "group_channels", None)
         position = channels("position") if channels is not None else None
-        return reweight(features, position, self.position_scale)
+        return reweight(features, position, self.position_scale).to(features.dtype)
+
+    def _weighted_view(self, view: _Volume) -> torch.Tensor | None:
+        """All of ``view``'s features weighted as :meth:`_weighted` does, kept on the view for
+        the current scale (float16, as the cache): the refinement and every later rescoring
+        (``set_prototypes``) read the whole volume, and reweighting it on each read cost
+        0.3-0.9 s on a 512 x 512 x 150 CT. None while slices are still to be encoded."""
+        if view.features is None or not view.encoded.all():
+            return None
+        scale = self.position_scale
+        if view.weighted is None or view.weighted[0] != scale:
+            view.weighted = (scale, self._weighted(view.features))
+        return view.weighted[1]

@@ -78,6 +78,8 @@ class ScoringSteps:
 
         def _weighted(self, features: torch.Tensor) -> torch.Tensor: ...
 
+        def _weighted_view(self, view: _Volume) -> torch.Tensor | None: ...
+
     if TYPE_CHECKING:
 
         def _require_support(self) -> _Support: ...
@@ -138,8 +140,9 @@ class ScoringSteps:
         opts = self.options
         s = self._require_support()
         assert self._low is not None
+        features = self._weighted_view(query)
         return transductive_tpm(
-            self._weighted(query.features),
+            self._weighted(query.features) if features is None else features,
             self._support_prototypes,
             [x.shape[0] for x in s.pixel_features],
             lambda f, p: self._calibrated_scores(f, p),
@@ -253,6 +256,7 @@ class ScoringSteps:
                 )
             self._done = np.zeros(n, bool)
         low = None
+        whole = self._weighted_view(query)  # None while slices are still to be encoded
         for lo, hi in _outward_batches(n, start, self.batch_size):
             idx = np.arange(lo, hi)
             self._encode(query, idx)
@@ -260,9 +264,8 @@ class ScoringSteps:
                 if scores is not None:
                     batch = scores[lo:hi]
                 else:
-                    batch = self._calibrated_scores(
-                        self._weighted(query.features[lo:hi]), self._prototypes
-                    )
+                    feats = self._weighted(query.features[lo:hi]) if whole is None else whole[lo:hi]
+                    batch = self._calibrated_scores(feats, self._prototypes)
                 if self._slice_bias is not None:
                     batch = batch + self._slice_bias[lo:hi, :, None, None]
                 if self._slice_offsets is not None:

@@ -114,3 +114,28 @@ def test_real_ct_liver_keeps_its_left_lobe(shared_data):
     ]
     dice = [2 * (v & liver).sum() / (v.sum() + liver.sum()) for v in found]
     assert dice[0] > 0.83 and dice[0] > dice[1] + 0.08, dice
+
+
+def test_a_prototype_change_reads_the_weighted_volume_kept_on_the_view():
+    from napari_tpm.session import SegmentationSession
+
+    rng = np.random.default_rng(1)
+    image = rng.normal(0.0, 1.0, (6, 96, 96)).astype(np.float32)
+    image[:, 8:88, 8:88] += 3.0
+    yy, xx = np.mgrid[:96, :96]
+    paint = np.zeros(image.shape, np.uint8)
+    paint[3][(yy - 48) ** 2 + (xx - 48) ** 2 <= 38**2] = 1  # 76 mm: half the position weight
+    session = SegmentationSession("filterbank", device="cpu")
+    session.set_image(image, (4.0, 2.0, 2.0))
+    for _ in session.segment(paint):
+        pass
+    view = session._view(0)
+    assert view.weighted is not None and view.weighted[0] == MIN_SCALE
+    assert view.weighted[1].dtype == view.features.dtype
+    session.set_prototypes(1)
+    # the same as segmenting with one prototype from the start, in a fresh session
+    fresh = SegmentationSession("filterbank", device="cpu")
+    fresh.set_image(image, (4.0, 2.0, 2.0))
+    for _ in fresh.segment(paint, n_prototypes=1):
+        pass
+    np.testing.assert_array_equal(session.labels(None), fresh.labels(None))
