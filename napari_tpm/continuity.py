@@ -38,8 +38,7 @@ two slices from the middle: nine results rose by more than 0.001 (BTCV 18's sple
 past the split is then clipped to a footprint it outgrows); splitting after steps that
 widened by up to 10 % too lost on livers (CHAOS 31's 0.88 -> 0.71). Held out, 16 results rose
 and 8 fell (CHAOS same scan 0.829 -> 0.838, CHAOS 38's left kidney painted at 85 %
-0.86 -> 0.50;
-benchmarks/RESULTS-accuracy.md, "Split at the widest slice").
+0.86 -> 0.50; benchmarks/RESULTS-accuracy.md, "Split at the widest slice").
 
 Past the widest slice the sweep also ends where a piece covers all of the previous result and
 reaches well beyond it (``COVER_END``): the organ has ended under a neighbour's section. The
