@@ -18,7 +18,7 @@ instead (:func:`small_section_message`).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 from scipy import ndimage
@@ -32,6 +32,7 @@ __all__ = [
     "SMALL_SECTION_MM2",
     "pole_side",
     "section_areas",
+    "small_among",
     "small_section_message",
     "small_sections",
 ]
@@ -80,7 +81,12 @@ def small_sections(
 ) -> dict[int, float]:
     """The structures whose largest painted section is under :data:`SMALL_SECTION_MM2`, with
     that area (mm²); strokes are left out (:func:`section_areas`)."""
-    areas = section_areas(paint, parsed, spacing)
+    return small_among(section_areas(paint, parsed, spacing))
+
+
+def small_among(areas: Mapping[int, float | None]) -> dict[int, float]:
+    """:func:`small_sections` from areas already measured (:func:`section_areas`), for a caller
+    that needs the areas too."""
     return {v: a for v, a in areas.items() if a is not None and a < SMALL_SECTION_MM2}
 
 

@@ -55,7 +55,7 @@ from napari_tpm.checkpoint_checks import refuse_compared_head
 from napari_tpm.checkpoints import TPMModel, load_model
 from napari_tpm.footprint import Footprint
 from napari_tpm.options import SegmentOptions
-from napari_tpm.paint_size import section_areas, small_sections
+from napari_tpm.paint_size import section_areas, small_among
 from napari_tpm.position_weight import position_scale
 from napari_tpm.preprocess import normalise_intensity
 from napari_tpm.progress import Progress
@@ -282,12 +282,9 @@ class SegmentationSession(SessionOutputs, ContrastSearch, ScoringSteps, Encoding
             profiles = ct_profiles(other, sspacing, parsed.axis)
         job = _Job(paint, parsed, other, sspacing, k, background_label, support_profiles=profiles)
         if not self._second_pass:  # the user's paint, not a second pass's pseudo-paint
-            self.small_sections = small_sections(paint, parsed, sspacing)
-            self.position_scale = (
-                position_scale(section_areas(paint, parsed, sspacing))
-                if self.options.scale_position
-                else 1.0
-            )
+            areas = section_areas(paint, parsed, sspacing)
+            self.small_sections = small_among(areas)
+            self.position_scale = position_scale(areas) if self.options.scale_position else 1.0
             self._user_job, self._end_tried = job, False
         if not same_volume and self.options.bootstrap:
             yield from self._place_other_paint(job)

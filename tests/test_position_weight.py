@@ -16,6 +16,7 @@ from napari_tpm.position_weight import (
     position_scale,
     reweight,
 )
+from napari_tpm.support import DEFAULT_PROTOTYPES
 
 
 def _area(radius_mm: float) -> float:
@@ -67,35 +68,44 @@ def test_group_channels_follow_the_groups_in_order():
     assert bank.out_channels == len(bank.scales) + 2 + 1  # the anchor last
 
 
-def test_the_session_weighs_position_by_the_painted_section_and_keeps_its_cache():
+def _body(seed: int) -> np.ndarray:
+    """Six noisy 96 x 96 slices whose body fills most of each slice (2 mm pixels)."""
+    image = np.random.default_rng(seed).normal(0.0, 1.0, (6, 96, 96)).astype(np.float32)
+    image[:, 8:88, 8:88] += 3.0
+    return image
+
+
+def _disk_paint(radius_px: int) -> np.ndarray:
+    """Label 1 on a disk of ``radius_px`` pixels (2 mm each) in the middle of slice 3."""
+    paint = np.zeros((6, 96, 96), np.uint8)
+    yy, xx = np.mgrid[:96, :96]
+    paint[3][(yy - 48) ** 2 + (xx - 48) ** 2 <= radius_px**2] = 1
+    return paint
+
+
+def _segmented(image: np.ndarray, paint: np.ndarray, k: int = DEFAULT_PROTOTYPES, **options):
+    """A filter-bank session that has segmented ``paint`` on ``image`` with ``k`` prototypes."""
     from napari_tpm.session import SegmentationSession
 
-    rng = np.random.default_rng(0)
-    image = rng.normal(0.0, 1.0, (6, 96, 96)).astype(np.float32)
-    image[:, 8:88, 8:88] += 3.0  # a body filling most of the slice
-    paint = np.zeros(image.shape, np.uint8)
-    yy, xx = np.mgrid[:96, :96]
-    paint[3][(yy - 48) ** 2 + (xx - 48) ** 2 <= 38**2] = 1  # radius 38 px of 2 mm: 76 mm
+    session = SegmentationSession("filterbank", device="cpu", **options)
+    session.set_image(image, (4.0, 2.0, 2.0))
+    for _ in session.segment(paint, n_prototypes=k):
+        pass
+    return session
+
+
+def test_the_session_weighs_position_by_the_painted_section_and_keeps_its_cache():
+    image = _body(0)
+    paint = _disk_paint(38)  # radius 38 px of 2 mm: 76 mm
     results = {}
     for on in (True, False):
-        session = SegmentationSession("filterbank", device="cpu", scale_position=on)
-        session.set_image(image, (4.0, 2.0, 2.0))
-        session_view = session._view(0)
-        for _ in session.segment(paint):
-            pass
-        cached = session_view.features.clone()
-        results[on] = (session.position_scale, cached)
+        session = _segmented(image, paint, scale_position=on)
+        results[on] = (session.position_scale, session._view(0).features.clone())
     assert results[True][0] == MIN_SCALE and results[False][0] == 1.0
     # the cached features are the encoder's own either way
     torch.testing.assert_close(results[True][1], results[False][1])
     # a small section on the same image keeps the full weight
-    small = np.zeros_like(paint)
-    small[3][(yy - 48) ** 2 + (xx - 48) ** 2 <= 10**2] = 1
-    session = SegmentationSession("filterbank", device="cpu")
-    session.set_image(image, (4.0, 2.0, 2.0))
-    for _ in session.segment(small):
-        pass
-    assert session.position_scale == 1.0
+    assert _segmented(image, _disk_paint(10)).position_scale == 1.0
 
 
 def test_real_ct_liver_keeps_its_left_lobe(shared_data):
@@ -117,25 +127,12 @@ def test_real_ct_liver_keeps_its_left_lobe(shared_data):
 
 
 def test_a_prototype_change_reads_the_weighted_volume_kept_on_the_view():
-    from napari_tpm.session import SegmentationSession
-
-    rng = np.random.default_rng(1)
-    image = rng.normal(0.0, 1.0, (6, 96, 96)).astype(np.float32)
-    image[:, 8:88, 8:88] += 3.0
-    yy, xx = np.mgrid[:96, :96]
-    paint = np.zeros(image.shape, np.uint8)
-    paint[3][(yy - 48) ** 2 + (xx - 48) ** 2 <= 38**2] = 1  # 76 mm: half the position weight
-    session = SegmentationSession("filterbank", device="cpu")
-    session.set_image(image, (4.0, 2.0, 2.0))
-    for _ in session.segment(paint):
-        pass
+    image, paint = _body(1), _disk_paint(38)  # 76 mm: half the position weight
+    session = _segmented(image, paint)
     view = session._view(0)
     assert view.weighted is not None and view.weighted[0] == MIN_SCALE
     assert view.weighted[1].dtype == view.features.dtype
     session.set_prototypes(1)
     # the same as segmenting with one prototype from the start, in a fresh session
-    fresh = SegmentationSession("filterbank", device="cpu")
-    fresh.set_image(image, (4.0, 2.0, 2.0))
-    for _ in fresh.segment(paint, n_prototypes=1):
-        pass
+    fresh = _segmented(image, paint, k=1)
     np.testing.assert_array_equal(session.labels(None), fresh.labels(None))
