@@ -130,8 +130,6 @@ class SegmentationSession(SessionOutputs, ContrastSearch, ScoringSteps, Encoding
         #: (``options.scale_position``, :func:`napari_tpm.position_weight.position_scale`)
         self.position_scale = 1.0
         self._choosing = False  # another volume's paint is being placed (_place_other_paint)
-        self._user_job: _Job | None = None  # the last segment()'s own paint, for set_prototypes
-        self._end_tried = False  # its first pass asked for options.end_second_pass
         #: per label value, the change to another volume's painted intensities that the last
         #: segment() chose (``options.contrast_search``; :func:`napari_tpm.contrast.describe_step`)
         self.contrast_steps: dict[int, tuple[str, float]] = {}
@@ -285,7 +283,6 @@ class SegmentationSession(SessionOutputs, ContrastSearch, ScoringSteps, Encoding
             areas = section_areas(paint, parsed, sspacing)
             self.small_sections = small_among(areas)
             self.position_scale = position_scale(areas) if self.options.scale_position else 1.0
-            self._user_job, self._end_tried = job, False
         if not same_volume and self.options.bootstrap:
             yield from self._place_other_paint(job)
             return
@@ -352,16 +349,20 @@ class SegmentationSession(SessionOutputs, ContrastSearch, ScoringSteps, Encoding
         if bootstrap:
             yield from self._bootstrap(k, background_label)
         elif end_pass and self._end_pass_applies(job):
-            self._end_tried = True
             yield from self._end_second_pass(job)
 
     def set_prototypes(self, k: int) -> None:
         """Refit ``k`` prototypes per class from the cached support features and rescore.
 
-        Uses only cached features: the encoder is not called. Where the user's paint asked for
-        a second pass from the organ's body (``options.end_second_pass``, kept or not), whose
-        start and test depend on the first pass's prototypes, the paint is segmented again with
-        ``k``, as ``segment()`` would.
+        Uses only cached features: the encoder is not called. After a second pass (another
+        volume's paint, or paint at an organ's end: ``options.end_second_pass``) the support
+        is that pass's pseudo-paint, refitted as it stands: the pass is not run again. Running
+        the paint again with ``k`` (its start and its outline test depend on the first pass's
+        prototypes) took 7 s on the 512 x 512 x 150 phantom against the selector's 1 s goal,
+        for no better result: on the tuning volumes painted at 15 / 85 % of each organ, every
+        result that took the second pass, K = 1 / 5 refitted scored BTCV 0.850 / 0.868 and
+        CHAOS 0.849 / 0.839, segmented again 0.847 / 0.862 and 0.842 / 0.840
+        (benchmarks/RESULTS-segment.md, "The prototype selector after a second pass").
         """
         k = _check_prototypes(k)
         s = self._require_support()
@@ -369,12 +370,6 @@ class SegmentationSession(SessionOutputs, ContrastSearch, ScoringSteps, Encoding
         if not query.encoded.all():
             raise ValueError("the volume is not fully encoded yet: run segment() to the end first")
         self._new_run()
-        job = self._user_job
-        if self._end_tried and job is not None:
-            self.bootstrapped = False
-            for _ in self._run(dataclasses.replace(job, k=k), bootstrap=False):
-                pass
-            return
         with one_cpu_thread(self.device):
             self._fit_prototypes(k)
             self._calibrate()

@@ -266,6 +266,40 @@ def test_paint_at_the_organs_end_gets_a_second_pass_that_must_match_the_outline(
     np.testing.assert_array_equal(reverted.labels(None), first)
 
 
+def test_the_prototype_selector_after_an_end_pass_refits_without_running_it_again(monkeypatch):
+    """set_prototypes after paint at the organ's end refits the support the result came
+    from (the second pass's pseudo-paint when kept, the user's paint when refused) instead
+    of segmenting the paint again, and a refit to the first K gives the first result back."""
+    ph = make_phantom(shape=SHAPE, seed=4)
+    paint = _liver_at(ph, 0.15)
+    kept = _session(ph)
+    for _ in kept.segment(paint):
+        pass
+    assert kept.bootstrapped
+    first, slices = kept.labels(None), kept.support_slices
+    runs: list[int] = []
+    monkeypatch.setattr(kept, "_end_second_pass", lambda job: runs.append(1) or iter(()))
+    calls = kept.encoder_calls
+    kept.set_prototypes(1)
+    assert kept.bootstrapped and kept.support_slices == slices and kept.n_prototypes == 1
+    assert _dice(kept.labels(None) == 1, ph.labels == LIVER) > 0.8
+    kept.set_prototypes(3)
+    np.testing.assert_array_equal(kept.labels(None), first)
+    assert runs == [] and kept.encoder_calls == calls
+
+    # refused: the refit is the first pass's, as with the second pass switched off
+    monkeypatch.setattr(session_contrast, "END_PASS_AGREEMENT", 1.01)
+    results = []
+    for options in ({}, {"end_second_pass": False}):
+        session = _session(ph, **options)
+        for _ in session.segment(paint):
+            pass
+        session.set_prototypes(1)
+        assert not session.bootstrapped
+        results.append(session.labels(None))
+    np.testing.assert_array_equal(*results)
+
+
 def test_paint_mid_organ_or_on_two_slices_gets_no_second_pass():
     ph = make_phantom(shape=SHAPE, seed=4)
     mid = _session(ph)
