@@ -57,6 +57,7 @@ class ContrastSearch:
     # provided by SegmentationSession
     model: TPMModel
     bootstrapped: bool
+    encoder_calls: int
     _second_pass: bool
     contrast_steps: dict[int, tuple[str, float]]
     fit_scores: dict[int, float]
@@ -73,9 +74,7 @@ class ContrastSearch:
 
     if TYPE_CHECKING:
 
-        def _run(
-            self, job: _Job, *, bootstrap: bool, end_pass: bool = True
-        ) -> Iterator[Progress]: ...
+        def _run(self, job: _Job, *, bootstrap: bool) -> Iterator[Progress]: ...
 
         def _tip_shift(self, calibrated: float) -> float: ...
 
@@ -148,7 +147,10 @@ class ContrastSearch:
         """Segment again from the first result's most confident slice (:meth:`_bootstrap`),
         for an organ outlined at its end; keep that result only if it still matches the
         outline on the painted slice (:data:`napari_tpm.paint_position.END_PASS_AGREEMENT`),
-        else run the first pass again (``job`` without this step).
+        else put the first pass's state back as it was (the second pass only replaces it: its
+        own run arrays, support and caches are new objects) and yield the whole volume once,
+        so a viewer shows the first result again. Running the first pass again cost one more
+        segmentation for the same labels.
 
         Why: an organ's tip (a liver's lower tip, a kidney's pole) is a small section whose
         prototypes miss its body; the first result is precise but stops short, and the tip
@@ -161,6 +163,7 @@ class ContrastSearch:
         """
         s = self._require_support()
         axis, index, value = s.axis, s.indices[0], s.label_values[0]
+        first = dict(vars(self))
         yield from self._bootstrap(job.k, job.background_label)
         if not self.bootstrapped:
             return  # no pseudo-paint: the first result stays
@@ -168,8 +171,12 @@ class ContrastSearch:
         outline = np.take(job.paint, index, axis=axis) == value
         if _dice(result, outline) >= END_PASS_AGREEMENT:
             return
-        self.bootstrapped = False
-        yield from self._run(job, bootstrap=False, end_pass=False)
+        calls = self.encoder_calls  # a count of work done, not state to put back
+        vars(self).update(first)
+        self.encoder_calls = calls
+        assert self._score is not None
+        n = self._score.shape[0]
+        yield Progress(n, n, "segment", (0, n))
 
     def _second_pass_from(
         self, paint: np.ndarray, k: int, background_label: int | None

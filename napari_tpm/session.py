@@ -288,12 +288,12 @@ class SegmentationSession(SessionOutputs, ContrastSearch, ScoringSteps, Encoding
             return
         yield from self._run(job, bootstrap=False)
 
-    def _run(self, job: _Job, *, bootstrap: bool, end_pass: bool = True) -> Iterator[Progress]:
+    def _run(self, job: _Job, *, bootstrap: bool) -> Iterator[Progress]:
         """One segmentation from checked paint: support, prototypes, scores, clean-up.
 
         ``job.support_image`` None means the paint is on this volume. ``bootstrap`` adds the
-        second pass from the first result (:meth:`_bootstrap`); ``end_pass`` allows the one
-        for paint at an organ's end (``options.end_second_pass``, :meth:`_end_second_pass`).
+        second pass from the first result (:meth:`_bootstrap`); without it, paint at an
+        organ's end may take its own (``options.end_second_pass``, :meth:`_end_second_pass`).
         """
         paint, parsed, support_image = job.paint, job.parsed, job.support_image
         k, background_label = job.k, job.background_label
@@ -348,7 +348,7 @@ class SegmentationSession(SessionOutputs, ContrastSearch, ScoringSteps, Encoding
         yield from self._smooth(query)
         if bootstrap:
             yield from self._bootstrap(k, background_label)
-        elif end_pass and self._end_pass_applies(job):
+        elif self._end_pass_applies(job):
             yield from self._end_second_pass(job)
 
     def set_prototypes(self, k: int) -> None:

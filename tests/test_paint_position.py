@@ -257,13 +257,19 @@ def test_paint_at_the_organs_end_gets_a_second_pass_that_must_match_the_outline(
     assert _dice(kept[z] == 1, paint[z] == 1) >= END_PASS_AGREEMENT
     assert _dice(kept == 1, truth) >= _dice(first == 1, truth) - 0.01
 
-    # an outline the second result cannot match: the first result stays, voxel for voxel
+    # an outline the second result cannot match: the first result stays, voxel for voxel,
+    # put back without segmenting again, and the viewer is told to show every slice anew
     monkeypatch.setattr(session_contrast, "END_PASS_AGREEMENT", 1.01)
     reverted = _session(ph)
-    for _ in reverted.segment(paint):
-        pass
+    runs: list[bool] = []
+    run = reverted._run
+    monkeypatch.setattr(reverted, "_run", lambda job, **kw: runs.append(True) or run(job, **kw))
+    steps = list(reverted.segment(paint))
+    assert len(runs) == 2  # the first pass and the second, not the first again
+    assert steps[-1].slices == (0, SHAPE[0])
     assert not reverted.bootstrapped and reverted.support_slices == (z,)
     np.testing.assert_array_equal(reverted.labels(None), first)
+    np.testing.assert_array_equal(reverted.probabilities(0.5), off.probabilities(0.5))
 
 
 def test_the_prototype_selector_after_an_end_pass_refits_without_running_it_again(monkeypatch):
