@@ -139,8 +139,9 @@ class ScoringSteps:
         s = self._require_support()
         assert self._low is not None
         features = self._weighted_view(query)
+        assert features is not None  # the first pass encoded every slice before this runs
         return transductive_tpm(
-            self._weighted(query.features) if features is None else features,
+            features,
             self._support_prototypes,
             [x.shape[0] for x in s.pixel_features],
             lambda f, p: self._calibrated_scores(f, p),
