@@ -274,6 +274,43 @@ def rough_paint(
     return out if out.sum() >= 0.25 * mask.sum() else mask
 
 
+#: the ``fix`` mode corrects a result only when its worst error holds at least this share of the
+#: organ's voxels (a user leaves a nearly right result alone)
+FIX_MIN_SHARE = 0.05
+#: the ``fix`` mode's background stroke keeps this far (mm) from the organ, as a user's would
+FIX_CLEAR_MM = 3.0
+
+
+def correction(
+    pred: np.ndarray, truth: np.ndarray, spacing: tuple[float, float, float]
+) -> tuple[str, int, np.ndarray] | None:
+    """The one action a user takes on a result's worst error (the ``fix`` mode's paint).
+
+    When the wrongly included voxels outnumber the missed ones: a background stroke along the
+    middle line (skeleton) of the largest wrongly included 3D region, on its widest slice,
+    keeping :data:`FIX_CLEAR_MM` from the organ (``("bg", z, stroke)``). Otherwise: the
+    organ's outline on the slice missing most of it (``("fg", z, section)``). None when
+    neither error reaches :data:`FIX_MIN_SHARE` of the organ, or a leak lies too close to
+    the organ to stroke.
+    """
+    from scipy import ndimage
+    from skimage.morphology import skeletonize
+
+    pred, truth = np.asarray(pred, dtype=bool), np.asarray(truth, dtype=bool)
+    wrong, missed = pred & ~truth, truth & ~pred
+    if max(int(wrong.sum()), int(missed.sum())) < FIX_MIN_SHARE * truth.sum():
+        return None
+    if wrong.sum() >= missed.sum():
+        parts, _ = ndimage.label(wrong, structure=np.ones((3, 3, 3), bool))
+        largest = parts == 1 + int(np.argmax(np.bincount(parts.ravel())[1:]))
+        z = int(np.argmax(largest.sum(axis=(1, 2))))
+        clear = ndimage.distance_transform_edt(~truth[z], sampling=spacing[1:]) >= FIX_CLEAR_MM
+        stroke = skeletonize(largest[z]) & clear
+        return ("bg", z, stroke) if stroke.any() else None
+    z = int(np.argmax(missed.sum(axis=(1, 2))))
+    return ("fg", z, truth[z].copy())
+
+
 def multi_slice(labels: np.ndarray, values: dict[str, int]) -> int:
     """The slice painted in ``multi`` mode: most of the four organs shown, then largest area.
 

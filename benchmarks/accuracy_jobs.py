@@ -13,7 +13,7 @@ from pathlib import Path
 import accuracy_cases as ac
 import numpy as np
 
-MODES = ("same", "cross", "multi", "alone", "cross-multi", "ends", "rough", "near")
+MODES = ("same", "cross", "multi", "alone", "cross-multi", "ends", "rough", "near", "fix")
 #: the ``near`` mode: the organ painted on a slice this many slices from its middle one
 NEAR = {"same-m2": -2, "same-m1": -1, "same-p1": 1, "same-p2": 2}
 #: the ``ends`` mode: one slice painted near each end of the organ, at these fractions of its
@@ -37,8 +37,8 @@ def ends_modes(fractions: list[float]) -> dict[str, float]:
 class Job:
     """One support for one query: which organs it paints and on which volume."""
 
-    #: same(-2sl, -3sl, -lo, -hi, -atNN, -m2, -m1, -p1, -p2), cross(-2sl, -3sl), multi, alone,
-    #: cross-multi
+    #: same(-2sl, -3sl, -lo, -hi, -atNN, -m2, -m1, -p1, -p2, -fix1), cross(-2sl, -3sl), multi,
+    #: alone, cross-multi
     mode: str
     organs: tuple[str, ...]  # organ of paint value k is organs[k - 1]
     paint: np.ndarray
@@ -47,6 +47,10 @@ class Job:
     image: np.ndarray | None = None  # support image when it is another volume
     spacing: tuple[float, float, float] | None = None
     extra_partner: bool = False  # a cross partner other than the next volume (--partners all)
+    #: the ``fix`` mode: the runner corrects its own first result once (accuracy_cases.correction)
+    correct: bool = False
+    #: what that correction was, for the report: "bg@z" / "fg@z", "none" when none was needed
+    corrected: str = ""
 
     @property
     def key(self) -> str:
@@ -111,6 +115,15 @@ def build_jobs(
         job = _multi_job("multi", labels, case, present, organs)
         if job is not None:
             jobs.append(job)
+    if "fix" in modes:
+        # the middle slice, then one correction of the result's worst error (TPM only: the
+        # forest labels every unpainted pixel of a painted slice background, so a stroke on
+        # another slice has no meaning to it)
+        for organ in present:
+            truth = labels == case.values[organ]
+            zs = ac.organ_slices(truth, 1)
+            paint = ac.organ_paint(truth, zs)
+            jobs.append(Job("same-fix1", (organ,), paint, case.name, zs, correct=True))
     if "alone" in modes and present:
         # each organ by itself on the multi mode's slice: what "multi" must not lose to
         z = ac.multi_slice(labels, case.values)

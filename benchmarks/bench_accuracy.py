@@ -35,6 +35,11 @@ Modes (the support):
   ``same-grown`` 2.5 mm over the organ's edge all round, ``same-shrunk`` 2.5 mm inside it,
   ``same-jitter`` the outline moved in and out by up to 2.5 mm along its length. The other
   modes paint the exact outline, which no user draws.
+* ``fix``: the middle slice, then one correction as a user makes it (``same-fix1``,
+  ``accuracy_cases.correction``): a background stroke along the largest wrongly included
+  region on its widest slice, or the outline on the slice missing most of the organ, whichever
+  error is larger (none when both stay under 5 % of the organ), and the paint segmented again
+  with it. TPM only: the forest takes every unpainted pixel of a painted slice as background.
 * ``cross-multi``: ``multi``'s slice and paint taken from the ``cross`` partner (all four
   organs of another patient at once); organs absent from the query are not scored.
 
@@ -116,13 +121,36 @@ def run_tpm(image, spacing, labels, case, jobs, model, opts) -> tuple[dict, dict
                 results[(job.key, organ)] = None
             continue
         label_opts = dict(opts["labels"])
-        pred = session.labels(label_opts.pop("prior", None), **label_opts)
+        prior = label_opts.pop("prior", None)
+        pred = session.labels(prior, **label_opts)
+        organ_truth = labels == case.values[job.organs[0]] if job.correct else None
+        if organ_truth is not None and _corrected(session, job, pred, organ_truth, spacing):
+            pred = session.labels(prior, **label_opts)
         for organ, d in score(pred, labels, case, job).items():
             results[(job.key, organ)] = d
         for k, organ in enumerate(job.organs, 1):  # paint value k is job.organs[k - 1]
             if k in session.fit_scores:
                 fits[(job.key, organ)] = float(session.fit_scores[k])
     return results, fits, time.perf_counter() - t0
+
+
+def _corrected(session, job: Job, pred: np.ndarray, truth: np.ndarray, spacing) -> bool:
+    """The ``fix`` mode: segment ``job.paint`` again with one correction of ``pred``'s worst
+    error (:func:`accuracy_cases.correction`); False when none is needed. ``job.corrected``
+    says which it was."""
+    from napari_tpm.session import BACKGROUND_LABEL
+
+    fix = ac.correction(pred > 0, truth, spacing)
+    if fix is None:
+        job.corrected = "none"
+        return False
+    kind, z, mask = fix
+    paint = job.paint.copy()
+    paint[z][mask] = BACKGROUND_LABEL if kind == "bg" else 1
+    job.corrected = f"{kind}@{z}"
+    for _ in session.segment(paint):
+        pass
+    return True
 
 
 def route_session_options(pairs: list[str]) -> dict[str, dict]:
@@ -178,6 +206,7 @@ def _support_digest(job: Job) -> str:
 
 def run_forest(image, labels, case, jobs, cache: af.ForestCache, cfg) -> tuple[dict, float]:
     """Dice per (job key, organ), from the cache when every row of this case is there."""
+    jobs = [job for job in jobs if not job.correct]  # the fix mode is TPM's (accuracy_jobs)
     wanted = [(job, organ) for job in jobs for organ in job.organs if organ in case.values]
     keys = {(j.key, o): f"{case.name}|{j.key}|{o}{_support_digest(j)}" for j, o in wanted}
     if all(cache.get(k)[0] for k in keys.values()):
@@ -297,7 +326,8 @@ def main(argv=None) -> int:
                         "mode": job.mode,
                         "organ": organ,
                         "support": job.support,
-                        "slices": " ".join(map(str, job.slices)),
+                        "slices": " ".join(map(str, job.slices))
+                        + (f" {job.corrected}" if job.corrected else ""),
                         "tpm": tpm.get(jk),
                         "forest": forest.get(jk),
                         "fit": fits.get(jk),

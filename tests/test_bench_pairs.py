@@ -118,3 +118,33 @@ def test_cross_slices_paint_the_partners_same_scan_slices(monkeypatch):
     }
     assert all(j.support == partner.name and j.image is not None for j in jobs)
     assert parse_args([]).cross_slices == [1]
+
+
+def test_correction_strokes_the_largest_leak_or_outlines_the_worst_missed_slice():
+    truth = np.zeros((8, 40, 40), bool)
+    truth[1:7, 5:20, 5:20] = True  # 6 slices of 15 x 15
+    spacing = (5.0, 1.0, 1.0)
+    assert ac.correction(truth, truth, spacing) is None  # nothing to correct
+    leak = truth.copy()
+    leak[2:6, 20:36, 10:20] = True  # a neighbour against the organ, widest on slice 3
+    leak[3, 20:38, 8:22] = True
+    kind, z, stroke = ac.correction(leak, truth, spacing)
+    assert (kind, z) == ("bg", 3) and stroke.any()
+    assert not (stroke & ~leak[3]).any()  # along the leak itself ...
+    assert stroke[:22].sum() == 0 and stroke[22:].any()  # FIX_CLEAR_MM off the organ
+    short = truth.copy()
+    short[4:7] = False
+    short[4, 5:20, 5:8] = True  # slice 5 and 6 missing whole, 4 mostly
+    kind, z, section = ac.correction(short, truth, spacing)
+    assert kind == "fg" and z in (5, 6) and np.array_equal(section, truth[z])
+    small = truth.copy()
+    small[1, 5:8, 5:8] = False  # 9 of 1350 voxels missed: left alone
+    assert ac.correction(small, truth, spacing) is None
+
+
+def test_fix_mode_paints_the_middle_slice_for_the_runner_to_correct():
+    labels = np.zeros((9, 12, 12), np.uint8)
+    labels[2:7, 2:8, 2:8] = 1
+    jobs = build_jobs(_case("sabs_15"), labels, ["fix"], ["liver"], [1])
+    assert [(j.mode, j.slices, j.correct) for j in jobs] == [("same-fix1", [4], True)]
+    np.testing.assert_array_equal(jobs[0].paint[4] == 1, labels[4] == 1)
