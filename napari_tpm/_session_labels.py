@@ -108,6 +108,7 @@ def clean_3d(
     options: SegmentOptions,
     pick: Callable[[np.ndarray], np.ndarray] | None = None,
     own_paint: bool = True,
+    score: np.ndarray | None = None,
 ) -> None:
     """The 3D steps of ``labels()``, in place on the whole volume ``view`` (slice axis first).
 
@@ -140,6 +141,7 @@ def clean_3d(
     if box is None:
         return
     view, seeds = view[box], seeds[box]  # what follows works near the result only
+    score = None if score is None else score[box]
     spacing_first = (spacing[s.axis], *others)
     own_seeds = seeds if s.same_volume else None
     strokes = _strokes(box, view.shape, s, background)
@@ -166,7 +168,8 @@ def clean_3d(
     if opts.stroke_regions and strokes is not None:
         for value in s.label_values:
             mask = view == value
-            view[mask & ~drop_stroked(mask, seeds == value, strokes, spacing_first)] = 0
+            kept = drop_stroked(mask, seeds == value, strokes, spacing_first, score)
+            view[mask & ~kept] = 0
     if opts.exact_paint and s.same_volume:
         _keep_to_paint(view, seeds, s.outlined, box[0].start)
     if opts.continuity > 0 and s.same_volume:

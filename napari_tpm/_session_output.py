@@ -218,6 +218,7 @@ class SessionOutputs(AutoPrior):
             options,
             pick,
             own_paint=not (self._choosing or self.bootstrapped),
+            score=self._score,
         )
 
     def probabilities(self, prior: float | None = None) -> np.ndarray:
