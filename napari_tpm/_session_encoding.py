@@ -87,8 +87,7 @@ class EncodingSteps:
         weighted for the painted organ's size (:mod:`napari_tpm.position_weight`), in the
         cache's dtype, so a batch and the whole volume read alike; the cache itself stays
         unweighted, so other paint never re-encodes."""
-        channels = getattr(self.model.encoder, "group_channels", None)
-        position = channels("position") if channels is not None else None
+        position = self.model.encoder.group_channels("position")
         return reweight(features, position, self.position_scale).to(features.dtype)
 
     def _weighted_view(self, view: _Volume) -> torch.Tensor | None:
