@@ -13,12 +13,15 @@ from pathlib import Path
 import accuracy_cases as ac
 import numpy as np
 
-MODES = ("same", "cross", "multi", "alone", "cross-multi", "ends", "rough", "near", "fix")
+MODES = ("same", "cross", "multi", "alone", "cross-multi", "ends", "rough", "near", "fix", "axes")
 #: the ``near`` mode: the organ painted on a slice this many slices from its middle one
 NEAR = {"same-m2": -2, "same-m1": -1, "same-p1": 1, "same-p2": 2}
 #: the ``ends`` mode: one slice painted near each end of the organ, at these fractions of its
 #: labelled slices (a user does not always find the middle)
 ENDS = {"same-lo": 0.15, "same-hi": 0.85}
+#: the ``axes`` mode: the organ's middle slice along another axis than the first (axis 1:
+#: coronal, axis 2: sagittal for scans read axial-first), as a user painting in that view does
+AXES = {"same-cor": 1, "same-sag": 2}
 
 
 def ends_modes(fractions: list[float]) -> dict[str, float]:
@@ -51,6 +54,8 @@ class Job:
     correct: bool = False
     #: what that correction was, for the report: "bg@z" / "fg@z", "none" when none was needed
     corrected: str = ""
+    #: the axis ``slices`` index (the ``axes`` mode paints along axis 1 or 2)
+    axis: int = 0
 
     @property
     def key(self) -> str:
@@ -124,6 +129,14 @@ def build_jobs(
             zs = ac.organ_slices(truth, 1)
             paint = ac.organ_paint(truth, zs)
             jobs.append(Job("same-fix1", (organ,), paint, case.name, zs, correct=True))
+    if "axes" in modes:
+        # the middle slice along another axis: a user painting in a coronal or sagittal view
+        for mode, axis in AXES.items():
+            for organ in present:
+                turned = np.moveaxis(labels == case.values[organ], axis, 0)
+                zs = ac.organ_slices(turned, 1)
+                paint = np.moveaxis(ac.organ_paint(turned, zs), 0, axis)
+                jobs.append(Job(mode, (organ,), paint, case.name, zs, axis=axis))
     if "alone" in modes and present:
         # each organ by itself on the multi mode's slice: what "multi" must not lose to
         z = ac.multi_slice(labels, case.values)

@@ -30,6 +30,8 @@ MODE_ORDER = (
     "same-grown",
     "same-shrunk",
     "same-jitter",
+    "same-cor",
+    "same-sag",
     "cross",
     "cross-2sl",
     "cross-3sl",

@@ -42,6 +42,9 @@ Modes (the support):
   with it. TPM only: the forest takes every unpainted pixel of a painted slice as background.
 * ``cross-multi``: ``multi``'s slice and paint taken from the ``cross`` partner (all four
   organs of another patient at once); organs absent from the query are not scored.
+* ``axes``: the organ's middle slice along the volume's second and third axes
+  (``same-cor``, ``same-sag``: coronal and sagittal on these scans), as a user painting in
+  napari's coronal or sagittal view does. The forest learns and predicts along that axis.
 
 Splits: tune on ``--split tune`` only, report ``--split holdout`` (see accuracy_cases.py; the
 TotalSegmentator and AMOS volumes are always held out). Dice is over the whole volume; an organ
@@ -214,10 +217,21 @@ def run_forest(image, labels, case, jobs, cache: af.ForestCache, cfg) -> tuple[d
         cached = {jk: cache.get(k)[1] for jk, k in keys.items()}
         return {jk: d for jk, d in cached.items() if d is not None}, 0.0
     t0 = time.perf_counter()
-    fjobs = [
-        af.ForestJob(job.key, image if job.image is None else job.image, job.paint) for job in jobs
-    ]
-    preds = af.predict(image, fjobs, cfg)
+    preds = {}
+    # the forest learns and predicts slice by slice: paint along another axis (the ``axes``
+    # mode) is run on the volume turned so that axis comes first, and turned back
+    for axis in sorted({job.axis for job in jobs}):
+        fjobs = [
+            af.ForestJob(
+                job.key,
+                np.moveaxis(image if job.image is None else job.image, axis, 0),
+                np.moveaxis(job.paint, axis, 0),
+            )
+            for job in jobs
+            if job.axis == axis
+        ]
+        turned = af.predict(np.moveaxis(image, axis, 0), fjobs, cfg)
+        preds.update({key: np.moveaxis(pred, 0, axis) for key, pred in turned.items()})
     results = {}
     for job in jobs:
         for organ, d in score(preds[job.key], labels, case, job).items():

@@ -104,6 +104,62 @@ def test_near_mode_paints_the_slices_next_to_the_middle_one():
         assert job.paint.sum() == (labels[z] == value).sum()
 
 
+def test_axes_mode_paints_the_middle_coronal_and_sagittal_slices():
+    labels = np.zeros((6, 10, 12), np.uint8)
+    labels[1:5, 2:5, 3:10] = 1  # the liver: rows 2-4 (middle 3), columns 3-9 (middle 6)
+    jobs = build_jobs(_case("sabs_15"), labels, ["axes"], ["liver"], [1])
+    got = {j.mode: (j.axis, j.slices) for j in jobs}
+    assert got == {"same-cor": (1, [3]), "same-sag": (2, [6])}
+    for job in jobs:
+        want = np.zeros_like(labels)
+        index = [slice(None)] * 3
+        index[job.axis] = job.slices[0]
+        want[tuple(index)] = labels[tuple(index)]
+        np.testing.assert_array_equal(job.paint, want)
+
+
+def test_the_forest_learns_and_predicts_along_the_painted_axis(monkeypatch):
+    """A job painted on a coronal slice reaches the forest turned so that slice is axis 0,
+    and its prediction comes back in the volume's own axes."""
+    import accuracy_forest as af
+    import bench_accuracy as ba
+
+    seen = []
+
+    def predict(image, jobs, cfg):
+        seen.append(
+            (
+                image.shape,
+                [(j.key, j.image.shape, np.flatnonzero(j.paint.any((1, 2)))) for j in jobs],
+            )
+        )
+        return {j.key: (j.paint > 0).astype(np.uint8) for j in jobs}
+
+    monkeypatch.setattr(af, "predict", predict)
+    labels = np.zeros((6, 10, 12), np.uint8)
+    labels[1:5, 2:5, 3:10] = 1
+    jobs = build_jobs(_case("sabs_15"), labels, ["same", "axes"], ["liver"], [1])
+
+    class Cache:
+        def get(self, key):
+            return False, None
+
+        def put(self, key, value):
+            pass
+
+        def save(self):
+            pass
+
+    image = labels.astype(np.float32)
+    results, _ = ba.run_forest(image, labels, _case("sabs_15"), jobs, Cache(), None)
+    assert [s[0] for s in seen] == [(6, 10, 12), (10, 6, 12), (12, 6, 10)]
+    assert seen[1][1][0][2].tolist() == [3] and seen[2][1][0][2].tolist() == [6]
+    # each prediction was the painted slice itself, back in the volume's axes
+    # (84 liver voxels: 28 on its middle coronal slice, 12 on its middle sagittal one)
+    assert results[("same-cor|liver", "liver")] == pytest.approx(2 * 28 / (28 + 84))
+    assert results[("same-sag|liver", "liver")] == pytest.approx(2 * 12 / (12 + 84))
+
+
 def test_cross_slices_paint_the_partners_same_scan_slices(monkeypatch):
     labels = np.zeros((21, 4, 4), np.uint8)
     labels[0:21, 1:3, 1:3] = 1  # the liver on slices 0-20 of the query and of its partner
