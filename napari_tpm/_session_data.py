@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 # the session's device rule (a device must exist here), re-exported for session.py
+from napari_tpm import axial_frame
 from napari_tpm.devices import resolve_device as resolve_device
 from napari_tpm.preprocess import WorkingGrid, check_intensity_range
 from napari_tpm.support import SupportSlices
@@ -84,6 +85,12 @@ class _Volume:
     encoded: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
     # the fully encoded features reweighted for one position scale (scale, features), float16
     weighted: tuple[float, torch.Tensor] | None = None
+    axis: int = 0  # the slice axis of the volume this view was cut from
+    # for a view along axis 1 or 2: the axis-0 slices' body boxes (napari_tpm.axial_frame),
+    # whose frame its position channels take; None keeps the encoder's own
+    frame: np.ndarray | None = None
+    # the volume's slice index of each of the view's slices (a view of a few slices only)
+    source: np.ndarray | None = None
 
 
 @dataclass
@@ -135,13 +142,16 @@ def _make_view(
     size = WORKING_SIZE
     if mm:
         fov = max(slices.shape[1] * inplane[0], slices.shape[2] * inplane[1])
-        size = int(min(512, max(64, 8 * math.ceil(fov / mm / 8))))
+        # (a hair under: a field of view of exactly 256 pixels stays 256, not 264)
+        size = int(min(512, max(64, 8 * math.ceil(fov / mm / 8 - 1e-6))))
     grid = WorkingGrid.fit(slices.shape[1:], inplane, size=size)
     return _Volume(
         slices=slices,
         grid=grid,
         pad_value=float(normalised.min()),
         encoded=np.zeros(slices.shape[0], bool),
+        axis=axis,
+        source=None if only is None else np.asarray(only, dtype=int),
     )
 
 
@@ -291,7 +301,14 @@ def _encode_slices(
     x = view.grid.to_working(x, pad_value=view.pad_value).to(device)
     with torch.inference_mode():
         feats = encoder(x)
-    feats = feats.to("cpu", torch.float16)
+    feats = feats.to("cpu", torch.float32)
+    if view.frame is not None:
+        source = todo if view.source is None else view.source[todo]
+        raw = axial_frame.position_maps(
+            view.frame, view.axis, view.grid, source, feats.shape[-2:], encoder.stride
+        )
+        feats = axial_frame.replace_position(feats, raw, encoder)
+    feats = feats.to(torch.float16)
     if view.features is None:
         n, (c, h, w) = view.slices.shape[0], feats.shape[1:]
         view.features = torch.zeros((n, c, h, w), dtype=torch.float16)

@@ -14,7 +14,14 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from napari_tpm._session_data import _encode_slices, _make_view, _outward_batches, _Volume
+from napari_tpm import axial_frame
+from napari_tpm._session_data import (
+    WORKING_SIZE,
+    _encode_slices,
+    _make_view,
+    _outward_batches,
+    _Volume,
+)
 from napari_tpm.position_weight import reweight
 from napari_tpm.preprocess import guess_modality, normalise_intensity
 from napari_tpm.progress import Progress
@@ -60,10 +67,45 @@ class EncodingSteps:
                 self._normalised = normalise_intensity(
                     image, modality=self._modality, method=self.model.normalisation
                 )
-            self._views[axis] = _make_view(
-                self._normalised, self._spacing, axis, mm=self._working_mm
-            )
+            frame = next((v.frame for v in self._views.values() if v.frame is not None), None)
+            self._views[axis] = self._cut(self._normalised, self._spacing, axis, frame=frame)
         return self._views[axis]
+
+    def _cut(
+        self,
+        normalised: np.ndarray,
+        spacing: tuple[float, float, float],
+        axis: int,
+        only: tuple[int, ...] | None = None,
+        frame: np.ndarray | None = None,
+    ) -> _Volume:
+        """``normalised`` seen along ``axis`` (``only`` those slices), on the encoder's grid.
+
+        Along axis 1 or 2, the filter bank's view takes the axial frame
+        (:mod:`napari_tpm.axial_frame`): the axis-0 slices' body boxes for its position
+        channels (``frame``, when they are at hand), and the axis-0 view's working pixel size,
+        so its scales span the same millimetres as on the axial slices.
+        """
+        mm = self._working_mm
+        moved = axis != 0 and axial_frame.supports(self.model.encoder)
+        if moved and mm is None:
+            mm = axial_frame.working_mm(normalised.shape, spacing, WORKING_SIZE)
+        view = _make_view(normalised, spacing, axis, only=only, mm=mm)
+        if moved:
+            view.frame = frame if frame is not None else self._axial_boxes(normalised, spacing)
+        return view
+
+    def _axial_boxes(
+        self, normalised: np.ndarray, spacing: tuple[float, float, float]
+    ) -> np.ndarray:
+        """The body boxes of ``normalised``'s axis-0 slices, whose frame its views along the
+        other axes take for their position channels (:mod:`napari_tpm.axial_frame`)."""
+        axial = self._views.get(0) if normalised is self._normalised else None
+        if axial is None:
+            axial = _make_view(normalised, spacing, 0, mm=self._working_mm)
+        return axial_frame.axial_boxes(
+            axial.slices, axial.grid, axial.pad_value, self.model.encoder
+        )
 
     def _encode(self, view: _Volume, indices: np.ndarray) -> None:
         """Encode the slices of ``view`` listed in ``indices`` that are not cached yet."""

@@ -39,7 +39,6 @@ from napari_tpm._session_data import (
     _check_prototypes,
     _check_voxels,
     _Job,
-    _make_view,
     _Support,
     _Volume,
     available_memory_bytes,
@@ -309,7 +308,7 @@ class SegmentationSession(SessionOutputs, ContrastSearch, ScoringSteps, Encoding
             snorm = normalise_intensity(
                 np.asarray(support_image), modality=self._modality, method=self.model.normalisation
             )
-            sview = _make_view(snorm, sspacing, axis, only=indices, mm=self._working_mm)
+            sview = self._cut(snorm, sspacing, axis, only=indices)
             sidx = np.arange(len(indices))
             if self.options.fit_component:
                 self._paint_footprints = self._paint_target(job, snorm)

@@ -351,6 +351,28 @@ class FilterBankEncoder(Encoder):
             body = F.max_pool2d(eroded, 2 * r + 1, stride=1, padding=r)
         return body
 
+    def slice_boxes(self, x: torch.Tensor) -> np.ndarray:
+        """``(B, 4)`` body boxes ``(y0, y1, x0, x1)`` of slices ``x [B, 1, H, W]``, in pixels of
+        the stride-resolution map, by the rule the position channels use.
+
+        The session reads these on a scan's axis-0 slices to give slices cut along another
+        axis the same position frame (:mod:`napari_tpm.axial_frame`).
+        """
+        s = self.stride
+        h, w = x.shape[-2:]
+        x = F.pad(x.float(), (0, (-w) % s, 0, (-h) % s), mode="replicate")
+        x_low = F.avg_pool2d(x, s) if s > 1 else x
+        body = self._body_mask(x_low)
+        if self.position_frame != "body":
+            body = torch.ones_like(body)
+        return body_boxes(body[:, 0].detach().cpu().numpy() > 0.5, self.box_quantile)
+
+    def standardised_position(self, raw: torch.Tensor) -> torch.Tensor:
+        """Raw position coordinates ``[B, 2, h, w]`` as :meth:`features` puts them in its
+        output, before the unit normalisation: standardised and weighted."""
+        centre, scale = self.group_stats["position"]
+        return (raw - centre) / scale * (self.group_weights["position"] / math.sqrt(2))
+
     def _position(self, body: torch.Tensor) -> torch.Tensor:
         """Coordinates in [-1, 1] across each slice's body bounding box, ``[B, 2, h, w]``."""
         b, _, h, w = body.shape
