@@ -181,7 +181,6 @@ def clean_3d(
             tuple(others),
             opts.continuity_end,
             own_paint,
-            slice_mm=float(spacing[s.axis]),
         )
     if opts.outrunning_parts and s.same_volume and own_paint:
         _drop_outrunning(view, seeds, s.label_values, spacing_first)
@@ -234,12 +233,10 @@ def _keep_continuous(
     spacing: tuple[float, float],
     end: bool = True,
     drift: bool = True,
-    slice_mm: float | None = None,
 ) -> None:
     """Each structure's result, in place, kept where it continues from its painted slices
     (``end``: the walk ends on a covered footprint, :data:`napari_tpm.continuity.COVER_END`;
-    ``drift``: the footprint follows the organ's drift, :data:`napari_tpm.continuity.DRIFT_MM`;
-    ``slice_mm``: the slice step, :data:`napari_tpm.continuity.STEP_MM`).
+    ``drift``: the footprint follows the organ's drift, :data:`napari_tpm.continuity.DRIFT_MM`).
 
     Only for paint on this volume: with another volume's support there is no painted slice
     to start from, and starting from the result's largest slice gained nothing on the tuning
@@ -257,7 +254,6 @@ def _keep_continuous(
                 paint=seeds == value,
                 cover_end=COVER_END if end else None,
                 drift_mm=DRIFT_MM if drift else 0.0,
-                slice_mm=slice_mm,
             )
             view[mask & ~kept] = 0
 

@@ -106,7 +106,6 @@ __all__ = [
     "SPLIT_DEPTH_MM",
     "SPLIT_ON",
     "SPLIT_REACH_MM",
-    "STEP_MM",
     "keep_continuous",
 ]
 
@@ -169,15 +168,6 @@ COVER_REACH_MM = SPLIT_REACH_MM
 #: Chosen on the tuning volumes (benchmarks/RESULTS-accuracy.md, "The footprint follows the
 #: organ's drift"); the move must gain more than :data:`DRIFT_GAIN` of that result's area.
 DRIFT_MM = 2.0
-#: the slice step (mm) the growth allowances above were chosen for (BTCV's 5 mm axial slices;
-#: CHAOS's are 7.7 mm). A thinner step allows its share of them: an organ widens by the
-#: millimetre, not by the slice, and on a coronal view's 1.25-1.4 mm slices a reach of a whole
-#: radius per slice carried the spleen in beside a left kidney (CHAOS 31 painted on its middle
-#: coronal slice 0.59; 0.89 with the share). Chosen on the tuning volumes' coronal and
-#: sagittal paint (5 results up by 0.26-0.38, none down; 3 mm alike); their axial slices are
-#: 5 mm or thicker, so no axial tuning result moved (benchmarks/RESULTS-accuracy.md, "Growth
-#: per millimetre").
-STEP_MM = 5.0
 #: between two painted slices, the sweep from the one with the larger section decides
 #: (``keep_continuous``'s ``between_larger``). The union of both sweeps let the one from a
 #: small section, still widening, carry a neighbour that touches the organ there to the other
@@ -202,7 +192,6 @@ def keep_continuous(
     drift_mm: float = DRIFT_MM,
     split_level: bool = True,
     between_larger: bool | None = None,
-    slice_mm: float | None = None,
 ) -> np.ndarray:
     """The part of ``mask`` (slice axis first) that continues slice by slice from ``seeds``.
 
@@ -243,8 +232,6 @@ def keep_continuous(
             result (the other where it has ended), not the union of both: the sweep from the
             smaller section is still widening there and may carry a neighbour in (None:
             :data:`BETWEEN_LARGER`).
-        slice_mm: the slice step (mm); under :data:`STEP_MM`, ``growth`` and ``rate_floor``
-            shrink in proportion (None: as given).
 
     Returns:
         A boolean array of ``mask``'s shape, a subset of ``mask``. Slices beyond a slice with an
@@ -264,8 +251,6 @@ def keep_continuous(
         raise ValueError(
             f"rate_slack and rate_floor must be >= 0, got {rate_slack!r}, {rate_floor!r}"
         )
-    if slice_mm is not None and 0 < slice_mm < STEP_MM:
-        growth, rate_floor = growth * slice_mm / STEP_MM, rate_floor * slice_mm / STEP_MM
     n = mask.shape[0]
     starts = sorted({int(z) for z in seeds})
     if not starts:
