@@ -89,8 +89,6 @@ class _Volume:
     # for a view along axis 1 or 2: the axis-0 slices' body boxes (napari_tpm.axial_frame),
     # whose frame its position channels take; None keeps the encoder's own
     frame: np.ndarray | None = None
-    # the volume's slice index of each of the view's slices (a view of a few slices only)
-    source: np.ndarray | None = None
 
 
 @dataclass
@@ -151,7 +149,6 @@ def _make_view(
         pad_value=float(normalised.min()),
         encoded=np.zeros(slices.shape[0], bool),
         axis=axis,
-        source=None if only is None else np.asarray(only, dtype=int),
     )
 
 
@@ -303,9 +300,8 @@ def _encode_slices(
         feats = encoder(x)
     feats = feats.to("cpu", torch.float32)
     if view.frame is not None:
-        source = todo if view.source is None else view.source[todo]
-        raw = axial_frame.position_maps(
-            view.frame, view.axis, view.grid, source, feats.shape[-2:], encoder.stride
+        raw = axial_frame.position_map(
+            view.frame, view.axis, view.grid, feats.shape[-2:], encoder.stride
         )
         feats = axial_frame.replace_position(feats, raw, encoder)
     feats = feats.to(torch.float16)

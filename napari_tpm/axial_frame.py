@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from napari_tpm.encoders.filterbank import FilterBankEncoder
 from napari_tpm.preprocess import WorkingGrid
 
-__all__ = ["axial_boxes", "position_maps", "replace_position", "supports", "working_mm"]
+__all__ = ["axial_boxes", "position_map", "replace_position", "supports", "working_mm"]
 
 
 def supports(encoder: torch.nn.Module) -> bool:
@@ -94,17 +94,16 @@ def axial_boxes(
     return np.concatenate(out).astype(np.float32)
 
 
-def position_maps(
+def position_map(
     boxes: np.ndarray,
     axis: int,
     grid: WorkingGrid,
-    indices: np.ndarray,
     size_hw: tuple[int, int],
     stride: int,
 ) -> torch.Tensor:
-    """Raw position coordinates ``[B, 2, h, w]`` at the stride-resolution pixels of slices
-    ``indices`` of a view along ``axis`` (1 or 2) on ``grid``; ``boxes`` from
-    :func:`axial_boxes`.
+    """Raw position coordinates ``[1, 2, h, w]`` at the stride-resolution pixels of a view
+    along ``axis`` (1 or 2) on ``grid``; ``boxes`` from :func:`axial_boxes`. One map serves
+    every slice of the view: neither coordinate depends on which slice it is.
 
     The view's rows run along the scan's first axis: channel 0 places them across the scan's
     axial slices (-1 the first, 1 the last). Its columns run across the axial slices' rows
@@ -126,9 +125,9 @@ def position_maps(
     lo, hi = (2, 3) if axis == 1 else (0, 1)  # the box's columns (x) or rows (y)
     b0 = np.interp(z, np.arange(n), boxes[:, lo])[:, None]
     b1 = np.interp(z, np.arange(n), boxes[:, hi])[:, None]
-    maps = np.empty((len(indices), 2, h, w), dtype=np.float32)
-    maps[:, 0] = ((2 * a - (n - 1)) / max(n - 1, 1))[:, None]
-    maps[:, 1] = (2 * b[None, :] - b0 - b1) / np.maximum(b1 - b0, 1.0)
+    maps = np.empty((1, 2, h, w), dtype=np.float32)
+    maps[0, 0] = ((2 * a - (n - 1)) / max(n - 1, 1))[:, None]
+    maps[0, 1] = (2 * b[None, :] - b0 - b1) / np.maximum(b1 - b0, 1.0)
     return torch.from_numpy(maps)
 
 
@@ -136,7 +135,7 @@ def replace_position(
     features: torch.Tensor, raw: torch.Tensor, bank: FilterBankEncoder
 ) -> torch.Tensor:
     """Unit features ``[B, C, h, w]`` of ``bank`` with their position channels set to ``raw``
-    ``[B, 2, h, w]``, unit again, in the features' dtype.
+    (``[B, 2, h, w]`` or one map ``[1, 2, h, w]`` for all), unit again, in the features' dtype.
 
     The bank's output is its weighted groups and a constant anchor, normalised to unit length;
     the anchor's share gives back the length each pixel was divided by.

@@ -81,7 +81,7 @@ def test_axial_views_keep_the_banks_own_channels() -> None:
 def test_the_frame_is_for_the_other_axes_only() -> None:
     grid = _make_view(np.zeros((4, 8, 8), np.float32), (1.0, 1.0, 1.0), 0).grid
     with pytest.raises(ValueError, match="axis 1 or 2"):
-        axial_frame.position_maps(np.zeros((4, 4)), 0, grid, np.arange(2), (4, 4), 4)
+        axial_frame.position_map(np.zeros((4, 4)), 0, grid, (4, 4), 4)
 
 
 def test_real_ct_kidney_painted_on_a_coronal_slice_is_found_through_its_slices(
