@@ -86,8 +86,9 @@ class _Volume:
     # the fully encoded features reweighted for one position scale (scale, features), float16
     weighted: tuple[float, torch.Tensor] | None = None
     axis: int = 0  # the slice axis of the volume this view was cut from
-    # for a view along axis 1 or 2: the axis-0 slices' body boxes (napari_tpm.axial_frame),
-    # whose frame its position channels take; None keeps the encoder's own
+    # the axis-0 slices' body boxes, smoothed along that axis (napari_tpm.axial_frame), whose
+    # frame the view's position channels take (its rows for an axis-0 view); None keeps the
+    # encoder's own
     frame: np.ndarray | None = None
 
 
@@ -300,9 +301,14 @@ def _encode_slices(
         feats = encoder(x)
     feats = feats.to("cpu", torch.float32)
     if view.frame is not None:
-        raw = axial_frame.position_map(
-            view.frame, view.axis, view.grid, feats.shape[-2:], encoder.stride
-        )
+        if view.axis == 0:
+            raw = axial_frame.slice_positions(
+                view.frame[todo], view.grid, feats.shape[-2:], encoder.stride
+            )
+        else:
+            raw = axial_frame.position_map(
+                view.frame, view.axis, view.grid, feats.shape[-2:], encoder.stride
+            )
         feats = axial_frame.replace_position(feats, raw, encoder)
     feats = feats.to(torch.float16)
     if view.features is None:

@@ -87,25 +87,37 @@ class EncodingSteps:
         so its scales span the same millimetres as on the axial slices.
         """
         mm = self._working_mm
-        moved = axis != 0 and axial_frame.supports(self.model.encoder)
+        framed = axial_frame.supports(self.model.encoder)
+        moved = axis != 0 and framed
         if moved and mm is None:
             mm = axial_frame.working_mm(normalised.shape, spacing, WORKING_SIZE)
         view = _make_view(normalised, spacing, axis, only=only, mm=mm)
         if moved:
             view.frame = frame if frame is not None else self._axial_boxes(normalised, spacing)
+        elif framed:  # the axial view: its own slices' boxes, smoothed along the first axis
+            boxes = self._axial_boxes(normalised, spacing, view)
+            view.frame = boxes if only is None else boxes[list(only)]
         return view
 
     def _axial_boxes(
-        self, normalised: np.ndarray, spacing: tuple[float, float, float]
+        self,
+        normalised: np.ndarray,
+        spacing: tuple[float, float, float],
+        axial: _Volume | None = None,
     ) -> np.ndarray:
-        """The body boxes of ``normalised``'s axis-0 slices, whose frame its views along the
-        other axes take for their position channels (:mod:`napari_tpm.axial_frame`)."""
-        axial = self._views.get(0) if normalised is self._normalised else None
-        if axial is None:
+        """The body boxes of ``normalised``'s axis-0 slices, smoothed along that axis
+        (:func:`napari_tpm.axial_frame.smooth_boxes`): the frame of every view's position
+        channels (:mod:`napari_tpm.axial_frame`). ``axial``: that volume's whole axial view."""
+        if axial is None and normalised is self._normalised:
+            axial = self._views.get(0)
+            if axial is not None and axial.frame is not None:
+                return axial.frame
+        if axial is None or axial.slices.shape[0] != normalised.shape[0]:
             axial = _make_view(normalised, spacing, 0, mm=self._working_mm)
-        return axial_frame.axial_boxes(
+        boxes = axial_frame.axial_boxes(
             axial.slices, axial.grid, axial.pad_value, self.model.encoder
         )
+        return axial_frame.smooth_boxes(boxes, float(spacing[0]))
 
     def _encode(self, view: _Volume, indices: np.ndarray) -> None:
         """Encode the slices of ``view`` listed in ``indices`` that are not cached yet."""

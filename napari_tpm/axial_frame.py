@@ -13,9 +13,14 @@ on its axial slice).
 So for slices along another axis the position channels are set in a frame that does not move
 between them: along the scan's first axis, the place among its axial slices; across it, the
 place across the body box of the axial slice the pixel lies on, found by the bank's own rule
-(:meth:`FilterBankEncoder.slice_boxes`), the box that stays put. Slices along axis 0 keep the
-bank's own channels, unchanged. Boxes between two axial slices are interpolated, and the
-coordinates continue linearly into the working grid's padding, as the bank's own do.
+(:meth:`FilterBankEncoder.slice_boxes`), the box that stays put. Boxes between two axial
+slices are interpolated, and the coordinates continue linearly into the working grid's
+padding, as the bank's own do.
+
+Slices along axis 0 take the bank's own formula, on the same boxes: each axial slice's box
+smoothed along the scan's first axis (:func:`smooth_boxes`), so a slice where the bank's rule
+loses part of the body does not move every position on it (with each slice's own box the
+channels are the bank's, :func:`slice_positions`).
 
 Measured first with both channels in the axial frame (the axial slice's rows and columns):
 that frame has no coordinate along the scan's first axis, which is the one a coronal slice
@@ -38,11 +43,28 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy import ndimage
 
 from napari_tpm.encoders.filterbank import FilterBankEncoder
 from napari_tpm.preprocess import WorkingGrid
 
-__all__ = ["axial_boxes", "position_map", "replace_position", "supports", "working_mm"]
+__all__ = [
+    "BOX_JUMP",
+    "BOX_SMOOTH_MM",
+    "axial_boxes",
+    "position_map",
+    "replace_position",
+    "slice_positions",
+    "smooth_boxes",
+    "supports",
+    "working_mm",
+]
+
+#: half the run (mm along the scan's first axis) over which each axial slice's body box is
+#: replaced by the median of its neighbours' (:func:`smooth_boxes`)
+BOX_SMOOTH_MM = 15.0
+#: ... where it lies more than this fraction of the box's extent from that median
+BOX_JUMP = 0.1
 
 
 def supports(encoder: torch.nn.Module) -> bool:
@@ -92,6 +114,52 @@ def axial_boxes(
         cols = (centre[:, 2:] - left) * (w / cw) - 0.5
         out.append(np.concatenate([rows, cols], axis=1))
     return np.concatenate(out).astype(np.float32)
+
+
+def smooth_boxes(boxes: np.ndarray, slice_mm: float, half_mm: float = BOX_SMOOTH_MM) -> np.ndarray:
+    """Each axial slice's body box, with an edge that jumped away from its neighbours' put back.
+
+    A body's box changes slowly from one axial slice to the next, but the bank's rule can lose
+    part of the body on a slice (BTCV 15's slices 83-85: the box's lower edge at 113-141 of 256,
+    between 209 and 213 either side), and every position channel there then moves; a small
+    organ reads as another place on those slices (its aorta scored -7 log-odds there, +1.3 a
+    slice further). An edge lying more than :data:`BOX_JUMP` of the box's extent from the
+    median of the slices within ``half_mm`` takes that median; every other edge stays as the
+    bank found it. ``half_mm`` under half a slice, or one slice: unchanged.
+    """
+    boxes = np.asarray(boxes, dtype=np.float32)
+    half = round(half_mm / slice_mm) if slice_mm > 0 else 0
+    if half < 1 or len(boxes) < 2:
+        return boxes.copy()
+    median = ndimage.median_filter(boxes, size=(2 * half + 1, 1), mode="nearest")
+    extent = np.abs(median[:, [1, 1, 3, 3]] - median[:, [0, 0, 2, 2]])
+    off = np.abs(boxes - median) > BOX_JUMP * np.maximum(extent, 1.0)
+    return np.where(off, median, boxes)
+
+
+def slice_positions(
+    boxes: np.ndarray, grid: WorkingGrid, size_hw: tuple[int, int], stride: int
+) -> torch.Tensor:
+    """Raw position coordinates ``[B, 2, h, w]`` of axial slices whose body boxes (native
+    coordinates, :func:`axial_boxes`) are ``boxes (B, 4)``, by the bank's own formula: the
+    stride-resolution pixel's index across the box, in [-1, 1]. With the boxes the bank finds
+    itself this gives back its own channels."""
+    h, w = size_hw
+    ch, cw = grid.content_hw
+    top, left = grid.offset
+    nh, nw = grid.shape_hw
+    b = np.asarray(boxes, dtype=np.float64)
+    # native -> stride-map coordinates (the inverse of axial_boxes' map)
+    rows = ((b[:, :2] + 0.5) * (ch / nh) + top) / stride - 0.5
+    cols = ((b[:, 2:] + 0.5) * (cw / nw) + left) / stride - 0.5
+    y0, y1 = rows[:, :1, None], rows[:, 1:, None]
+    x0, x1 = cols[:, :1, None], cols[:, 1:, None]
+    yy = np.arange(h, dtype=np.float64)[None, :, None]
+    xx = np.arange(w, dtype=np.float64)[None, None, :]
+    v = (2 * yy - y0 - y1) / np.maximum(y1 - y0, 1.0)
+    u = (2 * xx - x0 - x1) / np.maximum(x1 - x0, 1.0)
+    out = np.stack([np.broadcast_to(v, (len(b), h, w)), np.broadcast_to(u, (len(b), h, w))], 1)
+    return torch.from_numpy(out.astype(np.float32))
 
 
 def position_map(

@@ -69,13 +69,67 @@ def test_coronal_and_sagittal_slices_read_the_axial_slices_position(axis: int) -
     assert np.percentile(np.abs(own_pos - want)[2:-2][:, inside], 95) > 0.2
 
 
-def test_axial_views_keep_the_banks_own_channels() -> None:
+def test_every_view_shares_the_smoothed_axial_frame() -> None:
     vol, spacing = _body_cylinder()
     s = SegmentationSession("default", device="cpu")
     s.set_image(vol, spacing)
-    assert s._view(0).frame is None
-    assert s._view(1).frame is not None
+    assert s._view(0).frame is not None
+    np.testing.assert_array_equal(s._view(0).frame, s._view(1).frame)
     np.testing.assert_array_equal(s._view(1).frame, s._view(2).frame)
+
+
+def test_axial_positions_from_the_banks_own_boxes_are_its_own_channels() -> None:
+    """With each slice's own box (no smoothing) the axial view's position channels are the
+    bank's, so only a box the smoothing moves changes a feature."""
+    vol, spacing = _body_cylinder()
+    vol[:, :, :30] += np.linspace(0, 1, vol.shape[0])[:, None, None]  # boxes differ by slice
+    bank = FilterBankEncoder()
+    own = _make_view(vol, spacing, 0)
+    _encode_slices(own, np.arange(vol.shape[0]), bank, torch.device("cpu"))
+    framed = _make_view(vol, spacing, 0)
+    framed.frame = axial_frame.axial_boxes(framed.slices, framed.grid, framed.pad_value, bank)
+    _encode_slices(framed, np.arange(vol.shape[0]), bank, torch.device("cpu"))
+    np.testing.assert_allclose(
+        framed.features.float().numpy(), own.features.float().numpy(), atol=2e-3
+    )
+
+
+def test_smoothing_puts_back_a_box_edge_that_jumped_and_leaves_the_others() -> None:
+    n = 21
+    boxes = np.stack(
+        [np.full(n, 10.0), np.linspace(200, 220, n), np.full(n, 5.0), np.full(n, 250.0)], 1
+    )
+    broken = boxes.copy()
+    broken[9:12, 1] = (130, 120, 115)  # three slices lose the body's lower part
+    smooth = axial_frame.smooth_boxes(broken, slice_mm=5.0)  # 15 mm: three slices each side
+    # (the median of seven with three lost lies three slices' drift below the true edge)
+    np.testing.assert_allclose(smooth[9:12, 1], boxes[9:12, 1], atol=3.5)
+    keep = np.ones(boxes.shape, bool)
+    keep[9:12, 1] = False
+    np.testing.assert_array_equal(smooth[keep], broken[keep])  # the body's course as found
+    # slices thicker than twice the run: nothing to take a median over
+    np.testing.assert_array_equal(axial_frame.smooth_boxes(broken, slice_mm=40.0), broken)
+
+
+def test_a_slice_with_part_of_the_body_lost_keeps_its_neighbours_positions() -> None:
+    """A slice on which the bank's body rule loses the body's back half (darkened below the
+    floor the rule keeps) gets its neighbours' position channels in the session's view."""
+    vol, spacing = _body_cylinder()
+    vol = np.repeat(vol, 2, axis=0)[:32]  # 32 slices of 4 mm: 15 mm is 4 slices each side
+    vol[16, 36:] = -2.0  # the back half of slice 16 reads as air
+    s = SegmentationSession("default", device="cpu")
+    s.set_image(vol, spacing)
+    view = s._view(0)
+    _encode_slices(view, np.arange(vol.shape[0]), s.model.encoder, torch.device("cpu"))
+    bank = s.model.encoder
+    pos = _raw_position(view, bank)  # (2, Z, Y, X)
+    body = vol[15] > 0
+    np.testing.assert_allclose(pos[:, 16][:, body], pos[:, 15][:, body], atol=0.02)
+
+    own = _make_view(vol, spacing, 0)  # the bank's own boxes: slice 16 reads as elsewhere
+    _encode_slices(own, np.arange(vol.shape[0]), bank, torch.device("cpu"))
+    own_pos = _raw_position(own, bank)
+    assert np.abs(own_pos[0, 16][body] - own_pos[0, 15][body]).max() > 0.2
 
 
 def test_the_frame_is_for_the_other_axes_only() -> None:
