@@ -163,3 +163,19 @@ def test_real_ct_kidney_painted_on_a_coronal_slice_is_found_through_its_slices(
         found = s.labels(None) > 0
         dice[frame] = 2 * (found & kidney).sum() / (found.sum() + kidney.sum())
     assert dice[True] > 0.65 and dice[True] > dice[False] + 0.3, dice
+
+
+def test_real_ct_slices_whose_body_box_jumped_take_their_neighbours(shared_data):
+    """BTCV 15 (tuning volume): the bank's body rule loses the body's lower part on slices
+    83-85 (box edge at 113-141 of 256 between 209 and 213); the session's frame puts it back,
+    and leaves the slices around them as the bank found them."""
+    from session_helpers import read_case
+
+    image, _ = read_case(shared_data / "sabs_ct", "sabs_15", "ct")
+    s = SegmentationSession("filterbank", device="cpu")
+    s.set_image(image.array, image.spacing)
+    view = s._view(0)
+    own = axial_frame.axial_boxes(view.slices, view.grid, view.pad_value, s.model.encoder)
+    assert own[83:86, 1].max() < 150 and own[[81, 82, 86, 87], 1].min() > 200
+    assert view.frame[83:86, 1].min() > 200
+    np.testing.assert_array_equal(view.frame[70:83], own[70:83])
