@@ -84,7 +84,9 @@ class EncodingSteps:
         Along axis 1 or 2, the filter bank's view takes the axial frame
         (:mod:`napari_tpm.axial_frame`): the axis-0 slices' body boxes for its position
         channels (``frame``, when they are at hand), and the axis-0 view's working pixel size,
-        so its scales span the same millimetres as on the axial slices.
+        so its scales span the same millimetres as on the axial slices. Along axis 0 it takes
+        the same boxes for its own slices, a box edge that jumped put back
+        (:func:`napari_tpm.axial_frame.smooth_boxes`).
         """
         mm = self._working_mm
         framed = axial_frame.supports(self.model.encoder)
