@@ -45,7 +45,7 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
-from napari_tpm.encoders.filterbank import FilterBankEncoder
+from napari_tpm.encoders.filterbank import FilterBankEncoder, box_coordinates
 from napari_tpm.preprocess import WorkingGrid
 
 __all__ = [
@@ -144,7 +144,6 @@ def slice_positions(
     coordinates, :func:`axial_boxes`) are ``boxes (B, 4)``, by the bank's own formula: the
     stride-resolution pixel's index across the box, in [-1, 1]. With the boxes the bank finds
     itself this gives back its own channels."""
-    h, w = size_hw
     ch, cw = grid.content_hw
     top, left = grid.offset
     nh, nw = grid.shape_hw
@@ -152,14 +151,8 @@ def slice_positions(
     # native -> stride-map coordinates (the inverse of axial_boxes' map)
     rows = ((b[:, :2] + 0.5) * (ch / nh) + top) / stride - 0.5
     cols = ((b[:, 2:] + 0.5) * (cw / nw) + left) / stride - 0.5
-    y0, y1 = rows[:, :1, None], rows[:, 1:, None]
-    x0, x1 = cols[:, :1, None], cols[:, 1:, None]
-    yy = np.arange(h, dtype=np.float64)[None, :, None]
-    xx = np.arange(w, dtype=np.float64)[None, None, :]
-    v = (2 * yy - y0 - y1) / np.maximum(y1 - y0, 1.0)
-    u = (2 * xx - x0 - x1) / np.maximum(x1 - x0, 1.0)
-    out = np.stack([np.broadcast_to(v, (len(b), h, w)), np.broadcast_to(u, (len(b), h, w))], 1)
-    return torch.from_numpy(out.astype(np.float32))
+    mapped = torch.from_numpy(np.concatenate([rows, cols], axis=1).astype(np.float32))
+    return box_coordinates(mapped, size_hw)
 
 
 def position_map(

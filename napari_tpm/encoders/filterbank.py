@@ -375,16 +375,9 @@ class FilterBankEncoder(Encoder):
 
     def _position(self, body: torch.Tensor) -> torch.Tensor:
         """Coordinates in [-1, 1] across each slice's body bounding box, ``[B, 2, h, w]``."""
-        b, _, h, w = body.shape
         mask = body[:, 0].detach().cpu().numpy() > 0.5
         boxes = torch.from_numpy(body_boxes(mask, self.box_quantile))
-        boxes = boxes.to(device=body.device, dtype=body.dtype)
-        yy = torch.arange(h, device=body.device, dtype=body.dtype).view(1, h, 1)
-        xx = torch.arange(w, device=body.device, dtype=body.dtype).view(1, 1, w)
-        y0, y1, x0, x1 = (boxes[:, i].view(b, 1, 1) for i in range(4))
-        v = (2 * yy - y0 - y1) / (y1 - y0).clamp_min(1.0)
-        u = (2 * xx - x0 - x1) / (x1 - x0).clamp_min(1.0)
-        return torch.stack([v.expand(b, h, w), u.expand(b, h, w)], 1)
+        return box_coordinates(boxes.to(device=body.device, dtype=body.dtype), body.shape[-2:])
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         # Reduced precision buys nothing for a few small convolutions and would blur the
@@ -399,3 +392,18 @@ class FilterBankEncoder(Encoder):
         ref = parts[0]
         parts.append(torch.full_like(ref[:, :1], self.anchor))
         return torch.cat(parts, 1)
+
+
+def box_coordinates(boxes: torch.Tensor, size_hw: tuple[int, int]) -> torch.Tensor:
+    """``[B, 2, h, w]``: each stride-map pixel's row and column across its slice's box
+    ``boxes [B, 4]`` (``y0, y1, x0, x1`` in stride-map pixels), -1 to 1 from edge to edge.
+    The bank's position channels, and :mod:`napari_tpm.axial_frame`'s for boxes found once
+    for a whole scan."""
+    b = boxes.shape[0]
+    h, w = size_hw
+    yy = torch.arange(h, device=boxes.device, dtype=boxes.dtype).view(1, h, 1)
+    xx = torch.arange(w, device=boxes.device, dtype=boxes.dtype).view(1, 1, w)
+    y0, y1, x0, x1 = (boxes[:, i].view(b, 1, 1) for i in range(4))
+    v = (2 * yy - y0 - y1) / (y1 - y0).clamp_min(1.0)
+    u = (2 * xx - x0 - x1) / (x1 - x0).clamp_min(1.0)
+    return torch.stack([v.expand(b, h, w), u.expand(b, h, w)], 1)
