@@ -20,10 +20,19 @@ DATA = ROOT.parent / "shared" / "data"
 
 #: the four target organs, in table column order.
 ORGANS: tuple[str, ...] = ("liver", "rkidney", "lkidney", "spleen")
-#: label value of each organ per label map (shared/data/README.md).
-_PAPER = {"liver": 1, "rkidney": 2, "lkidney": 3, "spleen": 4}
+#: other labelled structures a user paints too (``--organs``; never in ``multi`` modes, which
+#: paint the four target organs): small, tubular or with a changing content, unlike the four.
+#: CHAOS labels none of them.
+OTHER_ORGANS: tuple[str, ...] = ("gallbladder", "stomach", "pancreas", "aorta", "ivc")
+ALL_ORGANS: tuple[str, ...] = ORGANS + OTHER_ORGANS
+#: label value of each structure per label map (shared/data/README.md and each SOURCES.md).
+_BTCV = {"liver": 1, "rkidney": 2, "lkidney": 3, "spleen": 4}
+_BTCV_OTHER = {"gallbladder": 5, "stomach": 7, "aorta": 8, "ivc": 9, "pancreas": 11}
 _TS = {"liver": 5, "rkidney": 2, "lkidney": 3, "spleen": 1}
+_TS_CT_OTHER = {"gallbladder": 4, "stomach": 6, "pancreas": 7, "aorta": 52, "ivc": 63}
+_TS_MR_OTHER = {"gallbladder": 4, "stomach": 6, "pancreas": 7, "aorta": 23, "ivc": 24}
 _AMOS = {"liver": 6, "rkidney": 2, "lkidney": 3, "spleen": 1}
+_AMOS_OTHER = {"gallbladder": 4, "stomach": 7, "aorta": 8, "ivc": 9, "pancreas": 10}
 
 #: Set names in table order. The TotalSegmentator files are split by modality: a cross-patient
 #: support must come from a scan of the same kind, and its one MR has no partner.
@@ -97,7 +106,7 @@ def all_cases(data: Path = DATA) -> list[CaseSpec]:
                     group,
                     data / f"sabs_ct/sabs_{i}_ct.nii.gz",
                     data / f"sabs_ct/sabs_{i}_label.nii.gz",
-                    _PAPER,
+                    _BTCV | _BTCV_OTHER,
                 )
             )
     for group, ids in (("tune", CHAOS_TUNE), ("holdout", CHAOS_HOLDOUT)):
@@ -109,7 +118,7 @@ def all_cases(data: Path = DATA) -> list[CaseSpec]:
                     group,
                     data / f"chaos_t2spir/chaos_t2_{i}_mr.nii.gz",
                     data / f"chaos_t2spir/chaos_t2_{i}_label.nii.gz",
-                    _PAPER,
+                    _BTCV,
                 )
             )
     ts = data / "totalsegmentator"
@@ -120,7 +129,7 @@ def all_cases(data: Path = DATA) -> list[CaseSpec]:
             "holdout",
             ts / "ts_ct_full_3mm_ct.nii.gz",
             ts / "ts_ct_full_3mm_label_totalseg_fast.nii.gz",
-            _TS,
+            _TS | _TS_CT_OTHER,
         ),
         CaseSpec(
             "ts_dicom_ct",
@@ -128,7 +137,7 @@ def all_cases(data: Path = DATA) -> list[CaseSpec]:
             "holdout",
             ts / "ts_dicom_ct.nii.gz",
             ts / "ts_dicom_ct_label_totalseg.nii.gz",
-            _TS,
+            _TS | _TS_CT_OTHER,
         ),
         CaseSpec(
             "ts_mr_3mm",
@@ -136,7 +145,7 @@ def all_cases(data: Path = DATA) -> list[CaseSpec]:
             "holdout",
             ts / "ts_mr_3mm_mr.nii.gz",
             ts / "ts_mr_3mm_label_totalseg_mr.nii.gz",
-            _TS,
+            _TS | _TS_MR_OTHER,
         ),
     ]
     for i in ("0001", "0013"):
@@ -147,7 +156,7 @@ def all_cases(data: Path = DATA) -> list[CaseSpec]:
                 "holdout",
                 data / f"amos_slabs/amos_{i}_slab_ct.nii.gz",
                 data / f"amos_slabs/amos_{i}_slab_label.nii.gz",
-                _AMOS,
+                _AMOS | _AMOS_OTHER,
             )
         )
     return cases
@@ -318,8 +327,9 @@ def multi_slice(labels: np.ndarray, values: dict[str, int]) -> int:
     kidneys; preferring the slice that shows the most organs measures as many of them as
     possible from one slice, which is what a user painting "everything here" would choose.
     """
-    present = np.stack([(labels == v).any(axis=(1, 2)) for v in values.values()]).sum(0)
-    area = np.isin(labels, list(values.values())).sum(axis=(1, 2))
+    four = [values[o] for o in ORGANS]  # the other structures never choose the slice
+    present = np.stack([(labels == v).any(axis=(1, 2)) for v in four]).sum(0)
+    area = np.isin(labels, four).sum(axis=(1, 2))
     order = np.lexsort((-np.arange(labels.shape[0]), area, present))  # last = best
     return int(order[-1])
 

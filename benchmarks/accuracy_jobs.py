@@ -84,7 +84,7 @@ def build_jobs(
     ``cross_counts``: the ``cross`` mode's painted slice counts (as ``slice_counts`` for
     ``same``; 2 and 3 are the modes ``cross-2sl`` and ``cross-3sl``).
     """
-    present = [o for o in organs if (labels == case.values[o]).any()]
+    present = [o for o in organs if o in case.values and (labels == case.values[o]).any()]
     jobs: list[Job] = []
     if "same" in modes:
         jobs += _counted_jobs("same", slice_counts, labels, case, present)
@@ -140,7 +140,7 @@ def build_jobs(
     if "alone" in modes and present:
         # each organ by itself on the multi mode's slice: what "multi" must not lose to
         z = ac.multi_slice(labels, case.values)
-        for organ in present:
+        for organ in (o for o in present if o in ac.ORGANS):
             truth = labels == case.values[organ]
             if truth[z].any():
                 jobs.append(Job("alone", (organ,), ac.organ_paint(truth, [z]), case.name, [z]))

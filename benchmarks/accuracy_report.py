@@ -39,7 +39,9 @@ MODE_ORDER = (
     "alone",
     "cross-multi",
 )
-ORGAN_TITLES = {"liver": "liver", "rkidney": "R kid", "lkidney": "L kid", "spleen": "spleen"}
+ORGAN_TITLES = {"liver": "liver", "rkidney": "R kid", "lkidney": "L kid", "spleen": "spleen"} | {
+    o: o if o != "ivc" else "IVC" for o in ac.OTHER_ORGANS
+}
 
 
 def _mean(values: list) -> float | None:
@@ -68,7 +70,7 @@ def _modes(rows: list[dict]) -> list[str]:
 
 def organ_table(rows: list[dict]) -> list[str]:
     """Per set x split x mode: per-organ TPM | RF means, and the mean over all organs."""
-    organs = [o for o in ac.ORGANS if any(r["organ"] == o for r in rows)]
+    organs = [o for o in ac.ALL_ORGANS if any(r["organ"] == o for r in rows)]
     head = ["set", "split", "mode", "cases"]
     for o in organs:
         head += [f"{ORGAN_TITLES[o]} TPM", "RF"]
@@ -114,7 +116,7 @@ def below_forest(rows: list[dict]) -> list[str]:
     out = []
     for group in _ordered_groups(rows):
         for mode in _modes(rows):
-            for organ in ac.ORGANS:
+            for organ in ac.ALL_ORGANS:
                 cell = [
                     r
                     for r in rows

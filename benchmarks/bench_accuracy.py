@@ -257,7 +257,14 @@ def parse_args(argv=None) -> argparse.Namespace:
         default=[1],
         help="the cross mode's painted slice counts (2, 3: modes cross-2sl, cross-3sl)",
     )
-    ap.add_argument("--organs", nargs="+", choices=ac.ORGANS, default=list(ac.ORGANS))
+    ap.add_argument(
+        "--organs",
+        nargs="+",
+        choices=ac.ALL_ORGANS,
+        default=list(ac.ORGANS),
+        help="structures to paint one at a time (default: the four target organs); the "
+        "multi modes always paint the four",
+    )
     ap.add_argument(
         "--ends-at",
         nargs="+",

@@ -86,7 +86,7 @@ class EncodingSteps:
         channels (``frame``, when they are at hand), and the axis-0 view's working pixel size,
         so its scales span the same millimetres as on the axial slices. Along axis 0 it takes
         the same boxes for its own slices, a box edge that jumped put back
-        (:func:`napari_tpm.axial_frame.smooth_boxes`).
+        (:func:`napari_tpm.axial_frame.mend_boxes`).
         """
         mm = self._working_mm
         framed = axial_frame.supports(self.model.encoder)
@@ -96,8 +96,8 @@ class EncodingSteps:
         view = _make_view(normalised, spacing, axis, only=only, mm=mm)
         if moved:
             view.frame = frame if frame is not None else self._axial_boxes(normalised, spacing)
-        elif framed:  # the axial view: its own slices' boxes, smoothed along the first axis
-            boxes = self._axial_boxes(normalised, spacing, view)
+        elif framed:  # the axial view: its own slices' boxes, an edge that jumped put back
+            boxes = self._axial_boxes(normalised, spacing, view if only is None else None)
             view.frame = boxes if only is None else boxes[list(only)]
         return view
 
@@ -107,19 +107,20 @@ class EncodingSteps:
         spacing: tuple[float, float, float],
         axial: _Volume | None = None,
     ) -> np.ndarray:
-        """The body boxes of ``normalised``'s axis-0 slices, smoothed along that axis
-        (:func:`napari_tpm.axial_frame.smooth_boxes`): the frame of every view's position
-        channels (:mod:`napari_tpm.axial_frame`). ``axial``: that volume's whole axial view."""
+        """The body boxes of ``normalised``'s axis-0 slices, an edge that jumped along that
+        axis put back (:func:`napari_tpm.axial_frame.mend_boxes`): the frame of every view's
+        position channels (:mod:`napari_tpm.axial_frame`). ``axial``: that volume's whole
+        axial view, when it is at hand (a view of some slices only is not)."""
         if axial is None and normalised is self._normalised:
             axial = self._views.get(0)
             if axial is not None and axial.frame is not None:
                 return axial.frame
-        if axial is None or axial.slices.shape[0] != normalised.shape[0]:
+        if axial is None:
             axial = _make_view(normalised, spacing, 0, mm=self._working_mm)
         boxes = axial_frame.axial_boxes(
             axial.slices, axial.grid, axial.pad_value, self.model.encoder
         )
-        return axial_frame.smooth_boxes(boxes, float(spacing[0]))
+        return axial_frame.mend_boxes(boxes, float(spacing[0]))
 
     def _encode(self, view: _Volume, indices: np.ndarray) -> None:
         """Encode the slices of ``view`` listed in ``indices`` that are not cached yet."""

@@ -17,10 +17,11 @@ place across the body box of the axial slice the pixel lies on, found by the ban
 slices are interpolated, and the coordinates continue linearly into the working grid's
 padding, as the bank's own do.
 
-Slices along axis 0 take the bank's own formula, on the same boxes: each axial slice's box
-smoothed along the scan's first axis (:func:`smooth_boxes`), so a slice where the bank's rule
-loses part of the body does not move every position on it (with each slice's own box the
-channels are the bank's, :func:`slice_positions`).
+Slices along axis 0 take the bank's own formula, on the same boxes: each axial slice's box,
+with an edge that jumped away from its neighbours' along the scan's first axis put back
+(:func:`mend_boxes`), so a slice where the bank's rule loses part of the body does not move
+every position on it (with each slice's own box the channels are the bank's,
+:func:`slice_positions`).
 
 Measured first with both channels in the axial frame (the axial slice's rows and columns):
 that frame has no coordinate along the scan's first axis, which is the one a coronal slice
@@ -45,24 +46,25 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
-from napari_tpm.encoders.filterbank import FilterBankEncoder, box_coordinates
+from napari_tpm.encoders.body_frame import box_coordinates
+from napari_tpm.encoders.filterbank import FilterBankEncoder
 from napari_tpm.preprocess import WorkingGrid
 
 __all__ = [
     "BOX_JUMP",
-    "BOX_SMOOTH_MM",
+    "BOX_MEND_MM",
     "axial_boxes",
+    "mend_boxes",
     "position_map",
     "replace_position",
     "slice_positions",
-    "smooth_boxes",
     "supports",
     "working_mm",
 ]
 
 #: half the run (mm along the scan's first axis) over which each axial slice's body box is
-#: replaced by the median of its neighbours' (:func:`smooth_boxes`)
-BOX_SMOOTH_MM = 15.0
+#: replaced by the median of its neighbours' (:func:`mend_boxes`)
+BOX_MEND_MM = 15.0
 #: ... where it lies more than this fraction of the box's extent from that median
 BOX_JUMP = 0.1
 
@@ -116,7 +118,7 @@ def axial_boxes(
     return np.concatenate(out).astype(np.float32)
 
 
-def smooth_boxes(boxes: np.ndarray, slice_mm: float, half_mm: float = BOX_SMOOTH_MM) -> np.ndarray:
+def mend_boxes(boxes: np.ndarray, slice_mm: float, half_mm: float = BOX_MEND_MM) -> np.ndarray:
     """Each axial slice's body box, with an edge that jumped away from its neighbours' put back.
 
     A body's box changes slowly from one axial slice to the next, but the bank's rule can lose

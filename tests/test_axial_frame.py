@@ -69,7 +69,7 @@ def test_coronal_and_sagittal_slices_read_the_axial_slices_position(axis: int) -
     assert np.percentile(np.abs(own_pos - want)[2:-2][:, inside], 95) > 0.2
 
 
-def test_every_view_shares_the_smoothed_axial_frame() -> None:
+def test_every_view_shares_the_mended_axial_frame() -> None:
     vol, spacing = _body_cylinder()
     s = SegmentationSession("default", device="cpu")
     s.set_image(vol, spacing)
@@ -79,8 +79,8 @@ def test_every_view_shares_the_smoothed_axial_frame() -> None:
 
 
 def test_axial_positions_from_the_banks_own_boxes_are_its_own_channels() -> None:
-    """With each slice's own box (no smoothing) the axial view's position channels are the
-    bank's, so only a box the smoothing moves changes a feature."""
+    """With each slice's own box (none mended) the axial view's position channels are the
+    bank's, so only a box edge put back changes a feature."""
     vol, spacing = _body_cylinder()
     vol[:, :, :30] += np.linspace(0, 1, vol.shape[0])[:, None, None]  # boxes differ by slice
     bank = FilterBankEncoder()
@@ -94,21 +94,21 @@ def test_axial_positions_from_the_banks_own_boxes_are_its_own_channels() -> None
     )
 
 
-def test_smoothing_puts_back_a_box_edge_that_jumped_and_leaves_the_others() -> None:
+def test_mending_puts_back_a_box_edge_that_jumped_and_leaves_the_others() -> None:
     n = 21
     boxes = np.stack(
         [np.full(n, 10.0), np.linspace(200, 220, n), np.full(n, 5.0), np.full(n, 250.0)], 1
     )
     broken = boxes.copy()
     broken[9:12, 1] = (130, 120, 115)  # three slices lose the body's lower part
-    smooth = axial_frame.smooth_boxes(broken, slice_mm=5.0)  # 15 mm: three slices each side
+    mended = axial_frame.mend_boxes(broken, slice_mm=5.0)  # 15 mm: three slices each side
     # (the median of seven with three lost lies three slices' drift below the true edge)
-    np.testing.assert_allclose(smooth[9:12, 1], boxes[9:12, 1], atol=3.5)
+    np.testing.assert_allclose(mended[9:12, 1], boxes[9:12, 1], atol=3.5)
     keep = np.ones(boxes.shape, bool)
     keep[9:12, 1] = False
-    np.testing.assert_array_equal(smooth[keep], broken[keep])  # the body's course as found
+    np.testing.assert_array_equal(mended[keep], broken[keep])  # the body's course as found
     # slices thicker than twice the run: nothing to take a median over
-    np.testing.assert_array_equal(axial_frame.smooth_boxes(broken, slice_mm=40.0), broken)
+    np.testing.assert_array_equal(axial_frame.mend_boxes(broken, slice_mm=40.0), broken)
 
 
 def test_a_slice_with_part_of_the_body_lost_keeps_its_neighbours_positions() -> None:

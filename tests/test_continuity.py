@@ -413,7 +413,7 @@ def test_real_ct_kidney_on_two_slices_keeps_its_drifting_lower_half(shared_data,
     one boundary pooled over the two slices, which leaves that lower half narrow enough for
     the footprint to matter: with each slice's own boundary (the default since) both reach
     0.91 here. And with the bank's own body boxes: a few of this volume's boxes jumped, and
-    with them put back (``axial_frame.smooth_boxes``) the pooled boundary reaches 0.88 either
+    with them put back (``axial_frame.mend_boxes``) the pooled boundary reaches 0.88 either
     way."""
     from session_helpers import read_case, segment_labels
 
@@ -421,7 +421,7 @@ def test_real_ct_kidney_on_two_slices_keeps_its_drifting_lower_half(shared_data,
     from napari_tpm import axial_frame
     from napari_tpm.options import SegmentOptions
 
-    monkeypatch.setattr(axial_frame, "smooth_boxes", lambda boxes, slice_mm: boxes.copy())
+    monkeypatch.setattr(axial_frame, "mend_boxes", lambda boxes, slice_mm: boxes.copy())
 
     image, labels = read_case(shared_data / "sabs_ct", "sabs_21", "ct")
     kidney = labels == 3

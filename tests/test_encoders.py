@@ -16,7 +16,8 @@ from napari_tpm.encoders import (
     build_encoder,
     load_imagenet_weights,
 )
-from napari_tpm.encoders.filterbank import GROUPS, body_boxes
+from napari_tpm.encoders.body_frame import body_boxes
+from napari_tpm.encoders.filterbank import GROUPS
 
 LIGHT = ("resnet18-l3", "resnet18")
 

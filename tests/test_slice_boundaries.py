@@ -84,12 +84,12 @@ def test_real_ct_kidney_painted_again_near_its_pole_keeps_its_lower_half(shared_
     of its slices, where the spleen lies beside it and scores like it: one pooled boundary
     halved the kidney's sections below the middle (Dice 0.80; 0.90 from the middle alone).
     With the bank's own body boxes: a few of this volume's boxes jumped, and with them put
-    back (``axial_frame.smooth_boxes``) the pooled boundary reaches 0.88 here."""
+    back (``axial_frame.mend_boxes``) the pooled boundary reaches 0.88 here."""
     from session_helpers import read_case, segment_labels
 
     from napari_tpm import axial_frame
 
-    monkeypatch.setattr(axial_frame, "smooth_boxes", lambda boxes, slice_mm: boxes.copy())
+    monkeypatch.setattr(axial_frame, "mend_boxes", lambda boxes, slice_mm: boxes.copy())
 
     image, labels = read_case(shared_data / "sabs_ct", "sabs_21", "ct")
     kidney = labels == 3
