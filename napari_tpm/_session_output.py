@@ -48,6 +48,7 @@ class SessionOutputs(AutoPrior):
     _tip_labels: tuple[float, np.ndarray] | None  # (prior, labels) that measurement made
     _class_tips: np.ndarray | None  # per class: the tip shifts of several classes on one slice
     _choosing: bool  # another volume's paint is being placed: intermediate results only
+    _tracked: tuple[np.ndarray, torch.Tensor] | None  # slices, walk's scores (track_ends)
     bootstrapped: bool
 
     if TYPE_CHECKING:
@@ -143,8 +144,10 @@ class SessionOutputs(AutoPrior):
             measured_at, measured = self._tip_labels
             if measured_at == p:  # auto_prior() just labelled at this prior to measure the tip
                 if out is None:
-                    return measured.copy()
-                out[...] = measured  # a dock's relabel at that prior: no second 3D clean-up
+                    out = measured.copy()
+                else:
+                    out[...] = measured  # a dock's relabel at that prior: no second 3D clean-up
+                self._add_tracked(np.moveaxis(out, s.axis, 0), -float(logit(p)), None, None)
                 return out
         threshold: float | np.ndarray = -float(logit(p))
         if shifts is not None and shifts.any():
@@ -173,7 +176,33 @@ class SessionOutputs(AutoPrior):
             runner_up=self._runner_up if slices is None else None,
             clean_3d=self._clean_3d if connected else None,
         )
+        self._add_tracked(full, -float(logit(p)), z_range, (lo_s, hi_s))
         return out
+
+    def _add_tracked(
+        self,
+        full: np.ndarray,
+        threshold: float,
+        z_range: tuple[int, int] | None,
+        slices: tuple[int, int] | None,
+    ) -> None:
+        """Write the walk past the result's ends (``options.track_ends``) into ``full`` (slice
+        axis first) where its score passes ``threshold``, on unlabelled voxels of the slices
+        ``slices`` and ``z_range`` keep (inclusive; None: all): after the 3D steps, which
+        never see it (:meth:`_track`)."""
+        if self._tracked is None:
+            return
+        reached, scores = self._tracked
+        keep = np.ones(len(reached), bool)
+        for bound in (slices, z_range):
+            if bound is not None:
+                keep &= (reached >= min(bound)) & (reached <= max(bound))
+        if not keep.any():
+            return
+        s = self._require_support()
+        up = self._view(s.axis).grid.from_working(scores[torch.from_numpy(keep)])[:, 0].numpy()
+        for z, passed in zip(reached[keep], up > threshold, strict=True):
+            full[z][passed & (full[z] == 0)] = s.label_values[0]
 
     def _clean_3d(self, view: np.ndarray) -> None:
         """The 3D steps of :meth:`labels`, in place on the whole volume ``view`` (axis first).

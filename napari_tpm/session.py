@@ -224,6 +224,7 @@ class SegmentationSession(SessionOutputs, ContrastSearch, ScoringSteps, Encoding
         self._slice_offsets = None
         self._negative = None
         self._low = None
+        self._tracked = None
         self._score = None
         self._best = None
         self._runner_up = None
@@ -349,6 +350,8 @@ class SegmentationSession(SessionOutputs, ContrastSearch, ScoringSteps, Encoding
             yield from self._bootstrap(k, background_label)
         elif self._end_pass_applies(job):
             yield from self._end_second_pass(job)
+        else:
+            yield from self._track(query)
 
     def set_prototypes(self, k: int) -> None:
         """Refit ``k`` prototypes per class from the cached support features and rescore.
@@ -379,6 +382,9 @@ class SegmentationSession(SessionOutputs, ContrastSearch, ScoringSteps, Encoding
             pass
         for _ in self._smooth(query):
             pass
+        if not self.bootstrapped:
+            for _ in self._track(query):
+                pass
 
 
 __all__ = [
