@@ -9,13 +9,11 @@ another head (``HeadSession`` overrides ``_low_scores``) is the one asked everyw
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from napari_tpm._session_data import (
     _content_mask,
@@ -41,13 +39,10 @@ from napari_tpm.progress import Progress
 from napari_tpm.tpm import l2_normalize
 from napari_tpm.tpm.posterior import logit
 from napari_tpm.tpm.transductive import TransductiveResult, transductive_tpm
-from napari_tpm.tracking import NARROW_MM, distance_scale, track_ends
+from napari_tpm.tracking import grid_mask, is_narrow, walk_scores
 
 if TYPE_CHECKING:
     from napari_tpm.checkpoints import TPMModel
-
-#: how far under the boundary a pixel the walk did not keep is held (log-odds)
-TRACK_MARGIN = 1.0e-3
 
 
 class ScoringSteps:
@@ -120,7 +115,7 @@ class ScoringSteps:
         """Follow one narrow structure painted on this volume past its result's ends, slice by
         slice (``options.track_ends``, :mod:`napari_tpm.tracking`), at the auto prior: one
         whose largest painted section has an equivalent radius up to
-        :data:`napari_tpm.tracking.NARROW_MM`.
+        :data:`napari_tpm.tracking.NARROW_MM` (:func:`napari_tpm.tracking.walk_scores`).
 
         The walk's scores are kept apart (``_tracked``) and :meth:`labels` adds what passes
         the boundary after its 3D steps: raised in the score cache, a tracked piece touching
@@ -140,32 +135,18 @@ class ScoringSteps:
             or self._low is None
         ):
             return
-        value = self.label_values[0]
-        largest = max(int((plane == value).sum()) for plane in s.masks_native.values())
-        radius = math.sqrt(largest * pixel_area(self._spacing, s.axis) / math.pi)
         features = self._weighted_view(query)
-        if radius > NARROW_MM or features is None:
+        area = pixel_area(self._spacing, s.axis)
+        if features is None or not is_narrow(s.masks_native.values(), self.label_values[0], area):
             return
         threshold = -float(logit(self.auto_prior()))
-        found = np.moveaxis(self.labels(None), s.axis, 0) > 0
-        h, w = self._low.shape[-2:]
-        mask = torch.from_numpy(found.astype(np.float32))[:, None]
-        pooled = F.adaptive_avg_pool2d(query.grid.to_working(mask, pad_value=0.0), (h, w))
+        found = grid_mask(np.moveaxis(self.labels(None), s.axis, 0) > 0, query.grid, features)
         low = self._low[:, 0].numpy()
-        means = self._prototypes[0][0]
-        scale = distance_scale(features[s.index].float(), low[s.index], means, threshold)
-        if scale is None:
+        walk = walk_scores(features, low, found, s.index, self._prototypes[0][0], threshold)
+        if walk is None:
             return
-        tracked, kept = track_ends(features, low, pooled[:, 0].numpy() > 0.5, scale, threshold)
-        reached = np.flatnonzero(kept.any((1, 2)))
-        if len(reached) == 0:
-            return
-        # the walk's score where it kept a pixel, elsewhere held just under the boundary: the
-        # upsampled outline then falls between the grid's pixels as the session's own does,
-        # and nothing the walk left out passes
-        part = tracked[reached]
-        own = np.where(kept[reached], part, np.minimum(part, threshold - TRACK_MARGIN))
-        self._tracked = (reached, torch.from_numpy(own.astype(np.float32))[:, None])
+        self._tracked = walk
+        reached = walk[0]
         n = self._low.shape[0]
         yield Progress(n, n, "track", (int(reached[0]), int(reached[-1]) + 1))
 

@@ -29,9 +29,17 @@ slice".
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
+import torch.nn.functional as F
 from scipy import ndimage
+
+if TYPE_CHECKING:
+    from napari_tpm.preprocess import WorkingGrid
 
 __all__ = [
     "FIT_BAND",
@@ -40,7 +48,10 @@ __all__ = [
     "MARGIN",
     "NARROW_MM",
     "distance_scale",
+    "grid_mask",
+    "is_narrow",
     "track_ends",
+    "walk_scores",
 ]
 
 #: a tracked section may be this many times the section before it (plus a few pixels); more,
@@ -63,6 +74,8 @@ FIT_BAND = 3.0
 #: led into their neighbours (tuning, every paint of the four organs, 8 down by > 0.005, the
 #: worst CHAOS 21's right kidney 0.88 -> 0.77: 9 slices of liver below it)
 NARROW_MM = 16.0
+#: how far under the boundary the walk's score is held where it did not keep a pixel (log-odds)
+HELD_UNDER = 1.0e-3
 
 
 def distance_scale(
@@ -130,3 +143,48 @@ def track_ends(
             prev = keep
             z += step
     return tracked, kept
+
+
+def is_narrow(planes: Iterable[np.ndarray], value: int, pixel_mm2: float) -> bool:
+    """Whether the structure painted ``value`` on ``planes`` (the painted slices) is one the
+    session walks for: its largest painted section's equivalent radius is at most
+    :data:`NARROW_MM`."""
+    largest = max((int((plane == value).sum()) for plane in planes), default=0)
+    return math.sqrt(largest * pixel_mm2 / math.pi) <= NARROW_MM
+
+
+def grid_mask(found: np.ndarray, grid: WorkingGrid, features: torch.Tensor) -> np.ndarray:
+    """``found`` ``[n, H, W]`` (native slices) on the feature grid of ``features``
+    ``[n, C, h, w]``: a grid pixel is in where over half of it is."""
+    mask = torch.from_numpy(found.astype(np.float32))[:, None]
+    pooled = F.adaptive_avg_pool2d(grid.to_working(mask, pad_value=0.0), features.shape[-2:])
+    return pooled[:, 0].numpy() > 0.5
+
+
+def walk_scores(
+    features: torch.Tensor,
+    scores: np.ndarray,
+    found: np.ndarray,
+    painted: int,
+    means: torch.Tensor,
+    threshold: float,
+) -> tuple[np.ndarray, torch.Tensor] | None:
+    """The walk past the ends of ``found`` as the session keeps it: ``(reached, own)``, the
+    slices it reached and ``[m, 1, h, w]`` scores there, or None where it reached none (or
+    the painted slice ``painted`` gives no scale, :func:`distance_scale`).
+
+    ``own`` is the walk's score where it kept a pixel and, elsewhere, held just under the
+    boundary: upsampled, the outline then falls between the grid's pixels as the session's
+    own does, and nothing the walk left out passes. ``scores`` ``[n, h, w]`` and ``means``
+    ``[K, C]`` are the painted prototypes' log-odds and means.
+    """
+    scale = distance_scale(features[painted].float(), scores[painted], means, threshold)
+    if scale is None:
+        return None
+    tracked, kept = track_ends(features, scores, found, scale, threshold)
+    reached = np.flatnonzero(kept.any((1, 2)))
+    if len(reached) == 0:
+        return None
+    part = tracked[reached]
+    own = np.where(kept[reached], part, np.minimum(part, threshold - HELD_UNDER))
+    return reached, torch.from_numpy(own.astype(np.float32))[:, None]

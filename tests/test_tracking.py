@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from napari_tpm.tracking import GROWTH, GROWTH_PIXELS, MARGIN, distance_scale, track_ends
+from napari_tpm.tracking import (
+    GROWTH,
+    GROWTH_PIXELS,
+    MARGIN,
+    distance_scale,
+    is_narrow,
+    track_ends,
+)
 
 
 def _tube(n: int = 30, h: int = 16, drift: float = 0.08) -> tuple[torch.Tensor, np.ndarray]:
@@ -96,10 +103,21 @@ def test_nothing_found_walks_nowhere() -> None:
     assert not kept.any() and np.isnan(tracked).all()
 
 
+def test_narrow_is_the_largest_painted_sections_equivalent_radius() -> None:
+    # 800 pixels of 1 mm2: radius 15.96 mm; 805: 16.01 mm
+    small, large = np.zeros((40, 40), np.uint8), np.zeros((40, 40), np.uint8)
+    small.flat[:800] = 3
+    large.flat[:805] = 3
+    assert is_narrow([small], 3, 1.0)
+    assert not is_narrow([small, large], 3, 1.0)  # the largest section decides
+    assert is_narrow([large], 3, 0.99)  # in mm, not pixels
+    assert is_narrow([large], 4, 1.0)  # another structure's paint is not counted
+
+
 def _phantom_session(monkeypatch, narrow_mm: float = 1e9, **options):
     """A filter-bank session on the phantom's liver painted on its middle slice, whose walk
     (``track_ends``, patched) keeps a block on the first slice past one of the result's ends."""
-    from napari_tpm import _session_steps
+    from napari_tpm import tracking
     from napari_tpm.phantom import make_phantom
     from napari_tpm.session import SegmentationSession
 
@@ -122,10 +140,10 @@ def _phantom_session(monkeypatch, narrow_mm: float = 1e9, **options):
         walks.append(top)
         return tracked, kept
 
-    monkeypatch.setattr(_session_steps, "track_ends", walk)
-    monkeypatch.setattr(_session_steps, "distance_scale", lambda *a: (-1.0, 0.0))
+    monkeypatch.setattr(tracking, "track_ends", walk)
+    monkeypatch.setattr(tracking, "distance_scale", lambda *a: (-1.0, 0.0))
     # the phantom's liver is wide: let the session walk for it unless told otherwise
-    monkeypatch.setattr(_session_steps, "NARROW_MM", narrow_mm)
+    monkeypatch.setattr(tracking, "NARROW_MM", narrow_mm)
     session = SegmentationSession("filterbank", device="cpu", **options)
     session.set_image(phantom.image, phantom.spacing)
     return session, paint, walks
