@@ -48,7 +48,7 @@ class SessionOutputs(AutoPrior):
     _tip_labels: tuple[float, np.ndarray] | None  # (prior, labels) that measurement made
     _class_tips: np.ndarray | None  # per class: the tip shifts of several classes on one slice
     _choosing: bool  # another volume's paint is being placed: intermediate results only
-    _tracked: tuple[np.ndarray, torch.Tensor] | None  # slices, walk's scores (track_ends)
+    _tracked: list[tuple[int, np.ndarray, torch.Tensor]] | None  # track_ends' walks
     bootstrapped: bool
 
     if TYPE_CHECKING:
@@ -186,23 +186,23 @@ class SessionOutputs(AutoPrior):
         z_range: tuple[int, int] | None,
         slices: tuple[int, int] | None,
     ) -> None:
-        """Write the walk past the result's ends (``options.track_ends``) into ``full`` (slice
-        axis first) where its score passes ``threshold``, on unlabelled voxels of the slices
-        ``slices`` and ``z_range`` keep (inclusive; None: all): after the 3D steps, which
-        never see it (:meth:`_track`)."""
+        """Write the walks past the result's ends (``options.track_ends``, each structure its
+        own) into ``full`` (slice axis first) where their scores pass ``threshold``, on
+        unlabelled voxels of the slices ``slices`` and ``z_range`` keep (inclusive; None:
+        all): after the 3D steps, which never see them (:meth:`_track`)."""
         if self._tracked is None:
             return
-        reached, scores = self._tracked
-        keep = np.ones(len(reached), bool)
-        for bound in (slices, z_range):
-            if bound is not None:
-                keep &= (reached >= min(bound)) & (reached <= max(bound))
-        if not keep.any():
-            return
-        s = self._require_support()
-        up = self._view(s.axis).grid.from_working(scores[torch.from_numpy(keep)])[:, 0].numpy()
-        for z, passed in zip(reached[keep], up > threshold, strict=True):
-            full[z][passed & (full[z] == 0)] = s.label_values[0]
+        grid = self._view(self._require_support().axis).grid
+        for value, reached, scores in self._tracked:
+            keep = np.ones(len(reached), bool)
+            for bound in (slices, z_range):
+                if bound is not None:
+                    keep &= (reached >= min(bound)) & (reached <= max(bound))
+            if not keep.any():
+                continue
+            up = grid.from_working(scores[torch.from_numpy(keep)])[:, 0].numpy() > threshold
+            for z, passed in zip(reached[keep], up, strict=True):
+                full[z][passed & (full[z] == 0)] = value
 
     def _clean_3d(self, view: np.ndarray) -> None:
         """The 3D steps of :meth:`labels`, in place on the whole volume ``view`` (axis first).

@@ -76,7 +76,7 @@ class ScoringSteps:
     _runner_up: tuple[np.ndarray, np.ndarray] | None
     _done: np.ndarray
     _run_arrays: dict[str, np.ndarray]
-    _tracked: tuple[np.ndarray, torch.Tensor] | None
+    _tracked: list[tuple[int, np.ndarray, torch.Tensor]] | None
 
     if TYPE_CHECKING:
 
@@ -112,17 +112,18 @@ class ScoringSteps:
             yield Progress(n, n, "smooth", (lo, hi))
 
     def _track(self, query: _Volume) -> Iterator[Progress]:
-        """Follow one narrow structure painted on this volume past its result's ends, slice by
-        slice (``options.track_ends``, :mod:`napari_tpm.tracking`), at the auto prior: one
+        """Follow each narrow structure painted on this volume past its result's ends, slice by
+        slice (``options.track_ends``, :mod:`napari_tpm.tracking`), at the auto prior: each
         whose largest painted section has an equivalent radius up to
-        :data:`napari_tpm.tracking.NARROW_MM` (:func:`napari_tpm.tracking.walk_scores`).
+        :data:`napari_tpm.tracking.NARROW_MM` (:func:`napari_tpm.tracking.walk_scores`), on
+        its own class's scores and prototypes.
 
         The walk's scores are kept apart (``_tracked``) and :meth:`labels` adds what passes
         the boundary after its 3D steps: raised in the score cache, a tracked piece touching
         a look-alike joined the two in 3D and the steps then kept the wrong one (CHAOS 33's
         left kidney painted at 85 %: 0.91 -> 0.35, the spleen in, the kidney's lower half
-        out). Not for a second pass (pseudo-paint), several classes or background strokes (a
-        stroke's evidence is not in the tracked score, so a stroke would not hold it).
+        out). Not for a second pass (pseudo-paint) or with background strokes (a stroke's
+        evidence is not in the tracked score, so a stroke would not hold it).
         """
         self._tracked = None
         s = self._require_support()
@@ -131,24 +132,39 @@ class ScoringSteps:
             or not s.same_volume
             or self._second_pass
             or s.negative_features is not None
-            or len(self.label_values) != 1
             or self._low is None
         ):
             return
         features = self._weighted_view(query)
         area = pixel_area(self._spacing, s.axis)
-        if features is None or not is_narrow(s.masks_native.values(), self.label_values[0], area):
+        narrow = [
+            (k, value)
+            for k, value in enumerate(self.label_values)
+            if is_narrow(s.masks_native.values(), value, area)
+        ]
+        if features is None or not narrow:
             return
         threshold = -float(logit(self.auto_prior()))
-        found = grid_mask(np.moveaxis(self.labels(None), s.axis, 0) > 0, query.grid, features)
-        low = self._low[:, 0].numpy()
-        walk = walk_scores(features, low, found, s.index, self._prototypes[0][0], threshold)
-        if walk is None:
+        labels = np.moveaxis(self.labels(None), s.axis, 0)
+        walks = []
+        for k, value in narrow:
+            # the middle painted slice fits the walk's scale, or where this structure is not
+            # painted there, the painted slice showing the most of it
+            planes = s.masks_native
+            painted = s.index
+            if not (planes[painted] == value).any():
+                painted = max(planes, key=lambda i: int((planes[i] == value).sum()))
+            found = grid_mask(labels == value, query.grid, features)
+            low = self._low[:, k].numpy()
+            walk = walk_scores(features, low, found, painted, self._prototypes[k][0], threshold)
+            if walk is not None:
+                walks.append((value, *walk))
+        if not walks:
             return
-        self._tracked = walk
-        reached = walk[0]
+        self._tracked = walks
+        reached = np.concatenate([w[1] for w in walks])
         n = self._low.shape[0]
-        yield Progress(n, n, "track", (int(reached[0]), int(reached[-1]) + 1))
+        yield Progress(n, n, "track", (int(reached.min()), int(reached.max()) + 1))
 
     def _refine(self, query: _Volume) -> Iterator[Progress]:
         """Transductive TPM on the finished first pass, then rescore (no encoder call)."""

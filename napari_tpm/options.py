@@ -139,12 +139,12 @@ class SegmentOptions:
             first result stays): a tip's prototypes miss the organ's body (a liver painted at
             its lower tip: BTCV 17 0.29 -> 0.77, CHAOS 31 0.39 -> 0.78;
             :mod:`napari_tpm.paint_position`).
-        track_ends: with one structure painted on this volume (no background strokes) and
-            no second pass, follow it past its result's ends slice by slice, each slice's
-            prototype the structure's mean feature on the slice before
-            (:mod:`napari_tpm.tracking`): a long structure (aorta, vena cava) keeps its look
-            but not its surroundings, and the painted prototypes stop a few centimetres from
-            the paint.
+        track_ends: with paint on this volume (no background strokes) and no second pass,
+            follow each narrow painted structure (largest painted section's equivalent radius
+            up to 16 mm) past its result's ends slice by slice, each slice's prototype the
+            structure's mean feature on the slice before (:mod:`napari_tpm.tracking`): a long
+            structure (aorta, vena cava) keeps its look but not its surroundings, and the
+            painted prototypes stop a few centimetres from the paint.
         scale_position: with the filter bank, let its body-relative position channels count
             less when every painted structure's section is large (an equivalent radius over
             48 mm, half the weight from 58 mm: a liver), whose sections elsewhere reach

@@ -21,10 +21,10 @@ followed the structure into other tissue: BTCV 18's gallbladder walked on throug
 of bowel, scored 9-12 under the boundary, where the aorta's own sections scored at most 6
 under it).
 
-The session walks for one structure whose painted section is narrow
-(``SegmentationSession._track``) and adds the kept pixels after its 3-D steps, at the slider's
-boundary. Measured in benchmarks/RESULTS-accuracy.md, "Following a narrow structure slice by
-slice".
+The session walks for each painted structure whose painted section is narrow, on its own
+class's scores and prototypes (``SegmentationSession._track``), and adds the kept pixels after
+its 3-D steps, at the slider's boundary. Measured in benchmarks/RESULTS-accuracy.md,
+"Following a narrow structure slice by slice".
 """
 
 from __future__ import annotations

@@ -114,9 +114,10 @@ def test_narrow_is_the_largest_painted_sections_equivalent_radius() -> None:
     assert is_narrow([large], 4, 1.0)  # another structure's paint is not counted
 
 
-def _phantom_session(monkeypatch, narrow_mm: float = 1e9, **options):
-    """A filter-bank session on the phantom's liver painted on its middle slice, whose walk
-    (``track_ends``, patched) keeps a block on the first slice past one of the result's ends."""
+def _phantom_session(monkeypatch, narrow_mm: float = 1e9, spleen: bool = False, **options):
+    """A filter-bank session on the phantom's liver painted on its middle slice (and its
+    spleen on the same slice, ``spleen``), whose walk (``track_ends``, patched) keeps a block
+    on the first slice past one of each result's ends (a block further right on each call)."""
     from napari_tpm import tracking
     from napari_tpm.phantom import make_phantom
     from napari_tpm.session import SegmentationSession
@@ -126,6 +127,8 @@ def _phantom_session(monkeypatch, narrow_mm: float = 1e9, **options):
     zs = np.flatnonzero(liver.any((1, 2)))
     paint = np.zeros(liver.shape, np.uint8)
     paint[zs[len(zs) // 2]][liver[zs[len(zs) // 2]]] = 5
+    if spleen:
+        paint[zs[len(zs) // 2]][phantom.labels[zs[len(zs) // 2]] == 1] = 1
     walks = []
 
     def walk(features, scores, found, scale, threshold):
@@ -134,9 +137,10 @@ def _phantom_session(monkeypatch, narrow_mm: float = 1e9, **options):
         top = int(along[-1]) + 1 if along[-1] + 1 < n else int(along[0]) - 1
         tracked = np.full((n, h, w), np.nan, np.float32)
         kept = np.zeros((n, h, w), bool)
+        x = 4 + 10 * len(walks)
         tracked[top] = -5.0
-        tracked[top, 4:12, 4:12] = 5.0
-        kept[top, 4:12, 4:12] = True
+        tracked[top, 4:12, x : x + 8] = 5.0
+        kept[top, 4:12, x : x + 8] = True
         walks.append(top)
         return tracked, kept
 
@@ -174,6 +178,22 @@ def test_the_session_adds_the_walk_after_its_3d_steps_at_the_sliders_boundary(
     # choosing another number of prototypes walks again
     session.set_prototypes(2)
     assert len(walks) == 2 and (session.labels(None)[top] == 5).sum() == block.sum()
+
+
+def test_each_of_several_structures_takes_its_own_walk(monkeypatch) -> None:
+    off, paint, _ = _phantom_session(monkeypatch, spleen=True, track_ends=False)
+    for _ in off.segment(paint):
+        pass
+    base = off.labels(None)
+    session, _, walks = _phantom_session(monkeypatch, spleen=True)
+    for _ in session.segment(paint):
+        pass
+    assert len(walks) == 2  # one walk per painted structure
+    result = session.labels(None)
+    changed = result != base
+    assert set(np.unique(result[changed])) == {1, 5}
+    for value, top in zip((1, 5), walks, strict=True):  # classes in label order
+        assert set(np.flatnonzero((changed & (result == value)).any((1, 2)))) == {top}
 
 
 def test_no_walk_for_a_wide_structure(monkeypatch) -> None:
