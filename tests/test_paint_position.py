@@ -197,7 +197,9 @@ def test_several_classes_on_one_slice_each_get_their_own_shift(monkeypatch):
     (9-19): the liver's boundary moves out, organ 3's stays; the auto prior stays calibrated."""
     from napari_tpm import _session_output
 
-    session, _ = _two_organs(14, 3)
+    # organ 3's painted section is narrow: its walk (track_ends) would label the volume
+    # inside segment() and so measure the shifts there; this test follows the measurement
+    session, _ = _two_organs(14, 3, track_ends=False)
     calls = []
     write = _session_output.write_labels
     monkeypatch.setattr(
@@ -212,14 +214,14 @@ def test_several_classes_on_one_slice_each_get_their_own_shift(monkeypatch):
     assert session.auto_prior() == pytest.approx(calibrated)
     unshifted = session.labels(calibrated)  # the same prior: the shifts hold at any prior
     assert np.array_equal(shifted, unshifted)
-    plain = _two_organs(14, 3, tip_shift=0.0)[0].labels(None)
+    plain = _two_organs(14, 3, tip_shift=0.0, track_ends=False)[0].labels(None)
     assert (shifted == 1).sum() > (plain == 1).sum()  # the liver reaches further
 
 
 def test_several_classes_painted_mid_organ_label_the_volume_once(monkeypatch):
     from napari_tpm import _session_output
 
-    session, _ = _two_organs(23, 6)
+    session, _ = _two_organs(23, 6, track_ends=False)  # as above: no walk inside segment()
     calls = []
     write = _session_output.write_labels
     monkeypatch.setattr(
@@ -229,6 +231,23 @@ def test_several_classes_painted_mid_organ_label_the_volume_once(monkeypatch):
     assert session._class_tips is not None and not session._class_tips.any()
     assert len(calls) == 1  # the measurement's labels are the auto labels
     assert np.array_equal(session.labels(None), auto) and len(calls) == 1
+
+
+def test_with_a_narrow_structures_walk_the_volume_is_still_labelled_once(monkeypatch):
+    """The walk (track_ends) labels the volume inside segment(), measuring the shifts there;
+    the first labels(None) afterwards reuses that labelling."""
+    from napari_tpm import _session_output
+
+    calls = []
+    write = _session_output.write_labels
+    monkeypatch.setattr(
+        _session_output, "write_labels", lambda *a, **k: calls.append(1) or write(*a, **k)
+    )
+    session, _ = _two_organs(23, 6)
+    assert session._tracked is not None  # organ 6's section is narrow: it walked
+    assert len(calls) == 1
+    session.labels(None)
+    assert len(calls) == 1
 
 
 def _dice(a: np.ndarray, b: np.ndarray) -> float:
