@@ -122,14 +122,18 @@ class ScoringSteps:
         the boundary after its 3D steps: raised in the score cache, a tracked piece touching
         a look-alike joined the two in 3D and the steps then kept the wrong one (CHAOS 33's
         left kidney painted at 85 %: 0.91 -> 0.35, the spleen in, the kidney's lower half
-        out). Not for a second pass (pseudo-paint) or with background strokes (a stroke's
-        evidence is not in the tracked score, so a stroke would not hold it).
+        out). Not for a second pass (pseudo-paint), with background strokes (a stroke's
+        evidence is not in the tracked score, so a stroke would not hold it) or for paint on
+        a slice across axis 1 or 2: the vessels it is for run along the scan's first axis,
+        and walking sideways across sagittal slices took AMOS 0013's spleen, whose sagittal
+        section in that 11-slice slab is narrow, into its neighbours (0.82 -> 0.63).
         """
         self._tracked = None
         s = self._require_support()
         if (
             not self.options.track_ends
             or not s.same_volume
+            or s.axis != 0
             or self._second_pass
             or s.negative_features is not None
             or self._low is None

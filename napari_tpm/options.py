@@ -139,7 +139,8 @@ class SegmentOptions:
             first result stays): a tip's prototypes miss the organ's body (a liver painted at
             its lower tip: BTCV 17 0.29 -> 0.77, CHAOS 31 0.39 -> 0.78;
             :mod:`napari_tpm.paint_position`).
-        track_ends: with paint on this volume (no background strokes) and no second pass,
+        track_ends: with paint on axial slices (the scan's first axis) of this volume (no
+            background strokes) and no second pass,
             follow each narrow painted structure (largest painted section's equivalent radius
             up to 16 mm) past its result's ends slice by slice, each slice's prototype the
             structure's mean feature on the slice before (:mod:`napari_tpm.tracking`): a long

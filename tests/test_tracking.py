@@ -196,6 +196,18 @@ def test_each_of_several_structures_takes_its_own_walk(monkeypatch) -> None:
         assert set(np.flatnonzero((changed & (result == value)).any((1, 2)))) == {top}
 
 
+def test_no_walk_for_paint_on_a_coronal_slice(monkeypatch) -> None:
+    session, paint, walks = _phantom_session(monkeypatch)
+    liver = np.moveaxis(paint, 0, 1).any((1, 2))  # coronal slices the axial paint crosses
+    y = int(np.flatnonzero(liver)[len(np.flatnonzero(liver)) // 2])
+    coronal = np.zeros_like(paint)
+    z = int(np.flatnonzero(paint.any((1, 2)))[0])
+    coronal[z - 2 : z + 3, y, 30:60] = 5  # a block on one coronal slice
+    for _ in session.segment(coronal):
+        pass
+    assert session.axis == 1 and walks == []
+
+
 def test_no_walk_for_a_wide_structure(monkeypatch) -> None:
     from napari_tpm.tracking import NARROW_MM
 
