@@ -32,7 +32,6 @@ from napari_tpm._session_scoring import (
     slice_offsets,
 )
 from napari_tpm._threads import one_cpu_thread
-from napari_tpm.footprint import pixel_area
 from napari_tpm.options import SegmentOptions
 from napari_tpm.postprocess import smooth_scores
 from napari_tpm.progress import Progress
@@ -77,6 +76,7 @@ class ScoringSteps:
     _done: np.ndarray
     _run_arrays: dict[str, np.ndarray]
     _tracked: list[tuple[int, np.ndarray, torch.Tensor]] | None
+    section_areas: dict[int, float | None]
 
     if TYPE_CHECKING:
 
@@ -114,9 +114,9 @@ class ScoringSteps:
     def _track(self, query: _Volume) -> Iterator[Progress]:
         """Follow each narrow structure painted on this volume past its result's ends, slice by
         slice (``options.track_ends``, :mod:`napari_tpm.tracking`), at the auto prior: each
-        whose largest painted section has an equivalent radius up to
-        :data:`napari_tpm.tracking.NARROW_MM` (:func:`napari_tpm.tracking.walk_scores`), on
-        its own class's scores and prototypes.
+        whose largest painted section (:attr:`section_areas`; a stroke's says nothing, so
+        never) has an equivalent radius up to :data:`napari_tpm.tracking.NARROW_MM`
+        (:func:`napari_tpm.tracking.walk_scores`), on its own class's scores and prototypes.
 
         The walk's scores are kept apart (``_tracked``) and :meth:`labels` adds what passes
         the boundary after its 3D steps: raised in the score cache, a tracked piece touching
@@ -140,21 +140,20 @@ class ScoringSteps:
         ):
             return
         features = self._weighted_view(query)
-        area = pixel_area(self._spacing, s.axis)
         narrow = [
             (k, value)
             for k, value in enumerate(self.label_values)
-            if is_narrow(s.masks_native.values(), value, area)
+            if is_narrow(self.section_areas.get(value))
         ]
         if features is None or not narrow:
             return
         threshold = -float(logit(self.auto_prior()))
         labels = np.moveaxis(self.labels(None), s.axis, 0)
         walks = []
+        planes = s.masks_native
         for k, value in narrow:
             # the middle painted slice fits the walk's scale, or where this structure is not
             # painted there, the painted slice showing the most of it
-            planes = s.masks_native
             painted = s.index
             if not (planes[painted] == value).any():
                 painted = max(planes, key=lambda i: int((planes[i] == value).sum()))

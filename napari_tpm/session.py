@@ -136,6 +136,9 @@ class SegmentationSession(SessionOutputs, ContrastSearch, ScoringSteps, Encoding
         #: :data:`napari_tpm.paint_size.SMALL_SECTION_MM2`, its largest section (mm²), for the
         #: last segment(): front ends warn (:func:`napari_tpm.paint_size.small_section_message`)
         self.small_sections: dict[int, float] = {}
+        #: per painted structure, its largest section (mm²; None: a stroke), of the user's
+        #: paint (:func:`napari_tpm.paint_size.section_areas`)
+        self.section_areas: dict[int, float | None] = {}
         #: per label value, how well the last segment()'s result from another volume's paint
         #: fits that paint (:func:`napari_tpm.contrast.fit_score`; empty for paint on this volume)
         self.fit_scores: dict[int, float] = {}
@@ -280,7 +283,7 @@ class SegmentationSession(SessionOutputs, ContrastSearch, ScoringSteps, Encoding
             profiles = ct_profiles(other, sspacing, parsed.axis)
         job = _Job(paint, parsed, other, sspacing, k, background_label, support_profiles=profiles)
         if not self._second_pass:  # the user's paint, not a second pass's pseudo-paint
-            areas = section_areas(paint, parsed, sspacing)
+            self.section_areas = areas = section_areas(paint, parsed, sspacing)
             self.small_sections = small_among(areas)
             self.position_scale = position_scale(areas) if self.options.scale_position else 1.0
         if not same_volume and self.options.bootstrap:

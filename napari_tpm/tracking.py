@@ -30,7 +30,6 @@ its 3-D steps, at the slider's boundary. Measured in benchmarks/RESULTS-accuracy
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -145,12 +144,12 @@ def track_ends(
     return tracked, kept
 
 
-def is_narrow(planes: Iterable[np.ndarray], value: int, pixel_mm2: float) -> bool:
-    """Whether the structure painted ``value`` on ``planes`` (the painted slices) is one the
-    session walks for: its largest painted section's equivalent radius is at most
-    :data:`NARROW_MM`."""
-    largest = max((int((plane == value).sum()) for plane in planes), default=0)
-    return math.sqrt(largest * pixel_mm2 / math.pi) <= NARROW_MM
+def is_narrow(area_mm2: float | None) -> bool:
+    """Whether a structure whose largest painted section measures ``area_mm2`` is one the
+    session walks for: that section's equivalent radius is at most :data:`NARROW_MM`. None
+    (painted as a stroke, :func:`napari_tpm.paint_size.section_areas`: a stroke's own area
+    says nothing of the structure's) is not."""
+    return area_mm2 is not None and math.sqrt(area_mm2 / math.pi) <= NARROW_MM
 
 
 def grid_mask(found: np.ndarray, grid: WorkingGrid, features: torch.Tensor) -> np.ndarray:

@@ -104,14 +104,10 @@ def test_nothing_found_walks_nowhere() -> None:
 
 
 def test_narrow_is_the_largest_painted_sections_equivalent_radius() -> None:
-    # 800 pixels of 1 mm2: radius 15.96 mm; 805: 16.01 mm
-    small, large = np.zeros((40, 40), np.uint8), np.zeros((40, 40), np.uint8)
-    small.flat[:800] = 3
-    large.flat[:805] = 3
-    assert is_narrow([small], 3, 1.0)
-    assert not is_narrow([small, large], 3, 1.0)  # the largest section decides
-    assert is_narrow([large], 3, 0.99)  # in mm, not pixels
-    assert is_narrow([large], 4, 1.0)  # another structure's paint is not counted
+    # 800 mm2: radius 15.96 mm; 805 mm2: 16.01 mm
+    assert is_narrow(800.0)
+    assert not is_narrow(805.0)
+    assert not is_narrow(None)  # a stroke: its own area says nothing of the structure's
 
 
 def _phantom_session(monkeypatch, narrow_mm: float = 1e9, spleen: bool = False, **options):
@@ -215,6 +211,19 @@ def test_no_walk_for_a_wide_structure(monkeypatch) -> None:
     for _ in session.segment(paint):
         pass
     assert walks == []
+
+
+def test_no_walk_for_a_structure_painted_as_a_stroke(monkeypatch) -> None:
+    """A thin stroke across the liver has a narrow section of its own; the structure it
+    marks need not be narrow, so it is not walked for."""
+    session, paint, walks = _phantom_session(monkeypatch)
+    z = int(np.flatnonzero(paint.any((1, 2)))[0])
+    ys, xs = np.nonzero(paint[z])
+    stroke = np.zeros_like(paint)
+    stroke[z, int(ys.mean()), int(xs.mean()) - 8 : int(xs.mean()) + 8] = 5
+    for _ in session.segment(stroke):
+        pass
+    assert session.section_areas == {5: None} and walks == []
 
 
 def test_no_walk_with_a_background_stroke(monkeypatch) -> None:
