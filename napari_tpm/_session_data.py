@@ -86,9 +86,9 @@ class _Volume:
     # the fully encoded features reweighted for one position scale (scale, features), float16
     weighted: tuple[float, torch.Tensor] | None = None
     axis: int = 0  # the slice axis of the volume this view was cut from
-    # the axis-0 slices' body boxes, smoothed along that axis (napari_tpm.axial_frame), whose
-    # frame the view's position channels take (its rows for an axis-0 view); None keeps the
-    # encoder's own
+    # the axis-0 slices' body boxes, an edge that jumped along that axis put back
+    # (napari_tpm.axial_frame.mend_boxes), whose frame the view's position channels take (its
+    # rows for an axis-0 view); None keeps the encoder's own
     frame: np.ndarray | None = None
 
 
