@@ -251,17 +251,29 @@ class SessionOutputs(AutoPrior):
         )
 
     def probabilities(self, prior: float | None = None) -> np.ndarray:
-        """P(any foreground | x) on the image's grid (float32), at ``prior``."""
+        """P(any foreground | x) on the image's grid (float32), at ``prior``.
+
+        On the slices a walk past a narrow structure's ends reached (``options.track_ends``),
+        a pixel takes the walk's score where that is higher: :meth:`labels` adds the walk's
+        pixels where its score passes the boundary, so the map then says "over one half"
+        wherever the labels' walk does, instead of showing the structure cut off where the
+        painted prototypes stop.
+        """
         s = self._require_support()
         if self._low is None:
             raise ValueError("the segmentation has not finished: iterate segment() to the end")
         p = self.auto_prior() if prior is None else _check_prior(prior)
         query = self._view(s.axis)
+        n = query.slices.shape[0]
+        any_fg = torch.logsumexp(self._low, 1, keepdim=True)
+        for _, reached, scores in self._tracked or ():
+            index = torch.from_numpy(reached)
+            any_fg[index] = torch.maximum(any_fg[index], scores.to(any_fg.dtype))
         out = np.empty(query.slices.shape, dtype=np.float32)
         prior_logit = float(logit(p))
-        for lo, hi in _outward_batches(out.shape[0], 0, 16):
-            any_fg = torch.logsumexp(self._low[lo:hi], 1, keepdim=True)
-            out[lo:hi] = torch.sigmoid(query.grid.from_working(any_fg)[:, 0] + prior_logit).numpy()
+        for lo, hi in _outward_batches(n, 0, 16):
+            up = query.grid.from_working(any_fg[lo:hi])[:, 0]
+            out[lo:hi] = torch.sigmoid(up + prior_logit).numpy()
         return self._native_to_volume(out)
 
     # ------------------------------------------------------- read-only accessors

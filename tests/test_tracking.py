@@ -167,6 +167,10 @@ def test_the_session_adds_the_walk_after_its_3d_steps_at_the_sliders_boundary(
     assert not base[top].any()
     block = result[top] == 5
     assert block.sum() > 20  # the block, upsampled to the native grid
+    # the probability map says "over one half" where the walk labels (bilinear upsampling
+    # of the larger score may fall a hair under at the block's rim), and did not without it
+    assert (session.probabilities(None)[top][block] > 0.5).mean() > 0.9
+    assert (off.probabilities(None)[top][block] <= 0.5).all()
     # the slider: a boundary above the walk's score drops it; the live slice path keeps it
     assert not session.labels(1e-4)[top].any()
     assert (session.labels(None, slices=(top, top))[top] == 5).sum() == block.sum()
