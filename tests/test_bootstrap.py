@@ -36,6 +36,29 @@ def test_widest_slice_and_its_most_confident_piece():
     assert (paint[3] == 1).sum() == 36 and paint[3, 2:8, 2:8].all()
 
 
+def test_a_class_caught_at_its_pole_on_the_shared_slice_gets_its_widest_slice():
+    labels = np.zeros((6, 24, 24), np.uint8)
+    labels[1:5, 2:10, 2:10] = 1  # 64 px on slices 1-4
+    labels[1, 12:18, 12:18] = 2  # 36 px: class 2's widest slice
+    labels[2, 13:17, 13:17] = 2
+    labels[3, 14:16, 14:16] = 2  # 4 px: its pole, on the slice that shows the most classes
+    labels[3, 18:23, 2:7] = 3  # class 3 only there
+    score = np.ones(labels.shape, np.float32)
+    paint = pseudo_paint(labels, score, (1, 2, 3))
+    assert paint is not None
+    assert np.flatnonzero(paint.any(axis=(1, 2))).tolist() == [1, 3]
+    # the shared slice without the pole's cap; the widest slice with every class it shows
+    assert sorted(np.unique(paint[3]).tolist()) == [0, 1, 3]
+    assert sorted(np.unique(paint[1]).tolist()) == [0, 1, 2]
+    assert (paint[1] == 2).sum() == 36 and (paint[1] == 1).sum() == 64
+    # at half its widest section a class stays on the shared slice alone
+    labels[3, 14:17, 14:20] = 2  # 18 px = half of 36
+    paint = pseudo_paint(labels, score, (1, 2, 3))
+    assert paint is not None
+    assert np.flatnonzero(paint.any(axis=(1, 2))).tolist() == [3]
+    assert sorted(np.unique(paint[3]).tolist()) == [0, 1, 2, 3]
+
+
 def _kidney_into_spleen() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A first result that ran from a small organ (slices 2-5, left of the body's middle) into a
     larger look-alike above it (slices 6-11, at the body's edge), and its image."""
@@ -91,7 +114,8 @@ def test_several_classes_or_a_matched_ct_slice_keep_the_widest_slice():
 def test_classes_share_the_slice_that_shows_most_of_them():
     labels = np.zeros((6, 20, 20), np.uint8)
     labels[0:4, 2:8, 2:8] = 1
-    labels[1, 2:12, 2:12] = 1  # class 1 alone is widest on slice 1
+    labels[1, 2:9, 2:9] = 1  # class 1 alone is widest on slice 1 (the shared slices show
+    # 36 of its 49 px: over half, so it stays there; see the test above for a pole's cap)
     labels[2:5, 12:16, 12:16] = 2  # class 2 on slices 2-4
     labels[5, 10:18, 10:18] = 3  # class 3 only on slice 5
     paint = pseudo_paint(labels, np.ones(labels.shape, np.float32), (1, 2, 3))
