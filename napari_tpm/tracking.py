@@ -15,7 +15,8 @@ slice before is a prototype for the next: its pixels score by that prototype on 
 prototypes' own scale (the score is a line in the squared distance, fitted on the painted
 slice, :func:`distance_scale`) and are kept where they pass the boundary in a 2-D piece that
 touches the section before. The walk ends where no piece passes, where the piece is more than
-:data:`GROWTH` times the section before (it has joined a neighbour) and where the painted
+:data:`GROWTH` times the section before or the painted one, whichever is larger (it has joined
+a neighbour) and where the painted
 prototypes score the piece :data:`MARGIN` log-odds under the boundary at its median (it has
 followed the structure into other tissue: BTCV 18's gallbladder walked on through 45 slices
 of bowel, scored 9-12 under the boundary, where the aorta's own sections scored at most 6
@@ -53,11 +54,17 @@ __all__ = [
     "walk_scores",
 ]
 
-#: a tracked section may be this many times the section before it (plus a few pixels); more,
-#: and the walk ends: it has run into a neighbour. Measured against the largest of the last
-#: three sections instead (the result's end section is often a sliver), livers, kidneys and
-#: spleens walked into their neighbours (tuning, every paint of the four organs: 26 up, 58
-#: down) and gallbladders into bowel
+#: a tracked section may be this many times the larger of the section before it and the
+#: painted section (plus a few pixels); more, and the walk ends: it has run into a neighbour.
+#: The painted section counts because the result's end section, where the walk starts, is
+#: often a sliver where the score faded, and the structure's full section on the next slice
+#: then looked like a neighbour joining (BTCV 16's vena cava 4 -> 21 pixels, BTCV 21's aorta);
+#: a neighbour joining still widens the section past the painted one. Tuning (BTCV's five
+#: other structures): 0.536 -> 0.542, 4 up, 2 down; held out BTCV 0.500 -> 0.506, TS CT 0.495
+#: -> 0.497, 5 up, none down (benchmarks/RESULTS-accuracy.md, "The walk's growth test
+#: against the painted section"). Measured against the largest of the last three sections
+#: instead, livers, kidneys and spleens walked into their neighbours (tuning, every paint of
+#: the four organs: 26 up, 58 down) and gallbladders into bowel
 GROWTH = 1.5
 #: ... plus this many feature-grid pixels, so a section of one or two pixels may still grow
 GROWTH_PIXELS = 4
@@ -106,16 +113,17 @@ def track_ends(
     found: np.ndarray,
     scale: tuple[float, float],
     threshold: float,
+    section: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """``(tracked, kept)``, both ``[n, h, w]``: each reached slice's tracked score (NaN on
     slices the walk did not reach) and the pixels the walk kept there.
 
     ``features`` ``[n, C, h, w]`` (the feature grid of every slice), ``scores`` the painted
     prototypes' class log-odds there, ``found`` ``[n, h, w]`` the result on that grid,
-    ``scale`` from :func:`distance_scale`, ``threshold`` the boundary in log-odds. The walk
-    starts at the first and the last slice holding ``found`` and goes outward until no piece
-    passes, a piece grows too fast or scores too low by the painted prototypes, or the volume
-    ends.
+    ``scale`` from :func:`distance_scale`, ``threshold`` the boundary in log-odds,
+    ``section`` the painted section's size in grid pixels (:data:`GROWTH`). The walk starts
+    at the first and the last slice holding ``found`` and goes outward until no piece passes,
+    a piece grows too fast or scores too low by the painted prototypes, or the volume ends.
     """
     a, b = scale
     tracked = np.full(found.shape, np.nan, np.float32)
@@ -134,7 +142,7 @@ def track_ends(
             pieces, _ = ndimage.label(score > threshold)
             touching = np.unique(pieces[ndimage.binary_dilation(prev) & (pieces > 0)])
             keep = np.isin(pieces, touching) & (pieces > 0)
-            if not keep.any() or keep.sum() > GROWTH * prev.sum() + GROWTH_PIXELS:
+            if not keep.any() or keep.sum() > GROWTH * max(prev.sum(), section) + GROWTH_PIXELS:
                 break
             if np.median(scores[z][keep]) < threshold - MARGIN:
                 break
@@ -180,7 +188,9 @@ def walk_scores(
     scale = distance_scale(features[painted].float(), scores[painted], means, threshold)
     if scale is None:
         return None
-    tracked, kept = track_ends(features, scores, found, scale, threshold)
+    # the result on the painted slice: the paint itself where the slice was outlined
+    section = int(found[painted].sum())
+    tracked, kept = track_ends(features, scores, found, scale, threshold, section)
     reached = np.flatnonzero(kept.any((1, 2)))
     if len(reached) == 0:
         return None

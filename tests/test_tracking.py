@@ -81,6 +81,25 @@ def test_the_walk_ends_where_the_section_joins_a_neighbour() -> None:
     assert (neighbour[26] | tube[26]).sum() > GROWTH * tube[25].sum() + GROWTH_PIXELS
 
 
+def test_from_a_sliver_end_the_walk_may_grow_to_the_painted_section() -> None:
+    f, tube = _tube()
+    scores = _scores(f, f[15, :, 8, 8][None])
+    found = (scores > 0) & tube
+    found[22] = False
+    found[22, 7, 7] = True  # the result's end slice: a sliver where the score faded
+    _, kept = track_ends(f, scores, found, (-40.0, 2.0), 0.0)
+    assert not kept[23:].any()  # against the sliver alone, the full section looks like a join
+    _, kept = track_ends(f, scores, found, (-40.0, 2.0), 0.0, section=int(found[15].sum()))
+    assert np.flatnonzero(kept.any((1, 2))).max() == 29
+    assert not (kept & ~tube).any()
+    # a neighbour joining still widens the section past the painted one
+    neighbour = np.zeros_like(tube)
+    neighbour[26:, 2:6, 2:14] = True
+    g = torch.where(torch.from_numpy(neighbour)[:, None], f[:, :, 8:9, 8:9], f)
+    _, kept = track_ends(g, scores, found, (-40.0, 2.0), 0.0, section=int(found[15].sum()))
+    assert np.flatnonzero(kept.any((1, 2))).max() == 25
+
+
 def test_the_walk_ends_where_the_painted_prototypes_score_it_far_under_the_boundary() -> None:
     """A walk that followed the structure into other tissue: the painted prototypes score
     the piece more than MARGIN under the boundary there."""
@@ -127,7 +146,7 @@ def _phantom_session(monkeypatch, narrow_mm: float = 1e9, spleen: bool = False, 
         paint[zs[len(zs) // 2]][phantom.labels[zs[len(zs) // 2]] == 1] = 1
     walks = []
 
-    def walk(features, scores, found, scale, threshold):
+    def walk(features, scores, found, scale, threshold, section=0):
         n, _, h, w = features.shape
         along = np.flatnonzero(found.any((1, 2)))
         top = int(along[-1]) + 1 if along[-1] + 1 < n else int(along[0]) - 1
