@@ -147,8 +147,13 @@ class ScoringSteps:
         ]
         if features is None or not narrow:
             return
-        threshold = -float(logit(self.auto_prior()))
-        labels = np.moveaxis(self.labels(None), s.axis, 0)
+        prior = self.auto_prior()
+        threshold = -float(logit(prior))
+        labelled = self.labels(prior)
+        # the result without the walk at the auto prior: the caller's labels(None) reuses it
+        # and adds the walk on top, instead of labelling the volume a second time
+        self._tip_labels = (prior, labelled)
+        labels = np.moveaxis(labelled, s.axis, 0)
         walks = []
         planes = s.masks_native
         for k, value in narrow:
