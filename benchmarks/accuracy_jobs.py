@@ -13,7 +13,19 @@ from pathlib import Path
 import accuracy_cases as ac
 import numpy as np
 
-MODES = ("same", "cross", "multi", "alone", "cross-multi", "ends", "rough", "near", "fix", "axes")
+MODES = (
+    "same",
+    "cross",
+    "multi",
+    "alone",
+    "cross-multi",
+    "ends",
+    "rough",
+    "near",
+    "fix",
+    "axes",
+    "partial",
+)
 #: the ``near`` mode: the organ painted on a slice this many slices from its middle one
 NEAR = {"same-m2": -2, "same-m1": -1, "same-p1": 1, "same-p2": 2}
 #: the ``ends`` mode: one slice painted near each end of the organ, at these fractions of its
@@ -22,6 +34,8 @@ ENDS = {"same-lo": 0.15, "same-hi": 0.85}
 #: the ``axes`` mode: the organ's middle slice along another axis than the first (axis 1:
 #: coronal, axis 2: sagittal for scans read axial-first), as a user painting in that view does
 AXES = {"same-cor": 1, "same-sag": 2}
+#: the ``partial`` mode's job modes: the middle slice marked by a stroke, a line or a dab
+PARTIAL_MODES = tuple(f"same-{kind}" for kind in ac.PARTIAL_KINDS)
 
 
 def ends_modes(fractions: list[float]) -> dict[str, float]:
@@ -58,6 +72,13 @@ class Job:
     axis: int = 0
 
     @property
+    def tpm_only(self) -> bool:
+        """Whether the forest leaves this job out: it takes every unpainted pixel of a painted
+        slice as background, so a correction on another slice (``fix``) or paint covering
+        part of the organ (``partial``) has no meaning to it."""
+        return self.correct or self.mode in PARTIAL_MODES
+
+    @property
     def key(self) -> str:
         # the next partner keeps the key it always had, so cached forests stay valid
         tail = f"|{self.support}" if self.extra_partner else ""
@@ -80,7 +101,8 @@ def build_jobs(
 
     ``every_partner``: the cross modes take each other volume of the group in turn. ``ends``:
     the ``ends`` mode's paint positions, mode name -> fraction (:func:`ends_modes`).
-    ``spacing_hw``: the query's in-plane pixel size (mm), for the ``rough`` mode's paint.
+    ``spacing_hw``: the query's in-plane pixel size (mm), for the ``rough`` and ``partial``
+    modes' paint.
     ``cross_counts``: the ``cross`` mode's painted slice counts (as ``slice_counts`` for
     ``same``; 2 and 3 are the modes ``cross-2sl`` and ``cross-3sl``).
     """
@@ -112,6 +134,16 @@ def build_jobs(
                 paint = np.zeros(truth.shape, np.uint8)
                 for z in zs:
                     paint[z][ac.rough_paint(truth[z], spacing_hw, kind, seed=number)] = 1
+                jobs.append(Job(f"same-{kind}", (organ,), paint, case.name, zs))
+    if "partial" in modes:
+        # the middle slice marked without outlining the organ (accuracy_cases.partial_paint)
+        for kind in ac.PARTIAL_KINDS:
+            for organ in present:
+                truth = labels == case.values[organ]
+                zs = ac.organ_slices(truth, 1)
+                paint = np.zeros(truth.shape, np.uint8)
+                for z in zs:
+                    paint[z][ac.partial_paint(truth[z], spacing_hw, kind)] = 1
                 jobs.append(Job(f"same-{kind}", (organ,), paint, case.name, zs))
     if {"cross", "cross-multi"} & set(modes):
         for rank, partner in enumerate(ac.cross_partners(case, data, every_partner)):

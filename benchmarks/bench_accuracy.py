@@ -40,6 +40,10 @@ Modes (the support):
   region on its widest slice, or the outline on the slice missing most of the organ, whichever
   error is larger (none when both stay under 5 % of the organ), and the paint segmented again
   with it. TPM only: the forest takes every unpainted pixel of a painted slice as background.
+* ``partial``: the middle slice marked without outlining the organ
+  (``accuracy_cases.partial_paint``): ``same-stroke`` a 3 mm brush along the organ's middle line,
+  ``same-line`` one straight stroke through its centre along its long axis, ``same-dab`` one
+  8 mm disc at its deepest point, each kept inside the organ. TPM only, as ``fix``.
 * ``cross-multi``: ``multi``'s slice and paint taken from the ``cross`` partner (all four
   organs of another patient at once); organs absent from the query are not scored.
 * ``axes``: the organ's middle slice along the volume's second and third axes
@@ -209,7 +213,7 @@ def _support_digest(job: Job) -> str:
 
 def run_forest(image, labels, case, jobs, cache: af.ForestCache, cfg) -> tuple[dict, float]:
     """Dice per (job key, organ), from the cache when every row of this case is there."""
-    jobs = [job for job in jobs if not job.correct]  # the fix mode is TPM's (accuracy_jobs)
+    jobs = [job for job in jobs if not job.tpm_only]  # fix and partial are TPM's (accuracy_jobs)
     wanted = [(job, organ) for job in jobs for organ in job.organs if organ in case.values]
     keys = {(j.key, o): f"{case.name}|{j.key}|{o}{_support_digest(j)}" for j, o in wanted}
     if all(cache.get(k)[0] for k in keys.values()):

@@ -19,7 +19,7 @@ from napari_tpm.boundary import intensity_model
 from napari_tpm.necks import inscribed_radius_mm
 from napari_tpm.paint_size import pole_side
 from napari_tpm.preprocess import WorkingGrid
-from napari_tpm.scribble import grow_scribbles, is_scribble
+from napari_tpm.scribble import complete_section, grow_scribbles, is_scribble
 from napari_tpm.support import SupportError, SupportSlices
 
 #: (one slice's features (1, C, h, w), a stroke's pixel features (N, C)) -> (h, w) log-odds
@@ -38,6 +38,52 @@ def check_paint_grid(
             f"the support labels {paint.shape} are not on the {what}'s grid {tuple(ref_shape)}"
         )
     return same_volume
+
+
+def complete_paint(
+    paint: np.ndarray,
+    parsed: SupportSlices,
+    slices: np.ndarray,
+    features: torch.Tensor,
+    grid: WorkingGrid,
+    spacing_hw: tuple[float, float],
+    stroke_scores: StrokeScores,
+) -> tuple[np.ndarray, dict[int, tuple[int, ...]]]:
+    """``paint`` with each structure that covers only part of its organ on a painted slice (a
+    stroke, a dab) completed to the organ's section there
+    (:func:`napari_tpm.scribble.complete_section`); returns it (``paint`` itself when nothing
+    changed) and, per completed value, its completed slices.
+
+    Args:
+        paint: the label volume; ``parsed`` its painted slices and values.
+        slices: ``(S, H, W)`` the painted slices' normalised intensities (native grid).
+        features: ``(S, C, h, w)`` their features, unweighted.
+        grid: the working grid of those slices; ``spacing_hw`` their pixel size (mm).
+        stroke_scores: (one slice's features, pixel features) -> (h, w) log-odds.
+
+    The completed pixels never take another structure's paint or a background stroke.
+    """
+    out = paint
+    done: dict[int, list[int]] = {}
+    for s, index in enumerate(parsed.indices):
+        plane = np.take(paint, index, axis=parsed.axis)
+        for value in parsed.values:
+            mine = plane == value
+            if not mine.any():
+                continue
+            working = _class_mask(grid, np.where(mine, 1, 0), (1,), None) == 1
+            pixels = _pixels(features[s : s + 1], working[None])
+            low = stroke_scores(features[s : s + 1], pixels)
+            scores = grid.from_working(low[None, None].float())[0, 0].numpy()
+            blocked = (plane != 0) & ~mine
+            region = complete_section(slices[s], scores, mine, blocked, spacing_hw)
+            if region is None:
+                continue
+            if out is paint:
+                out = paint.copy()
+            np.moveaxis(out, parsed.axis, 0)[index][region & (plane == 0)] = value
+            done.setdefault(int(value), []).append(int(index))
+    return out, {v: tuple(i) for v, i in done.items()}
 
 
 def build_support(

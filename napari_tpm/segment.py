@@ -212,6 +212,7 @@ def run(args: argparse.Namespace) -> dict:
         "doubtful_below": DOUBTFUL_FIT,
         "small_sections": {int(v): round(a, 1) for v, a in session.small_sections.items()},
         "pole_slices": session.pole_slices,
+        "completed": dict(session.completed),
     }
 
 
@@ -308,6 +309,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"{changed} (--option contrast_search=false keeps them)",
                 file=sys.stderr,
             )
+        from napari_tpm.scribble import completed_message
+
+        for v, slices in summary.get("completed", {}).items():
+            print(f"  {completed_message(v, slices)}", file=sys.stderr)
         from napari_tpm.contrast import doubt_message
 
         for v in summary.get("doubtful_labels", ()):

@@ -48,7 +48,7 @@ from napari_tpm._session_encoding import EncodingSteps
 from napari_tpm._session_output import SessionOutputs
 from napari_tpm._session_scoring import mine_negatives
 from napari_tpm._session_steps import ScoringSteps
-from napari_tpm._session_support import build_support, check_paint_grid
+from napari_tpm._session_support import build_support, check_paint_grid, complete_paint
 from napari_tpm._threads import one_cpu_thread
 from napari_tpm.checkpoint_checks import refuse_compared_head
 from napari_tpm.checkpoints import TPMModel, load_model
@@ -64,6 +64,7 @@ from napari_tpm.support import (
     BACKGROUND_LABEL,
     DEFAULT_PROTOTYPES,
     SupportError,
+    SupportSlices,
     find_support_slice,
     parse_support,
 )
@@ -142,6 +143,9 @@ class SegmentationSession(SessionOutputs, ContrastSearch, ScoringSteps, Encoding
         #: per label value, how well the last segment()'s result from another volume's paint
         #: fits that paint (:func:`napari_tpm.contrast.fit_score`; empty for paint on this volume)
         self.fit_scores: dict[int, float] = {}
+        #: per label value, the painted slices where the last segment() completed paint that
+        #: covered part of the organ (``options.complete_paint``)
+        self.completed: dict[int, tuple[int, ...]] = {}
         self._background_value: int | None = BACKGROUND_LABEL
         self._offset = 0.0
         self._low: torch.Tensor | None = None  # (n, K, h, w) float32 per-class log-odds
@@ -274,6 +278,10 @@ class SegmentationSession(SessionOutputs, ContrastSearch, ScoringSteps, Encoding
         self._background_value = background_label
         self.contrast_steps = {}
         self.fit_scores = {}
+        if not self._second_pass:  # the user's paint, not a second pass's pseudo-paint
+            self.completed = {}
+            if same_volume and self.options.complete_paint:
+                paint, self.completed = self._complete_paint(paint, parsed)
         other = None if same_volume else np.asarray(support_image)
         # paint on this volume has its spacing; another volume without its own shares it
         own = same_volume or support_spacing is None
@@ -290,6 +298,23 @@ class SegmentationSession(SessionOutputs, ContrastSearch, ScoringSteps, Encoding
             yield from self._place_other_paint(job)
             return
         yield from self._run(job, bootstrap=False)
+
+    def _complete_paint(
+        self, paint: np.ndarray, parsed: SupportSlices
+    ) -> tuple[np.ndarray, dict[int, tuple[int, ...]]]:
+        """``options.complete_paint``: paint on this volume that covers part of its organ
+        completed on its slice (:func:`complete_paint`), from the painted slices' own
+        features (unweighted: the position weight follows from the completed sections)."""
+        view = self._view(parsed.axis)
+        idx = np.asarray(parsed.indices)
+        self._encode(view, idx)
+        self._negative = None  # no earlier paint's background strokes score the new paint
+        plane_mm = tuple(sp for a, sp in enumerate(self._spacing) if a != parsed.axis)
+        feats = view.features[torch.from_numpy(idx)].float()
+        with one_cpu_thread(self.device):
+            return complete_paint(
+                paint, parsed, view.slices[idx], feats, view.grid, plane_mm, self._stroke_scores
+            )
 
     def _run(self, job: _Job, *, bootstrap: bool) -> Iterator[Progress]:
         """One segmentation from checked paint: support, prototypes, scores, clean-up.

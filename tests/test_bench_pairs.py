@@ -204,3 +204,33 @@ def test_fix_mode_paints_the_middle_slice_for_the_runner_to_correct():
     jobs = build_jobs(_case("sabs_15"), labels, ["fix"], ["liver"], [1])
     assert [(j.mode, j.slices, j.correct) for j in jobs] == [("same-fix1", [4], True)]
     np.testing.assert_array_equal(jobs[0].paint[4] == 1, labels[4] == 1)
+
+
+def test_partial_paint_marks_part_of_the_organ_inside_it():
+    mask = np.zeros((80, 100), bool)
+    mask[20:60, 15:85] = True  # 40 x 70 pixels of 1 mm: long along x
+    spacing = (1.0, 1.0)
+    for kind in ac.PARTIAL_KINDS:
+        paint = ac.partial_paint(mask, spacing, kind)
+        assert paint.any() and not paint[~mask].any()
+        assert paint.sum() < 0.25 * mask.sum()  # part of the organ, not its section
+    line = ac.partial_paint(mask, spacing, "line")
+    rows, cols = np.nonzero(line)
+    assert np.ptp(cols) > 3 * np.ptp(rows)  # along the long axis
+    inset = ac.PARTIAL_INSET_MM - ac.PARTIAL_BRUSH_MM - 0.5  # the brush's centre keeps the inset
+    assert cols.min() >= 15 + inset and cols.max() <= 84 - inset
+    dab = ac.partial_paint(mask, spacing, "dab")
+    assert abs(dab.sum() - np.pi * ac.DAB_MM**2) < 0.15 * np.pi * ac.DAB_MM**2
+    with pytest.raises(ValueError, match="kind"):
+        ac.partial_paint(mask, spacing, "splash")
+
+
+def test_partial_mode_paints_the_middle_slice_three_ways_for_tpm_only():
+    labels = np.zeros((9, 60, 60), np.uint8)
+    labels[2:7, 10:50, 10:50] = 1  # the liver on slices 2-6
+    jobs = build_jobs(_case("sabs_15"), labels, ["partial"], ["liver"], [1], spacing_hw=(1.0, 1.0))
+    assert [j.mode for j in jobs] == ["same-stroke", "same-line", "same-dab"]
+    assert all(j.slices == [4] and j.paint[[0, 1, 2, 3, 5, 6, 7, 8]].max() == 0 for j in jobs)
+    assert all(j.tpm_only for j in jobs)
+    same = build_jobs(_case("sabs_15"), labels, ["same"], ["liver"], [1])
+    assert same and not any(j.tpm_only for j in same)

@@ -180,6 +180,9 @@ def test_the_status_note_names_what_was_done_with_another_volumes_paint():
     note = _cross_volume_note(session, "LAS -> RAS")
     assert note == " (support image reordered LAS -> RAS; second pass from slice 7)"
     assert _cross_volume_note(SimpleNamespace(contrast_steps={}, bootstrapped=False)) == ""
+    completed = SimpleNamespace(contrast_steps={}, bootstrapped=False, completed={2: (5,)})
+    said = _cross_volume_note(completed)
+    assert said == " (label 2's stroke completed to its section on slice 5)"
     doubtful = SimpleNamespace(contrast_steps={}, bootstrapped=False, doubtful_labels=(3,))
     assert _cross_volume_note(doubtful) == (
         " (label 3 fits the paint poorly: it may be a look-alike, check it)"

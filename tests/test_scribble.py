@@ -1,4 +1,5 @@
-"""A stroke inside the organ is grown to the organ on its slice before it defines the prototype."""
+"""Paint inside the organ (a stroke, a dab) is completed to the organ on its slice before it
+defines the prototype."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import numpy as np
 from skimage.draw import disk, line
 
 from napari_tpm.phantom import make_phantom
-from napari_tpm.scribble import is_scribble
+from napari_tpm.scribble import PARTIAL_RATIO, complete_section, is_scribble
 from napari_tpm.session import SegmentationSession
 
 SHAPE = (24, 96, 96)
@@ -41,7 +42,9 @@ def test_a_scribble_through_the_liver_segments_the_liver():
     paint[z, row, cols.min() + 2 : cols.max() - 1] = LIVER
     scores = {}
     for grow in (False, True):
-        s = SegmentationSession("filterbank", device="cpu", grow_scribbles=grow)
+        s = SegmentationSession(
+            "filterbank", device="cpu", grow_scribbles=grow, complete_paint=False
+        )
         s.set_image(ph.image, ph.spacing)
         list(s.segment(paint))
         result = s.labels(0.5)
@@ -49,3 +52,86 @@ def test_a_scribble_through_the_liver_segments_the_liver():
         assert (result[paint == LIVER] == LIVER).all()  # the stroke itself is kept
     assert scores[True] > 0.7
     assert scores[True] > scores[False] + 0.2
+
+
+def _disc_slice(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A bright disc (the organ) on a darker, noisy slice; coarse scores that blur its edge."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(seed)
+    organ = np.zeros((96, 96), bool)
+    organ[disk((48, 48), 20)] = True
+    image = np.where(organ, 1.0, 0.2) + rng.normal(0, 0.03, organ.shape)
+    scores = ndimage.gaussian_filter(np.where(organ, 5.0, -5.0), 4)  # the edge blurred
+    return image.astype(np.float32), scores.astype(np.float32), organ
+
+
+def test_a_dab_is_completed_to_the_organ_a_filled_section_is_not():
+    image, scores, organ = _disc_slice()
+    dab = np.zeros_like(organ)
+    dab[disk((44, 50), 4)] = True
+    region = complete_section(image, scores, dab)
+    assert region is not None and region[dab].all()
+    assert dice(region, organ) > 0.95  # the image's edge, not the blurred scores'
+    assert complete_section(image, scores, organ) is None  # already the outline
+    # nothing scored low enough to mark background: no completion rather than the whole slice
+    assert complete_section(image, np.full_like(scores, 3.0), dab) is None
+
+
+def test_completion_never_takes_blocked_pixels():
+    image, scores, organ = _disc_slice(1)
+    dab = np.zeros_like(organ)
+    dab[disk((48, 40), 3)] = True
+    other = np.zeros_like(organ)
+    other[40:56, 58:66] = True  # another structure's paint (or a background stroke)
+    region = complete_section(image, scores, dab, blocked=other)
+    assert region is not None
+    assert not (region & other).any()
+    assert region.sum() >= PARTIAL_RATIO * dab.sum()
+
+
+def test_a_dab_in_the_liver_segments_the_liver_and_filled_paint_is_unchanged():
+    ph = make_phantom(shape=SHAPE, seed=3)
+    truth = ph.labels == LIVER
+    z = int(np.nonzero(truth.any(axis=(1, 2)))[0].mean())
+    inside = np.argwhere(truth[z])
+    cy, cx = inside[len(inside) // 2]
+    dab = np.zeros(SHAPE, np.uint8)
+    dab[z][disk((cy, cx), 2, shape=SHAPE[1:])] = LIVER
+    dab[z][~truth[z]] = 0
+    filled = np.where(truth & (np.arange(SHAPE[0]) == z)[:, None, None], LIVER, 0).astype(np.uint8)
+    results = {}
+    for complete in (False, True):
+        s = SegmentationSession("filterbank", device="cpu", complete_paint=complete)
+        s.set_image(ph.image, ph.spacing)
+        list(s.segment(dab))
+        results["dab", complete] = s.labels(None) == LIVER
+        assert s.completed == ({LIVER: (z,)} if complete else {})
+        list(s.segment(filled))
+        results["filled", complete] = s.labels(None) == LIVER
+        assert s.completed == {}
+    assert dice(results["dab", True], truth) > 0.7
+    assert dice(results["dab", True], truth) > dice(results["dab", False], truth) + 0.3
+    assert (results["filled", True] == results["filled", False]).all()
+
+
+def test_an_outline_against_a_look_alike_neighbour_is_not_completed():
+    """The watershed from an outlined section floods into a touching neighbour of the same
+    look (a kidney against the liver): the region is far larger than the paint, but the
+    outline ends at the image's edge on most of its length, so the paint stays as drawn; a dab
+    inside that neighbour is completed to it."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(2)
+    organ = np.zeros((96, 96), bool)
+    organ[disk((48, 30), 10)] = True
+    neighbour = np.zeros_like(organ)
+    neighbour[20:80, 39:90] = True  # touches the organ's right side
+    image = np.where(organ | neighbour, 1.0, 0.2) + rng.normal(0, 0.03, organ.shape)
+    scores = ndimage.gaussian_filter(np.where(organ | neighbour, 5.0, -5.0), 3)
+    outlined = complete_section(image.astype(np.float32), scores, organ)
+    assert outlined is None
+    dab = np.zeros_like(organ)
+    dab[disk((50, 65), 4)] = True
+    region = complete_section(image.astype(np.float32), scores, dab)
+    assert region is not None and dice(region, neighbour | organ) > 0.9

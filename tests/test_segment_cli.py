@@ -361,7 +361,9 @@ def test_a_result_that_fits_the_paint_poorly_is_flagged(case, tmp_path, capsys, 
 
 
 def test_paint_on_a_tiny_section_is_warned_about(case, tmp_path, capsys):
-    """A few pixels of the liver painted (an organ's pole): the CLI says so and what to do."""
+    """A few pixels of the liver painted and used as drawn (an organ's pole): the CLI says so
+    and what to do. With the default completion the same pixels are a dab inside the liver:
+    the CLI says it completed them, and the completed section is no pole."""
     folder, _, paint = case
     z = int(np.flatnonzero(paint.any(axis=(1, 2)))[0])
     ys, xs = np.nonzero(paint[z])
@@ -371,12 +373,17 @@ def test_paint_on_a_tiny_section_is_warned_about(case, tmp_path, capsys):
     like = read_volume(folder / "ct.nii.gz")
     write_volume(tmp_path / "tiny.nii.gz", tiny, like)
     out = tmp_path / "out.nii.gz"
-    assert (
-        run_cli(folder / "ct.nii.gz", "--support-labels", tmp_path / "tiny.nii.gz", "--out", out)
-        == 0
-    )
+    base = [folder / "ct.nii.gz", "--support-labels", tmp_path / "tiny.nii.gz", "--out", out]
+    assert run_cli(*base, "--option", "complete_paint=false") == 0
     said = capsys.readouterr().err
     assert "warning: label 5 is painted on " in said and "paint it on a slice where" in said
+    assert "completed" not in said
+    assert run_cli(*base) == 0
+    said = capsys.readouterr().err
+    assert f"label 5 covered part of its organ on slice {z}: completed" in said
+    assert "is painted on" not in said
+    result = read_volume(out).array == 5
+    assert dice(result, case[1].labels == 5) > 0.7
     assert (
         run_cli(folder / "ct.nii.gz", "--support-labels", folder / "paint.nii.gz", "--out", out)
         == 0

@@ -282,7 +282,9 @@ class Controller(RunPath):
 
 
 def _cross_volume_note(session: Any, reordered: str = "") -> str:
-    """What the session did with paint from another volume, for the status line ("" if none).
+    """What the session did with the paint besides segmenting from it (another volume's paint
+    reordered or its intensities changed, a second pass, paint completed), for the status
+    line ("" if none).
 
     ``reordered``: how that volume's voxels were put in the image's order (``Run.reordered``).
     """
@@ -297,6 +299,9 @@ def _cross_volume_note(session: Any, reordered: str = "") -> str:
     if getattr(session, "bootstrapped", False):
         slices = ", ".join(str(i) for i in session.support_slices)
         notes.append(f"second pass from slice {slices}")
+    for v, where in getattr(session, "completed", {}).items():
+        slices = ", ".join(str(i) for i in where)
+        notes.append(f"label {v}'s stroke completed to its section on slice {slices}")
     for v in getattr(session, "doubtful_labels", ()):
         notes.append(f"label {v} fits the paint poorly: it may be a look-alike, check it")
     return f" ({'; '.join(notes)})" if notes else ""
