@@ -30,10 +30,10 @@ class SegmentOptions:
             stroke or a dab of the brush inside it) is completed to the organ's section there
             first (``napari_tpm.scribble.complete_section``: a marker watershed on the image's
             gradient), so it defines the prototype and the calibration as a filled section
-            would; paint that already outlines its organ is used as painted. Same scan,
-            tuning volumes: a stroke 0.62 / 0.73 -> 0.84 / 0.88 (CHAOS / BTCV), a dab 0.14 /
-            0.12 -> 0.74 / 0.86, every outlined paint unchanged
-            (benchmarks/RESULTS-accuracy.md, "Partial paint").
+            would; paint that already outlines its organ is used as painted. Same scan, held
+            out, BTCV / CHAOS: a stroke 0.79 / 0.66 -> 0.87 / 0.76, a dab 0.10 / 0.14 ->
+            0.82 / 0.44; 21 of 1944 held-out outlines (mostly vessels and the pancreas) were
+            completed too, for the worse (benchmarks/RESULTS-accuracy.md, "Partial paint").
         grow_scribbles: a thin, elongated stroke left as drawn by ``complete_paint`` is grown
             on its slice to the region the model assigns to it (``napari_tpm.scribble``) before
             it defines the prototype and the calibration; a filled region is used as painted.
