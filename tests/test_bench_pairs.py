@@ -74,13 +74,24 @@ def test_rough_paint_misses_the_outline_by_the_set_distance():
         ac.rough_paint(mask, spacing, "sloppy")
 
 
-def test_rough_mode_paints_the_middle_slice_three_ways():
-    labels = np.zeros((9, 40, 40), np.uint8)
-    labels[2:7, 10:30, 10:30] = 1  # the liver on slices 2-6
-    jobs = build_jobs(_case("sabs_15"), labels, ["rough"], ["liver"], [1], spacing_hw=(1.0, 1.0))
-    assert [j.mode for j in jobs] == ["same-grown", "same-shrunk", "same-jitter"]
+@pytest.mark.parametrize(
+    ("mode", "names", "tpm_only"),
+    [
+        ("rough", ["same-grown", "same-shrunk", "same-jitter"], False),
+        ("partial", ["same-stroke", "same-line", "same-dab"], True),
+    ],
+)
+def test_rough_and_partial_modes_paint_the_middle_slice_three_ways(mode, names, tpm_only):
+    labels = np.zeros((9, 60, 60), np.uint8)
+    labels[2:7, 10:50, 10:50] = 1  # the liver on slices 2-6
+    jobs = build_jobs(_case("sabs_15"), labels, [mode], ["liver"], [1], spacing_hw=(1.0, 1.0))
+    assert [j.mode for j in jobs] == names
     assert all(j.slices == [4] and j.paint[[0, 1, 2, 3, 5, 6, 7, 8]].max() == 0 for j in jobs)
-    assert jobs[0].paint[4].sum() > (labels[4] == 1).sum() > jobs[1].paint[4].sum()
+    assert all(j.tpm_only == tpm_only for j in jobs)  # the forest's background is the rest
+    if mode == "rough":
+        assert jobs[0].paint[4].sum() > (labels[4] == 1).sum() > jobs[1].paint[4].sum()
+    else:
+        assert all(0 < j.paint[4].sum() < 0.25 * (labels[4] == 1).sum() for j in jobs)
 
 
 def test_near_mode_paints_the_slices_next_to_the_middle_one():
@@ -223,14 +234,3 @@ def test_partial_paint_marks_part_of_the_organ_inside_it():
     assert abs(dab.sum() - np.pi * ac.DAB_MM**2) < 0.15 * np.pi * ac.DAB_MM**2
     with pytest.raises(ValueError, match="kind"):
         ac.partial_paint(mask, spacing, "splash")
-
-
-def test_partial_mode_paints_the_middle_slice_three_ways_for_tpm_only():
-    labels = np.zeros((9, 60, 60), np.uint8)
-    labels[2:7, 10:50, 10:50] = 1  # the liver on slices 2-6
-    jobs = build_jobs(_case("sabs_15"), labels, ["partial"], ["liver"], [1], spacing_hw=(1.0, 1.0))
-    assert [j.mode for j in jobs] == ["same-stroke", "same-line", "same-dab"]
-    assert all(j.slices == [4] and j.paint[[0, 1, 2, 3, 5, 6, 7, 8]].max() == 0 for j in jobs)
-    assert all(j.tpm_only for j in jobs)
-    same = build_jobs(_case("sabs_15"), labels, ["same"], ["liver"], [1])
-    assert same and not any(j.tpm_only for j in same)
