@@ -337,9 +337,13 @@ def test_auto_update_debounces_paint_strokes(qtbot, setup, monkeypatch):
 
 
 def test_paint_on_a_tiny_section_is_warned_about(qtbot, setup, monkeypatch, errors):
-    """A few pixels painted (an organ's pole): a napari warning says what to expect and do."""
+    """A few pixels painted (an organ's pole): a napari warning says what to expect and do.
+    The pixels lie inside the liver, where the session would complete them to its section
+    (``options.complete_paint``, tests/test_scribble.py): that is turned off here."""
+    from napari_tpm import scribble
     from napari_tpm._widget import _controller
 
+    monkeypatch.setattr(scribble, "PARTIAL_RATIO", np.inf)
     warnings: list[str] = []
     monkeypatch.setattr(_controller, "show_warning", warnings.append)
     _, widget, support = setup

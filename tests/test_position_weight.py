@@ -84,9 +84,13 @@ def _disk_paint(radius_px: int) -> np.ndarray:
 
 
 def _segmented(image: np.ndarray, paint: np.ndarray, k: int = DEFAULT_PROTOTYPES, **options):
-    """A filter-bank session that has segmented ``paint`` on ``image`` with ``k`` prototypes."""
+    """A filter-bank session that has segmented ``paint`` on ``image`` with ``k`` prototypes.
+
+    The paint is used as drawn (``complete_paint`` off unless given): a disk inside a uniform
+    body is a dab in its tissue, which the session would complete to the whole body."""
     from napari_tpm.session import SegmentationSession
 
+    options.setdefault("complete_paint", False)
     session = SegmentationSession("filterbank", device="cpu", **options)
     session.set_image(image, (4.0, 2.0, 2.0))
     for _ in session.segment(paint, n_prototypes=k):

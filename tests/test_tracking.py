@@ -237,9 +237,10 @@ def test_no_walk_for_a_wide_structure(monkeypatch) -> None:
 
 
 def test_no_walk_for_a_structure_painted_as_a_stroke(monkeypatch) -> None:
-    """A thin stroke across the liver has a narrow section of its own; the structure it
-    marks need not be narrow, so it is not walked for."""
-    session, paint, walks = _phantom_session(monkeypatch)
+    """A thin stroke across the liver, used as drawn, has a narrow section of its own; the
+    structure it marks need not be narrow, so it is not walked for. (By default the stroke is
+    completed to the liver's section first, ``options.complete_paint``, which is then sized.)"""
+    session, paint, walks = _phantom_session(monkeypatch, complete_paint=False)
     z = int(np.flatnonzero(paint.any((1, 2)))[0])
     ys, xs = np.nonzero(paint[z])
     stroke = np.zeros_like(paint)
