@@ -257,7 +257,9 @@ class SegmentationSession(SessionOutputs, ContrastSearch, ScoringSteps, Encoding
         Labels 1..N give N classes segmented jointly; they may be painted on one slice or on
         several slices along one axis, and every painted pixel feeds the prototypes. A slice
         with one structure painted as a filled region is its outline there: the labels keep
-        exactly that paint on it (``options.exact_paint``); a thin stroke is grown instead.
+        exactly that paint on it (``options.exact_paint``); paint that covers only part of its
+        organ there (a stroke, a dab) is first completed to the organ's section
+        (``options.complete_paint``, :attr:`completed`).
         ``background_label`` (default :data:`BACKGROUND_LABEL`) marks background strokes: those
         voxels are never labelled, and their features become background evidence (a voxel that
         looks like them is pushed towards background). The painted slices are encoded first,
