@@ -40,10 +40,11 @@ class Options:
     prior_grid: np.ndarray = field(default_factory=default_prior_grid)
     seed: int = 0
     #: the session's options; the paper's protocol scores the plain one-pass TPM (no
-    #: refinement, no connectivity filter), so that is the default here
+    #: refinement, no connectivity filter), so that is the default here; its supports are
+    #: ground-truth sections, never partial paint, so none is completed (``complete_paint``)
     segment: SegmentOptions = field(
         default_factory=lambda: SegmentOptions(
-            connected=False, refine=0, refine_atlas=0, bootstrap=False
+            connected=False, refine=0, refine_atlas=0, bootstrap=False, complete_paint=False
         )
     )
     #: the options of a second session for the "product" rows of Tables 1 and 2
