@@ -32,8 +32,8 @@ CPU_NOTICE = (
 #: where the manual prior slider starts: the boundary calibrated on the user's paint
 DEFAULT_PRIOR = 0.5
 IDLE_TEXT = (
-    "Paint the whole structure (or a stroke inside it) on a slice of the support layer, then "
-    "press Segment volume."
+    "Paint the whole structure (or just a stroke or a dab inside it) on a slice of the support "
+    "layer, then press Segment volume."
 )
 MAX_ADAPT_STEPS = 5000
 
