@@ -7,6 +7,7 @@ shared with the random forest so both methods always see the same paint.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -85,6 +86,27 @@ class Job:
         return f"{self.mode}|{'+'.join(self.organs)}{tail}"
 
 
+def _middle_slice_jobs(
+    labels: np.ndarray,
+    case: ac.CaseSpec,
+    present: list[str],
+    kinds: tuple[str, ...],
+    paint2d: Callable[[np.ndarray, str, int], np.ndarray],
+) -> list[Job]:
+    """One job per kind and organ (mode ``same-<kind>``): the organ's middle slice painted by
+    ``paint2d(its mask there, kind, the organ's number in present)``."""
+    jobs = []
+    for kind in kinds:
+        for number, organ in enumerate(present):
+            truth = labels == case.values[organ]
+            zs = ac.organ_slices(truth, 1)
+            paint = np.zeros(truth.shape, np.uint8)
+            for z in zs:
+                paint[z][paint2d(truth[z], kind, number)] = 1
+            jobs.append(Job(f"same-{kind}", (organ,), paint, case.name, zs))
+    return jobs
+
+
 def build_jobs(
     case: ac.CaseSpec,
     labels: np.ndarray,
@@ -127,24 +149,22 @@ def build_jobs(
     if "rough" in modes:
         # the middle slice painted imprecisely (accuracy_cases.rough_paint): users' paint is
         # never the exact outline the other modes paint
-        for kind in ac.ROUGH_KINDS:
-            for number, organ in enumerate(present):
-                truth = labels == case.values[organ]
-                zs = ac.organ_slices(truth, 1)
-                paint = np.zeros(truth.shape, np.uint8)
-                for z in zs:
-                    paint[z][ac.rough_paint(truth[z], spacing_hw, kind, seed=number)] = 1
-                jobs.append(Job(f"same-{kind}", (organ,), paint, case.name, zs))
+        jobs += _middle_slice_jobs(
+            labels,
+            case,
+            present,
+            ac.ROUGH_KINDS,
+            lambda mask, kind, number: ac.rough_paint(mask, spacing_hw, kind, seed=number),
+        )
     if "partial" in modes:
         # the middle slice marked without outlining the organ (accuracy_cases.partial_paint)
-        for kind in ac.PARTIAL_KINDS:
-            for organ in present:
-                truth = labels == case.values[organ]
-                zs = ac.organ_slices(truth, 1)
-                paint = np.zeros(truth.shape, np.uint8)
-                for z in zs:
-                    paint[z][ac.partial_paint(truth[z], spacing_hw, kind)] = 1
-                jobs.append(Job(f"same-{kind}", (organ,), paint, case.name, zs))
+        jobs += _middle_slice_jobs(
+            labels,
+            case,
+            present,
+            ac.PARTIAL_KINDS,
+            lambda mask, kind, number: ac.partial_paint(mask, spacing_hw, kind),
+        )
     if {"cross", "cross-multi"} & set(modes):
         for rank, partner in enumerate(ac.cross_partners(case, data, every_partner)):
             jobs += _cross_jobs(case, partner, rank > 0, modes, present, organs, cross_counts)
