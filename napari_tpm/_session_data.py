@@ -19,7 +19,7 @@ import torch
 from napari_tpm import axial_frame
 from napari_tpm.devices import resolve_device as resolve_device
 from napari_tpm.preprocess import WorkingGrid, check_intensity_range
-from napari_tpm.support import SupportSlices
+from napari_tpm.support import SupportSlices, plane_spacing
 from napari_tpm.tpm import icp_from_scores, support_pixel_features
 
 #: in-plane size of the square grid the encoder sees (the paper's 256 x 256).
@@ -137,7 +137,7 @@ def _make_view(
     slices = np.moveaxis(normalised, axis, 0)
     if only is not None:
         slices = slices[list(only)]
-    inplane = tuple(s for a, s in enumerate(spacing) if a != axis)
+    inplane = plane_spacing(spacing, axis)
     size = WORKING_SIZE
     if mm:
         fov = max(slices.shape[1] * inplane[0], slices.shape[2] * inplane[1])
@@ -335,7 +335,7 @@ def _smooth_sigma(
     Set in millimetres and converted per axis (feature pixels in-plane, slices across), so a
     smoothing means the same on any scan.
     """
-    inplane = [sp for a, sp in enumerate(spacing) if a != axis]
+    inplane = plane_spacing(spacing, axis)
     # mm per feature pixel: the working grid's mm per pixel times the working/feature ratio
     mm_per_px = max(grid.shape_hw[0] * inplane[0], grid.shape_hw[1] * inplane[1]) / h
     return (mm / spacing[axis], 0.0, mm / mm_per_px, mm / mm_per_px)

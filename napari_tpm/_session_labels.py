@@ -21,6 +21,7 @@ from napari_tpm.necks import cut_necks, neck_radius_mm
 from napari_tpm.options import SegmentOptions
 from napari_tpm.parts3d import drop_outrunning_parts
 from napari_tpm.postprocess import bounding_box, keep_connected, limit_range, second_choice
+from napari_tpm.support import plane_spacing
 
 
 def write_labels(
@@ -133,7 +134,7 @@ def clean_3d(
     seeds = np.zeros(view.shape, dtype=view.dtype)
     if s.same_volume:
         _apply_paint(seeds, s, background)
-    others = [sp for a, sp in enumerate(spacing) if a != s.axis]
+    others = plane_spacing(spacing, s.axis)
     if pick is not None and not s.same_volume:
         view[...] = pick(view)
     view[...] = keep_connected(view, seeds)
@@ -178,7 +179,7 @@ def clean_3d(
             seeds,
             s.label_values,
             opts.continuity,
-            tuple(others),
+            others,
             opts.continuity_end,
             own_paint,
         )

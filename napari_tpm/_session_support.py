@@ -20,7 +20,7 @@ from napari_tpm.necks import inscribed_radius_mm
 from napari_tpm.paint_size import pole_side
 from napari_tpm.preprocess import WorkingGrid
 from napari_tpm.scribble import complete_section, grow_scribbles, is_scribble
-from napari_tpm.support import SupportError, SupportSlices
+from napari_tpm.support import SupportError, SupportSlices, plane_spacing
 
 #: (one slice's features (1, C, h, w), a stroke's pixel features (N, C)) -> (h, w) log-odds
 StrokeScores = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -124,7 +124,7 @@ def build_support(
         with one_cpu_thread(device):
             masks = grow_scribbles(masks, feats, stroke_scores)
     pix = [_pixels(feats, masks == c + 1) for c in range(len(values))]
-    plane_mm = [sp for a, sp in enumerate(spacing) if a != axis]  # the painted plane's mm
+    plane_mm = plane_spacing(spacing, axis)
     radius = [
         max(inscribed_radius_mm(plane == v, plane_mm) for plane in planes.values()) for v in values
     ]

@@ -67,6 +67,7 @@ from napari_tpm.support import (
     SupportSlices,
     find_support_slice,
     parse_support,
+    plane_spacing,
 )
 
 
@@ -311,7 +312,7 @@ class SegmentationSession(SessionOutputs, ContrastSearch, ScoringSteps, Encoding
         idx = np.asarray(parsed.indices)
         self._encode(view, idx)
         self._negative = None  # no earlier paint's background strokes score the new paint
-        plane_mm = tuple(sp for a, sp in enumerate(self._spacing) if a != parsed.axis)
+        plane_mm = plane_spacing(self._spacing, parsed.axis)
         feats = view.features[torch.from_numpy(idx)].float()
         with one_cpu_thread(self.device):
             return complete_paint(

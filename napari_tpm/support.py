@@ -23,6 +23,7 @@ __all__ = [
     "find_support_slice",
     "find_support_slices",
     "parse_support",
+    "plane_spacing",
 ]
 
 #: Label value of background strokes. 255 is the top of an 8-bit label map, a value clinical
@@ -90,6 +91,12 @@ def find_support_slices(labels: np.ndarray) -> tuple[int, tuple[int, ...]]:
             f"but it touches {spans}"
         )
     return axis, indices
+
+
+def plane_spacing(spacing: tuple[float, ...], axis: int) -> tuple[float, float]:
+    """The pixel size (mm) of the slices taken along ``axis`` of a volume of ``spacing``."""
+    rows, cols = (float(sp) for a, sp in enumerate(spacing) if a != axis)
+    return rows, cols
 
 
 def find_support_slice(labels: np.ndarray) -> tuple[int, int]:

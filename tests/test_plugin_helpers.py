@@ -174,16 +174,16 @@ def test_a_support_image_file_stored_mirrored_is_reordered_to_the_image_axes():
 def test_the_status_note_names_what_was_done_with_another_volumes_paint():
     from types import SimpleNamespace
 
-    from napari_tpm._widget._controller import _cross_volume_note
+    from napari_tpm._widget._controller import _paint_notes
 
     session = SimpleNamespace(contrast_steps={}, bootstrapped=True, support_slices=(7,))
-    note = _cross_volume_note(session, "LAS -> RAS")
+    note = _paint_notes(session, "LAS -> RAS")
     assert note == " (support image reordered LAS -> RAS; second pass from slice 7)"
-    assert _cross_volume_note(SimpleNamespace(contrast_steps={}, bootstrapped=False)) == ""
+    assert _paint_notes(SimpleNamespace(contrast_steps={}, bootstrapped=False)) == ""
     completed = SimpleNamespace(contrast_steps={}, bootstrapped=False, completed={2: (5,)})
-    said = _cross_volume_note(completed)
-    assert said == " (label 2's stroke completed to its section on slice 5)"
+    said = _paint_notes(completed)
+    assert said == " (label 2's paint completed to its section on slice 5)"
     doubtful = SimpleNamespace(contrast_steps={}, bootstrapped=False, doubtful_labels=(3,))
-    assert _cross_volume_note(doubtful) == (
+    assert _paint_notes(doubtful) == (
         " (label 3 fits the paint poorly: it may be a look-alike, check it)"
     )

@@ -143,7 +143,7 @@ class Controller(RunPath):
             from napari_tpm.contrast import doubt_message
             from napari_tpm.paint_size import small_section_message
 
-            what = "Segmented" + _cross_volume_note(session, run.reordered)
+            what = "Segmented" + _paint_notes(session, run.reordered)
             for v in getattr(session, "doubtful_labels", ()):
                 show_warning(f"TPM: {doubt_message(v)}")
             poles = getattr(session, "pole_slices", {})
@@ -281,7 +281,7 @@ class Controller(RunPath):
         return self.adjust.full_timer.isActive() or self.adjust.relabels.busy
 
 
-def _cross_volume_note(session: Any, reordered: str = "") -> str:
+def _paint_notes(session: Any, reordered: str = "") -> str:
     """What the session did with the paint besides segmenting from it (another volume's paint
     reordered or its intensities changed, a second pass, paint completed), for the status
     line ("" if none).
@@ -301,7 +301,7 @@ def _cross_volume_note(session: Any, reordered: str = "") -> str:
         notes.append(f"second pass from slice {slices}")
     for v, where in getattr(session, "completed", {}).items():
         slices = ", ".join(str(i) for i in where)
-        notes.append(f"label {v}'s stroke completed to its section on slice {slices}")
+        notes.append(f"label {v}'s paint completed to its section on slice {slices}")
     for v in getattr(session, "doubtful_labels", ()):
         notes.append(f"label {v} fits the paint poorly: it may be a look-alike, check it")
     return f" ({'; '.join(notes)})" if notes else ""
