@@ -14,9 +14,10 @@ Scores are log-odds ``s = log h_F - log h_B`` so that ``P(F|x) = sigmoid(s + log
 and the label at a prior is ``s > -logit(prior)``; see docs/architecture.md.
 
 This module holds the caches and the order of the stages; the work lives in private modules:
-``_session_encoding`` (the query's views and cached features), ``_session_support``
-(paint -> support), ``_session_steps`` with ``_session_scoring`` (prototypes, log-odds,
-calibration, refinement, smoothing), ``_session_output`` (reading results) with
+``_session_encoding`` (the query's views and cached features), ``_session_paint`` (the
+user's paint completed and its sections noted), ``_session_support`` (paint -> support),
+``_session_steps`` with ``_session_scoring`` (prototypes, log-odds, calibration,
+refinement, smoothing), ``_session_output`` (reading results) with
 ``_session_labels`` (threshold and 3D clean-up), ``_session_contrast`` (another volume's
 paint: the second pass and the searches that place it), and ``_session_data`` (records and
 small helpers).
@@ -46,16 +47,15 @@ from napari_tpm._session_data import (
 )
 from napari_tpm._session_encoding import EncodingSteps
 from napari_tpm._session_output import SessionOutputs
+from napari_tpm._session_paint import PaintIntake
 from napari_tpm._session_scoring import mine_negatives
 from napari_tpm._session_steps import ScoringSteps
-from napari_tpm._session_support import build_support, check_paint_grid, complete_paint
+from napari_tpm._session_support import build_support, check_paint_grid
 from napari_tpm._threads import one_cpu_thread
 from napari_tpm.checkpoint_checks import refuse_compared_head
 from napari_tpm.checkpoints import TPMModel, load_model
 from napari_tpm.footprint import Footprint
 from napari_tpm.options import SegmentOptions
-from napari_tpm.paint_size import section_areas, small_among
-from napari_tpm.position_weight import position_scale
 from napari_tpm.preprocess import normalise_intensity
 from napari_tpm.progress import Progress
 from napari_tpm.segment_checks import SESSION_BYTES_PER_VOXEL
@@ -64,14 +64,12 @@ from napari_tpm.support import (
     BACKGROUND_LABEL,
     DEFAULT_PROTOTYPES,
     SupportError,
-    SupportSlices,
     find_support_slice,
     parse_support,
-    plane_spacing,
 )
 
 
-class SegmentationSession(SessionOutputs, ContrastSearch, ScoringSteps, EncodingSteps):
+class SegmentationSession(SessionOutputs, ContrastSearch, PaintIntake, ScoringSteps, EncodingSteps):
     """Segment one volume from one painted slice, with every stage cached.
 
     Args:
@@ -127,26 +125,14 @@ class SegmentationSession(SessionOutputs, ContrastSearch, ScoringSteps, Encoding
         #: (``options.bootstrap``); the support is then that pseudo-paint on this volume
         self.bootstrapped = False
         self._second_pass = False  # a second pass from pseudo-paint is running
-        #: the factor on the filter bank's position weight for the last segment()'s paint
-        #: (``options.scale_position``, :func:`napari_tpm.position_weight.position_scale`)
-        self.position_scale = 1.0
         self._choosing = False  # another volume's paint is being placed (_place_other_paint)
         #: per label value, the change to another volume's painted intensities that the last
         #: segment() chose (``options.contrast_search``; :func:`napari_tpm.contrast.describe_step`)
         self.contrast_steps: dict[int, tuple[str, float]] = {}
-        #: per label value painted only on sections under
-        #: :data:`napari_tpm.paint_size.SMALL_SECTION_MM2`, its largest section (mm²), for the
-        #: last segment(): front ends warn (:func:`napari_tpm.paint_size.small_section_message`)
-        self.small_sections: dict[int, float] = {}
-        #: per painted structure, its largest section (mm²; None: a stroke), of the user's
-        #: paint (:func:`napari_tpm.paint_size.section_areas`)
-        self.section_areas: dict[int, float | None] = {}
+        self._init_paint_reports()
         #: per label value, how well the last segment()'s result from another volume's paint
         #: fits that paint (:func:`napari_tpm.contrast.fit_score`; empty for paint on this volume)
         self.fit_scores: dict[int, float] = {}
-        #: per label value, the painted slices where the last segment() completed paint that
-        #: covered part of the organ (``options.complete_paint``)
-        self.completed: dict[int, tuple[int, ...]] = {}
         self._background_value: int | None = BACKGROUND_LABEL
         self._offset = 0.0
         self._low: torch.Tensor | None = None  # (n, K, h, w) float32 per-class log-odds
@@ -282,9 +268,7 @@ class SegmentationSession(SessionOutputs, ContrastSearch, ScoringSteps, Encoding
         self.contrast_steps = {}
         self.fit_scores = {}
         if not self._second_pass:  # the user's paint, not a second pass's pseudo-paint
-            self.completed = {}
-            if same_volume and self.options.complete_paint:
-                paint, self.completed = self._complete_paint(paint, parsed)
+            paint = self._take_user_paint(paint, parsed, same_volume)
         other = None if same_volume else np.asarray(support_image)
         # paint on this volume has its spacing; another volume without its own shares it
         own = same_volume or support_spacing is None
@@ -293,31 +277,12 @@ class SegmentationSession(SessionOutputs, ContrastSearch, ScoringSteps, Encoding
         if other is not None and self.options.match_slices and self._is_ct():
             profiles = ct_profiles(other, sspacing, parsed.axis)
         job = _Job(paint, parsed, other, sspacing, k, background_label, support_profiles=profiles)
-        if not self._second_pass:  # the user's paint, not a second pass's pseudo-paint
-            self.section_areas = areas = section_areas(paint, parsed, sspacing)
-            self.small_sections = small_among(areas)
-            self.position_scale = position_scale(areas) if self.options.scale_position else 1.0
+        if not self._second_pass:
+            self._note_sections(paint, parsed, sspacing)
         if not same_volume and self.options.bootstrap:
             yield from self._place_other_paint(job)
             return
         yield from self._run(job, bootstrap=False)
-
-    def _complete_paint(
-        self, paint: np.ndarray, parsed: SupportSlices
-    ) -> tuple[np.ndarray, dict[int, tuple[int, ...]]]:
-        """``options.complete_paint``: paint on this volume that covers part of its organ
-        completed on its slice (:func:`complete_paint`), from the painted slices' own
-        features (unweighted: the position weight follows from the completed sections)."""
-        view = self._view(parsed.axis)
-        idx = np.asarray(parsed.indices)
-        self._encode(view, idx)
-        self._negative = None  # no earlier paint's background strokes score the new paint
-        plane_mm = plane_spacing(self._spacing, parsed.axis)
-        feats = view.features[torch.from_numpy(idx)].float()
-        with one_cpu_thread(self.device):
-            return complete_paint(
-                paint, parsed, view.slices[idx], feats, view.grid, plane_mm, self._stroke_scores
-            )
 
     def _run(self, job: _Job, *, bootstrap: bool) -> Iterator[Progress]:
         """One segmentation from checked paint: support, prototypes, scores, clean-up.
