@@ -16,11 +16,11 @@ and the label at a prior is ``s > -logit(prior)``; see docs/architecture.md.
 This module holds the caches and the order of the stages; the work lives in private modules:
 ``_session_encoding`` (the query's views and cached features), ``_session_paint`` (the
 user's paint completed and its sections noted), ``_session_support`` (paint -> support),
-``_session_steps`` with ``_session_scoring`` (prototypes, log-odds, calibration,
-refinement, smoothing), ``_session_output`` (reading results) with
-``_session_labels`` (threshold and 3D clean-up), ``_session_contrast`` (another volume's
-paint: the second pass and the searches that place it), and ``_session_data`` (records and
-small helpers).
+``_session_steps`` with ``_session_scoring`` (prototypes, log-odds, calibration),
+``_session_passes`` (refinement, smoothing, the narrow walk), ``_session_output`` (reading
+results) with ``_session_labels`` (threshold and 3D clean-up), ``_session_contrast``
+(another volume's paint: the second pass and the searches that place it), and
+``_session_data`` (records and small helpers).
 """
 
 from __future__ import annotations
@@ -48,6 +48,7 @@ from napari_tpm._session_data import (
 from napari_tpm._session_encoding import EncodingSteps
 from napari_tpm._session_output import SessionOutputs
 from napari_tpm._session_paint import PaintIntake
+from napari_tpm._session_passes import FollowUpPasses
 from napari_tpm._session_scoring import mine_negatives
 from napari_tpm._session_steps import ScoringSteps
 from napari_tpm._session_support import build_support, check_paint_grid
@@ -69,7 +70,9 @@ from napari_tpm.support import (
 )
 
 
-class SegmentationSession(SessionOutputs, ContrastSearch, PaintIntake, ScoringSteps, EncodingSteps):
+class SegmentationSession(
+    SessionOutputs, ContrastSearch, PaintIntake, FollowUpPasses, ScoringSteps, EncodingSteps
+):
     """Segment one volume from one painted slice, with every stage cached.
 
     Args:
