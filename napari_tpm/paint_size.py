@@ -101,7 +101,8 @@ def small_section_message(label: int, area_mm2: float, beyond: int | None = None
     return (
         f"label {label} is painted on {area_mm2:.0f} mm² only (< {SMALL_SECTION_MM2:.0f}): a "
         f"section this small, such as an organ's pole, is mostly partial volume{moved}. Such "
-        "paint often segments poorly; paint it on a slice where it is wider."
+        "paint often segments poorly; paint it on a slice where it is wider. If it marks only "
+        "part of a larger organ, outline the organ there or paint a longer stroke along it."
     )
 
 

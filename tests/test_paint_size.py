@@ -59,6 +59,8 @@ def test_the_message_says_the_area_what_was_done_and_what_to_do():
     said = small_section_message(2, 123.4)
     assert said.startswith("label 2 is painted on 123 mm² only (< 200)")
     assert "paint it on a slice where it is wider." in said and "slice 7" not in said
+    # a dab left as drawn (not recognised as partial) gets this warning too: say what helps
+    assert said.endswith("outline the organ there or paint a longer stroke along it.")
     moved = small_section_message(2, 123.4, beyond=7)
     assert "its prototypes came from slice 7, next to it towards the organ" in moved
 
