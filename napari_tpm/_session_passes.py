@@ -1,17 +1,17 @@
 """The passes after the first scoring: transductive refinement, 3D smoothing, the narrow walk.
 
-:class:`FollowUpPasses` is a mixin of :class:`napari_tpm.session.SegmentationSession`. Each pass
-reads the cached per-class log-odds that :class:`napari_tpm._session_steps.ScoringSteps` left
-(``_low``), never the encoder: the refinement refits the prototypes on the query's own features
-and rescores, the smoothing averages the log-odds over millimetres in 3D, and the walk follows a
-narrow painted structure past its result's ends. A slider move or a prototype change runs them
-again from the cache.
+:class:`FollowUpPasses` extends :class:`napari_tpm._session_steps.ScoringSteps` as a mixin of
+:class:`napari_tpm.session.SegmentationSession`. Each pass reads the cached per-class log-odds
+that the first scoring left (``_low``) and the cached features, never the encoder: the
+refinement refits the prototypes on the query's own features and rescores, the smoothing
+averages the log-odds over millimetres in 3D, and the walk follows a narrow painted structure
+past its result's ends. A prototype change (``set_prototypes``) runs them again from the cache;
+a slider move only re-thresholds.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -20,73 +20,28 @@ from napari_tpm._session_data import (
     _content_mask,
     _outward_batches,
     _smooth_sigma,
-    _Support,
     _Volume,
 )
 from napari_tpm._session_scoring import refine_gate
+from napari_tpm._session_steps import ScoringSteps
 from napari_tpm._threads import one_cpu_thread
-from napari_tpm.options import SegmentOptions
 from napari_tpm.postprocess import smooth_scores
 from napari_tpm.progress import Progress
 from napari_tpm.tpm.posterior import logit
 from napari_tpm.tpm.transductive import TransductiveResult, transductive_tpm
 from napari_tpm.tracking import grid_mask, is_narrow, walk_scores
 
-if TYPE_CHECKING:
-    from napari_tpm.checkpoints import TPMModel
 
+class FollowUpPasses(ScoringSteps):
+    """Cached class log-odds -> refined, smoothed, and walked past a narrow structure's ends
+    (after :class:`ScoringSteps`' first scoring, whose stages they run again)."""
 
-class FollowUpPasses:
-    """Cached class log-odds -> refined, smoothed, and walked past a narrow structure's ends."""
-
-    # provided by SegmentationSession and its other mixins
-    model: TPMModel
-    options: SegmentOptions
-    device: torch.device
-    batch_size: int
+    # provided by SegmentationSession
     label_values: tuple[int, ...]
     refine_trace: list[float]
     bootstrapped: bool
-    _second_pass: bool
     _spacing: tuple[float, float, float]
-    _prototypes: list[tuple[torch.Tensor, torch.Tensor]]
-    _support_prototypes: list[tuple[torch.Tensor, torch.Tensor]]
-    _slice_bias: torch.Tensor | None
-    _low: torch.Tensor | None
-    _tip_labels: tuple[float, np.ndarray] | None
-    _tracked: list[tuple[int, np.ndarray, torch.Tensor]] | None
     section_areas: dict[int, float | None]
-
-    if TYPE_CHECKING:
-
-        def _weighted_view(self, view: _Volume) -> torch.Tensor | None: ...
-
-        def _require_support(self) -> _Support: ...
-
-        def labels(self, prior: float | None = None) -> np.ndarray: ...
-
-        def auto_prior(self) -> float: ...
-
-        def _start_index(self, query: _Volume) -> int: ...
-
-        def _calibrate(self) -> None: ...
-
-        def _calibrated_scores(
-            self,
-            feats: torch.Tensor,
-            prototypes: list[tuple[torch.Tensor, torch.Tensor]] | None,
-        ) -> torch.Tensor: ...
-
-        def _score_all(
-            self,
-            query: _Volume,
-            *,
-            start: int,
-            scores: torch.Tensor | None = None,
-            native: bool = True,
-        ) -> Iterator[Progress]: ...
-
-        def _to_native(self, query: _Volume, low: torch.Tensor, lo: int, hi: int) -> None: ...
 
     def _smooth(self, query: _Volume) -> Iterator[Progress]:
         """3D Gaussian smoothing of the cached class log-odds (``options.smooth_mm``).

@@ -50,7 +50,6 @@ from napari_tpm._session_output import SessionOutputs
 from napari_tpm._session_paint import PaintIntake
 from napari_tpm._session_passes import FollowUpPasses
 from napari_tpm._session_scoring import mine_negatives
-from napari_tpm._session_steps import ScoringSteps
 from napari_tpm._session_support import build_support, check_paint_grid
 from napari_tpm._threads import one_cpu_thread
 from napari_tpm.checkpoint_checks import refuse_compared_head
@@ -71,7 +70,7 @@ from napari_tpm.support import (
 
 
 class SegmentationSession(
-    SessionOutputs, ContrastSearch, PaintIntake, FollowUpPasses, ScoringSteps, EncodingSteps
+    SessionOutputs, ContrastSearch, PaintIntake, FollowUpPasses, EncodingSteps
 ):
     """Segment one volume from one painted slice, with every stage cached.
 
