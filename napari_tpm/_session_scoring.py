@@ -32,6 +32,15 @@ from napari_tpm.tpm import (
 MINE_MARGIN = 4
 #: fewer mined pixels than this are noise, not a look-alike structure
 MINE_MIN_PIXELS = 16
+#: ... and more than this share of the painted pixels' count means the look-alikes are not
+#: pockets of another tissue but much of the slice (T2 MR's bright organs): their features
+#: then overlap the organ's, and as background evidence they push the organ itself out.
+#: Chosen on the tuning volumes (BTCV 15-21, CHAOS 21-33; the middle slice, a slice one and two
+#: either side and at 15 / 85 % of each organ, 336 paints): ``hard_negatives`` mining every
+#: paint's look-alikes 0.883 -> 0.892 (BTCV) and 0.870 -> 0.857 (CHAOS; a left kidney 0.89 ->
+#: 0.50); mining only under this share, 0.883 -> 0.891 and 0.870 -> 0.870
+#: (benchmarks/RESULTS-accuracy.md, "Look-alikes of the painted slice")
+MINE_MAX_SHARE = 0.1
 #: a stroke pixel is background evidence only when it lies farther from the paint's
 #: prototypes than this quantile of the painted pixels' own distances (:func:`distinct_strokes`)
 STROKE_QUANTILE = 0.99
@@ -209,7 +218,8 @@ def mine_negatives(support: _Support, scores: ScoreFn) -> bool:
     On a painted slice every unpainted pixel is, by the calibration's own assumption, not
     the organ; those that still score as organ (a spleen next to the painted kidney) are
     the look-alikes the prototype will confuse elsewhere. Pixels within ``MINE_MARGIN``
-    working pixels of any paint are left out (an imprecise outline is not a look-alike).
+    working pixels of any paint are left out (an imprecise outline is not a look-alike), and
+    none are added when they are more than :data:`MINE_MAX_SHARE` of the paint's count.
     ``scores`` gives the calibrated log-odds. Returns whether any were added (then refit and
     recalibrate).
     """
@@ -222,7 +232,8 @@ def mine_negatives(support: _Support, scores: ScoreFn) -> bool:
     g = MINE_MARGIN
     near = F.max_pool2d((masks != 0)[:, None].float(), 2 * g + 1, stride=1, padding=g)
     hard = (up.max(1).values > 0) & (near[:, 0] == 0)
-    if int(hard.sum()) < MINE_MIN_PIXELS:
+    found = int(hard.sum())
+    if found < MINE_MIN_PIXELS or found > MINE_MAX_SHARE * int((masks > 0).sum()):
         return False
     mined = _pixels(feats, hard)
     old = s.mined_features

@@ -138,9 +138,9 @@ class ScoringSteps:
         # until the painted count is reproduced again and so cancel most of the strokes' push
         # on look-alikes elsewhere (with several prototypes nearly all of it). Mined look-alikes
         # (``hard_negatives``) sit next to the organ on its own slice and were measured with
-        # the boundary recalibrated over them, so they keep it.
+        # the boundary recalibrated over them, so where they were found they keep it.
         negative = self._negative
-        if not self.options.hard_negatives:
+        if s.mined_features is None:
             self._negative = None
         try:
             painted = painted_scores(s, self._low_scores)  # one scoring for both

@@ -335,7 +335,8 @@ class SegmentationSession(
             self._fit_prototypes(k)
             self._calibrate()
             # the painted slices' own look-alikes become background evidence: refit
-            hard = self.options.hard_negatives and same_volume
+            # (not a second pass's pseudo-paint: a core of the organ, not its outline)
+            hard = self.options.hard_negatives and same_volume and not self._second_pass
             if hard and mine_negatives(
                 support, lambda f: self._calibrated_scores(f, self._prototypes)
             ):

@@ -94,25 +94,53 @@ def test_session_refuses_constant_and_overflowing_images():
         s.set_image(huge)
 
 
-def test_hard_negatives_mine_the_painted_slices_look_alikes():
-    # two blobs of one intensity close together; only the larger one is painted, on a slice
-    # that shows both: the smaller one is a look-alike the prototype confuses
+def _look_alike_scene(
+    a_radius: float, b_radius: float, b_y: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """A CT-like volume with two blobs of one intensity close together, ``a`` painted on a
+    slice that shows both: ``b`` is a look-alike the prototype confuses."""
     rng = np.random.default_rng(0)
     zz, yy, xx = np.mgrid[:20, :96, :96]
     img = np.full((20, 96, 96), -900.0)
     img[:, ((yy[0] - 48) / 40) ** 2 + ((xx[0] - 48) / 44) ** 2 <= 1] = 0.0
-    a = ((zz - 10) / 6) ** 2 + ((yy - 48) / 9) ** 2 + ((xx - 28) / 9) ** 2 <= 1
-    b = ((zz - 10) / 6) ** 2 + ((yy - 70) / 7) ** 2 + ((xx - 34) / 7) ** 2 <= 1
+    a = ((zz - 10) / 6) ** 2 + ((yy - 44) / a_radius) ** 2 + ((xx - 30) / a_radius) ** 2 <= 1
+    b = ((zz - 10) / 6) ** 2 + ((yy - b_y) / b_radius) ** 2 + ((xx - 34) / b_radius) ** 2 <= 1
     img[a | b] = 60.0
     img = (img + rng.normal(0, 5, img.shape)).astype(np.float32)
     paint = np.zeros(img.shape, np.uint8)
     paint[10][a[10]] = 1
+    return img, paint, a, b
+
+
+def _with_and_without_mining(img, paint) -> dict[bool, np.ndarray]:
     found = {}
     for mine in (False, True):
         s = SegmentationSession("filterbank", device="cpu", hard_negatives=mine, connected=False)
         s.set_image(img, (3.0, 1.0, 1.0))
         list(s.segment(paint, n_prototypes=1))  # one prototype: the look-alike is confused
-        found[mine] = s.labels(0.5) > 0
+        found[mine] = s.labels(0.5)
+    return found
+
+
+def test_hard_negatives_mine_the_painted_slices_look_alikes():
+    # what scores as the organ off the paint is a few percent of the paint: a pocket of tissue
+    img, paint, a, b = _look_alike_scene(18, 6, 72)
+    found = {k: v > 0 for k, v in _with_and_without_mining(img, paint).items()}
     assert found[False][b].sum() > 50  # the look-alike is taken without mining
     assert found[True][b].sum() < found[False][b].sum() / 4
     assert found[True][a].sum() >= found[False][a].sum()
+
+
+def test_hard_negatives_leave_look_alikes_that_cover_much_of_the_slice(monkeypatch):
+    # what scores as the organ off the paint is over a tenth of the paint's count: the
+    # look-alikes overlap the organ's features, and mining them would push the organ out too
+    img, paint, _, b = _look_alike_scene(9, 14, 72)
+    found = _with_and_without_mining(img, paint)
+    assert (found[False][b] > 0).sum() > 100
+    np.testing.assert_array_equal(found[True], found[False])
+    # the share is what held it back: without that limit it is mined and pushed out
+    import napari_tpm._session_scoring as scoring
+
+    monkeypatch.setattr(scoring, "MINE_MAX_SHARE", 10.0)
+    unlimited = _with_and_without_mining(img, paint)[True]
+    assert (unlimited[b] > 0).sum() < (found[False][b] > 0).sum() / 4
