@@ -19,7 +19,7 @@ from napari_tpm.boundary import intensity_model
 from napari_tpm.necks import inscribed_radius_mm
 from napari_tpm.paint_size import pole_side
 from napari_tpm.preprocess import WorkingGrid
-from napari_tpm.scribble import complete_section, grow_scribbles, is_scribble
+from napari_tpm.scribble import complete_section, drawn_as_strokes, grow_scribbles
 from napari_tpm.support import SupportError, SupportSlices, plane_spacing
 
 #: (one slice's features (1, C, h, w), a stroke's pixel features (N, C)) -> (h, w) log-odds
@@ -205,16 +205,15 @@ def _outlined(
 ) -> dict[int, int]:
     """The painted slices that show one structure painted as a filled region, and its value.
 
-    ``masks`` are the working-grid class codes (S, H, W) before any scribble is grown; a stroke
-    that :func:`napari_tpm.scribble.grow_scribbles` would grow (``grown``) does not outline its
-    organ, so its slice is left out.
+    ``masks`` are the working-grid class codes (S, H, W) before any scribble is grown; a
+    structure drawn only as strokes, which :func:`napari_tpm.scribble.grow_scribbles` grows
+    (``grown``), does not outline its organ, so its slices are left out.
     """
     out = {}
+    strokes = drawn_as_strokes(masks) if grown else set()
     for s, i in enumerate(indices):
         codes = [int(c) for c in torch.unique(masks[s]) if int(c) > 0]
-        if len(codes) != 1:
-            continue
-        if grown and is_scribble((masks[s] == codes[0]).numpy()):
+        if len(codes) != 1 or codes[0] in strokes:
             continue
         out[int(i)] = int(values[codes[0] - 1])
     return out

@@ -50,6 +50,7 @@ __all__ = [
     "SCORE_CLIP",
     "complete_section",
     "completed_message",
+    "drawn_as_strokes",
     "grow_scribbles",
     "is_scribble",
     "stroke_shaped",
@@ -104,6 +105,23 @@ def stroke_shaped(radius: float, area: float) -> bool:
     return radius <= MAX_RADIUS and area >= MIN_ELONGATION * np.pi * radius**2
 
 
+def drawn_as_strokes(masks: torch.Tensor) -> set[int]:
+    """The class codes of working-grid ``masks`` ``(S, H, W)`` painted only as strokes: thin
+    and elongated (:func:`is_scribble`) on every painted slice that shows them.
+
+    A structure painted as a filled region on one slice is outlined by the user, so where it
+    is thin on another painted slice that is the organ's thin part (a pancreas's tail), not a
+    stroke to grow: grown, the TotalSegmentator MR's pancreas outlined on three slices, the
+    third a 45-pixel tail, took 17048 voxels for 1176 (Dice 0.06; as painted 0.86).
+    """
+    strokes: set[int] = set()
+    filled: set[int] = set()
+    for s in range(masks.shape[0]):
+        for code in (int(c) for c in torch.unique(masks[s]) if int(c) > 0):
+            (strokes if is_scribble((masks[s] == code).numpy()) else filled).add(code)
+    return strokes - filled
+
+
 def grow_scribbles(
     masks: torch.Tensor,
     features: torch.Tensor,
@@ -118,14 +136,16 @@ def grow_scribbles(
         score_fn: ``(features (1, C, h, w), pixel features (N, C)) -> (h, w)`` log-odds of one
             class whose prototype is fitted to those pixel features.
 
-    Grown pixels never overwrite paint (another class or a background stroke).
+    Grown pixels never overwrite paint (another class or a background stroke). A class
+    outlined as a filled region on another slice is not grown (:func:`drawn_as_strokes`).
     """
     from napari_tpm.tpm import support_pixel_features
 
     out = masks.clone()
     size = masks.shape[-2:]
+    growable = drawn_as_strokes(masks)
     for s in range(masks.shape[0]):
-        codes = [int(c) for c in torch.unique(masks[s]) if int(c) > 0]
+        codes = [int(c) for c in torch.unique(masks[s]) if int(c) in growable]
         for code in codes:
             stroke = (masks[s] == code).numpy()
             if not is_scribble(stroke):

@@ -7,7 +7,13 @@ import numpy as np
 from skimage.draw import disk, line
 
 from napari_tpm.phantom import make_phantom
-from napari_tpm.scribble import PARTIAL_RATIO, complete_section, is_scribble
+from napari_tpm.scribble import (
+    PARTIAL_RATIO,
+    complete_section,
+    drawn_as_strokes,
+    grow_scribbles,
+    is_scribble,
+)
 from napari_tpm.session import SegmentationSession
 
 SHAPE = (24, 96, 96)
@@ -28,6 +34,26 @@ def test_thin_long_strokes_are_scribbles_filled_regions_are_not():
     assert is_scribble(stroke)
     assert not is_scribble(filled) and not is_scribble(small)
     assert not is_scribble(np.zeros((8, 8), bool))
+
+
+def test_a_thin_section_of_an_outlined_structure_is_not_grown_as_a_stroke():
+    import torch
+
+    masks = torch.zeros((2, 64, 64), dtype=torch.int64)
+    masks[0][torch.from_numpy(_disc(64, 15))] = 1  # outlined as a filled region here
+    masks[1][torch.from_numpy(_line(64))] = 1  # thin on this slice: the organ's tail
+    masks[1][torch.from_numpy(_line(64, shift=10))] = 2  # another structure, strokes only
+    assert drawn_as_strokes(masks) == {2}
+    calls = []
+
+    def score_fn(feats, pix):
+        calls.append(1)
+        return torch.linspace(5, -5, 16)[:, None].expand(16, 16)  # the upper half is organ
+
+    grown = grow_scribbles(masks, torch.zeros((2, 4, 16, 16)), score_fn)
+    assert torch.equal(grown == 1, masks == 1)  # the outlined structure's tail kept as painted
+    assert (grown == 2).sum() > (masks == 2).sum()  # the stroke-only structure grew
+    assert len(calls) == 1
 
 
 def test_a_scribble_through_the_liver_segments_the_liver():
@@ -52,6 +78,18 @@ def test_a_scribble_through_the_liver_segments_the_liver():
         assert (result[paint == LIVER] == LIVER).all()  # the stroke itself is kept
     assert scores[True] > 0.7
     assert scores[True] > scores[False] + 0.2
+
+
+def _disc(size: int, radius: int) -> np.ndarray:
+    out = np.zeros((size, size), bool)
+    out[disk((size // 2, size // 2), radius)] = True
+    return out
+
+
+def _line(size: int, shift: int = 0) -> np.ndarray:
+    out = np.zeros((size, size), bool)
+    out[line(10 + shift, 5, 20 + shift, 55)] = True
+    return out
 
 
 def _disc_slice(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
