@@ -332,12 +332,16 @@ def test_outlined_slices_leave_out_strokes_and_slices_with_several_structures():
     masks[0, 8:20, 8:20] = 1  # a filled region of structure 1 (value 3)
     masks[1, 4:6, 2:30] = 2  # a thin stroke of structure 2 (value 7)
     masks[2, 8:20, 8:14] = 1
-    masks[2, 8:20, 16:24] = 2
+    masks[2, 26:28, 2:30] = 2  # structure 2 drawn as strokes on every slice
     masks[2, 0:2, 0:2] = -1  # a background stroke does not count as a structure
     indices, values = (5, 9, 12), (3, 7)
     assert _outlined(masks, indices, values, grown=True) == {5: 3}
     # scribbles not grown: the stroke is taken as drawn, so it outlines its structure
     assert _outlined(masks, indices, values, grown=False) == {5: 3, 9: 7}
+    # structure 2 outlined as a filled region on slice 12: its thin section on 9 is its thin
+    # part, not a stroke, so that slice is outlined too
+    masks[2, 20:28, 16:24] = 2
+    assert _outlined(masks, indices, values, grown=True) == {5: 3, 9: 7}
 
 
 def test_real_mr_kidney_painted_near_its_end_stays_off_the_spleen(shared_data):
