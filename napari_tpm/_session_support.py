@@ -118,11 +118,12 @@ def build_support(
     axis, indices, values = parsed.axis, parsed.indices, parsed.values
     planes = {i: np.take(paint, i, axis=axis) for i in indices}
     masks = torch.stack([_class_mask(grid, planes[i], values, background) for i in indices])
-    grown = stroke_scores is not None
-    outlined = _outlined(masks, indices, values, grown=grown) if outlines else {}
-    if grown:
+    # structures drawn only as strokes are grown (scribble.grow_scribbles) and outline nothing
+    strokes = drawn_as_strokes(masks) if stroke_scores is not None else set()
+    outlined = _outlined(masks, indices, values, strokes) if outlines else {}
+    if stroke_scores is not None:
         with one_cpu_thread(device):
-            masks = grow_scribbles(masks, feats, stroke_scores)
+            masks = grow_scribbles(masks, feats, stroke_scores, strokes)
     pix = [_pixels(feats, masks == c + 1) for c in range(len(values))]
     plane_mm = plane_spacing(spacing, axis)
     radius = [
@@ -201,16 +202,16 @@ def pole_features(
 
 
 def _outlined(
-    masks: torch.Tensor, indices: Sequence[int], values: Sequence[int], *, grown: bool
+    masks: torch.Tensor, indices: Sequence[int], values: Sequence[int], strokes: Collection[int]
 ) -> dict[int, int]:
     """The painted slices that show one structure painted as a filled region, and its value.
 
-    ``masks`` are the working-grid class codes (S, H, W) before any scribble is grown; a
-    structure drawn only as strokes, which :func:`napari_tpm.scribble.grow_scribbles` grows
-    (``grown``), does not outline its organ, so its slices are left out.
+    ``masks`` are the working-grid class codes (S, H, W) before any scribble is grown;
+    ``strokes`` the codes of structures drawn only as strokes, which
+    :func:`napari_tpm.scribble.grow_scribbles` grows: they do not outline their organ, so
+    their slices are left out.
     """
     out = {}
-    strokes = drawn_as_strokes(masks) if grown else set()
     for s, i in enumerate(indices):
         codes = [int(c) for c in torch.unique(masks[s]) if int(c) > 0]
         if len(codes) != 1 or codes[0] in strokes:

@@ -32,7 +32,7 @@ completion left as drawn: the region on its slice connected to it above Otsu's t
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 import numpy as np
 import torch
@@ -126,6 +126,7 @@ def grow_scribbles(
     masks: torch.Tensor,
     features: torch.Tensor,
     score_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    strokes: Collection[int] | None = None,
 ) -> torch.Tensor:
     """Grow every scribbled class on every painted slice; returns new working-grid masks.
 
@@ -135,21 +136,20 @@ def grow_scribbles(
         features: ``(S, C, h, w)`` features of those slices.
         score_fn: ``(features (1, C, h, w), pixel features (N, C)) -> (h, w)`` log-odds of one
             class whose prototype is fitted to those pixel features.
+        strokes: the codes drawn only as strokes (:func:`drawn_as_strokes`, found here when
+            None); a class outlined as a filled region on another slice is not grown.
 
-    Grown pixels never overwrite paint (another class or a background stroke). A class
-    outlined as a filled region on another slice is not grown (:func:`drawn_as_strokes`).
+    Grown pixels never overwrite paint (another class or a background stroke).
     """
     from napari_tpm.tpm import support_pixel_features
 
     out = masks.clone()
     size = masks.shape[-2:]
-    growable = drawn_as_strokes(masks)
+    growable = drawn_as_strokes(masks) if strokes is None else set(strokes)
     for s in range(masks.shape[0]):
         codes = [int(c) for c in torch.unique(masks[s]) if int(c) in growable]
         for code in codes:
-            stroke = (masks[s] == code).numpy()
-            if not is_scribble(stroke):
-                continue
+            stroke = (masks[s] == code).numpy()  # a stroke: drawn_as_strokes checked it
             pix = support_pixel_features(features[s], torch.from_numpy(stroke.astype(np.float32)))
             low = score_fn(features[s : s + 1], pix)[None, None]
             up = torch.nn.functional.interpolate(low, size=size, mode="bilinear")[0, 0]

@@ -10,6 +10,7 @@ import torch
 from napari_tpm._session_labels import _keep_continuous, _keep_to_paint
 from napari_tpm._session_support import _outlined
 from napari_tpm.continuity import keep_continuous
+from napari_tpm.scribble import drawn_as_strokes
 
 
 def _disk(shape: tuple[int, int], centre: tuple[float, float], radius: float) -> np.ndarray:
@@ -335,13 +336,13 @@ def test_outlined_slices_leave_out_strokes_and_slices_with_several_structures():
     masks[2, 26:28, 2:30] = 2  # structure 2 drawn as strokes on every slice
     masks[2, 0:2, 0:2] = -1  # a background stroke does not count as a structure
     indices, values = (5, 9, 12), (3, 7)
-    assert _outlined(masks, indices, values, grown=True) == {5: 3}
+    assert _outlined(masks, indices, values, drawn_as_strokes(masks)) == {5: 3}
     # scribbles not grown: the stroke is taken as drawn, so it outlines its structure
-    assert _outlined(masks, indices, values, grown=False) == {5: 3, 9: 7}
+    assert _outlined(masks, indices, values, set()) == {5: 3, 9: 7}
     # structure 2 outlined as a filled region on slice 12: its thin section on 9 is its thin
     # part, not a stroke, so that slice is outlined too
     masks[2, 20:28, 16:24] = 2
-    assert _outlined(masks, indices, values, grown=True) == {5: 3, 9: 7}
+    assert _outlined(masks, indices, values, drawn_as_strokes(masks)) == {5: 3, 9: 7}
 
 
 def test_real_mr_kidney_painted_near_its_end_stays_off_the_spleen(shared_data):
