@@ -57,6 +57,7 @@ class ContrastSearch:
     # provided by SegmentationSession
     model: TPMModel
     bootstrapped: bool
+    _user_outline: tuple[int, int, np.ndarray] | None
     encoder_calls: int
     _second_pass: bool
     contrast_steps: dict[int, tuple[str, float]]
@@ -170,6 +171,9 @@ class ContrastSearch:
         result = np.take(self.labels(None), index, axis=axis) == value
         outline = np.take(job.paint, index, axis=axis) == value
         if _dice(result, outline) >= END_PASS_AGREEMENT:
+            # the pass's support is pseudo-paint, never written over the result: labels()
+            # still keeps the user's own outline on its slice
+            self._user_outline = (index, value, s.masks_native[index])
             return
         calls = self.encoder_calls  # a count of work done, not state to put back
         vars(self).update(first)

@@ -189,6 +189,32 @@ def clean_3d(
         _fill_concave(view, seeds, s, strokes)
 
 
+def keep_outline(
+    full: np.ndarray,
+    part: tuple[int, int],
+    z_range: tuple[int, int] | None,
+    outline: tuple[int, int, np.ndarray],
+) -> None:
+    """Write the user's ``outline`` (slice index, label value, its (H, W) paint) over its slice
+    of ``full`` (slice axis first), in place, when that slice lies in ``part`` (inclusive) and
+    the user's ``z_range``: the structure there is exactly the paint.
+
+    After a second pass from an organ's end (``options.end_second_pass``) the support is
+    pseudo-paint on another slice, so the labels no longer repeat the user's outline on the
+    slice they drew it on; up to a fifth of it could differ (the pass is kept from a Dice of
+    :data:`napari_tpm.paint_position.END_PASS_AGREEMENT` with it). What the user painted is
+    never contradicted.
+    """
+    index, value, plane = outline
+    if not part[0] <= index <= part[1]:
+        return
+    if z_range is not None and not min(z_range) <= index <= max(z_range):
+        return
+    view = full[index]
+    view[view == value] = 0
+    view[plane == value] = value
+
+
 def _strokes(
     box: tuple[slice, ...], shape: tuple[int, ...], support: _Support, background: int | None
 ) -> np.ndarray | None:

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from napari_tpm._session_data import _check_prior, _outward_batches, _Support, _Volume
-from napari_tpm._session_labels import clean_3d, write_labels
+from napari_tpm._session_labels import clean_3d, keep_outline, write_labels
 from napari_tpm._session_prior import AutoPrior
 from napari_tpm.footprint import Footprint, keep_fitting_component, pixel_area
 from napari_tpm.options import SegmentOptions
@@ -35,6 +35,7 @@ class SessionOutputs(AutoPrior):
     _modality: str
     _views: dict[int, _Volume]
     _support: _Support | None
+    _user_outline: tuple[int, int, np.ndarray] | None
     _prototypes: list[tuple[torch.Tensor, torch.Tensor]]
     _background_value: int | None
     _offset: float
@@ -123,7 +124,9 @@ class SessionOutputs(AutoPrior):
         over the result on the painted slices (background strokes as 0); the paper's protocol
         scores those slices with the model like any other, so the evaluation turns it off. After
         a second pass (:attr:`bootstrapped`) the support is pseudo-paint taken from the first
-        result, not the user's, so it is never written over: the prior moves that slice too.
+        result, not the user's, so it is never written over: the prior moves that slice too;
+        the user's own outline on this volume, whose end took that pass, is still kept on its
+        slice (:func:`napari_tpm._session_labels.keep_outline`).
         ``slices=(lo, hi)`` rewrites only those slices along the slice axis (inclusive) and
         skips the 3D connectivity step: a live slider redraws the displayed slice in
         milliseconds, and a full call follows when it rests. Slices not computed yet are 0.
@@ -176,6 +179,8 @@ class SessionOutputs(AutoPrior):
             runner_up=self._runner_up if slices is None else None,
             clean_3d=self._clean_3d if connected else None,
         )
+        if keep_paint and self.bootstrapped and self._user_outline is not None:
+            keep_outline(full, (lo_s, hi_s), z_range, self._user_outline)
         self._add_tracked(full, -float(logit(p)), z_range, (lo_s, hi_s))
         return out
 

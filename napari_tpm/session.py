@@ -230,6 +230,7 @@ class SegmentationSession(
         self._floor_cache = None
         self._tip_labels = None
         self._class_tips = None
+        self._user_outline = None  # (slice, value, paint) kept after an end pass
         self.label_values = ()
 
     def segment(

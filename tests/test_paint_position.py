@@ -256,8 +256,8 @@ def _dice(a: np.ndarray, b: np.ndarray) -> float:
 
 def test_paint_at_the_organs_end_gets_a_second_pass_that_must_match_the_outline(monkeypatch):
     """end_second_pass: paint at the liver's end segments again from the first result's most
-    confident slice; the result is kept only if it still matches the outline, else the first
-    result comes back exactly."""
+    confident slice; the result is kept only if it still matches the outline (and then keeps
+    the outline on its slice), else the first result comes back exactly."""
     ph = make_phantom(shape=SHAPE, seed=4)
     truth = ph.labels == LIVER
     paint = _liver_at(ph, 0.15)
@@ -273,7 +273,12 @@ def test_paint_at_the_organs_end_gets_a_second_pass_that_must_match_the_outline(
         pass
     assert on.bootstrapped and on.support_slices != (z,)  # from a slice further in
     kept = on.labels(None)
-    assert _dice(kept[z] == 1, paint[z] == 1) >= END_PASS_AGREEMENT
+    own = on.labels(None, keep_paint=False)  # the pass's own result, from its pseudo-paint
+    assert _dice(own[z] == 1, paint[z] == 1) >= END_PASS_AGREEMENT
+    assert not np.array_equal(own[z] == 1, paint[z] == 1)
+    # ... but the user's outline stays on the slice it was drawn on, the slider's too
+    np.testing.assert_array_equal(kept[z] == 1, paint[z] == 1)
+    np.testing.assert_array_equal(on.labels(0.3, slices=(z, z))[z] == 1, paint[z] == 1)
     assert _dice(kept == 1, truth) >= _dice(first == 1, truth) - 0.01
 
     # an outline the second result cannot match: the first result stays, voxel for voxel,
