@@ -153,7 +153,8 @@ class SegmentOptions:
             when it still matches the outline on the painted slice (Dice >= 0.8; else the
             first result stays): a tip's prototypes miss the organ's body (a liver painted at
             its lower tip: BTCV 17 0.29 -> 0.77, CHAOS 31 0.39 -> 0.78;
-            :mod:`napari_tpm.paint_position`).
+            :mod:`napari_tpm.paint_position`). The labels keep the outline on its slice
+            (with ``keep_paint``), though the second result is taken from pseudo-paint.
         track_ends: with paint on axial slices (the scan's first axis) of this volume (no
             background strokes) and no second pass,
             follow each narrow painted structure (largest painted section's equivalent radius
