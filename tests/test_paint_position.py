@@ -8,6 +8,7 @@ import pytest
 from napari_tpm import _session_contrast as session_contrast
 from napari_tpm.paint_position import (
     END_PASS_AGREEMENT,
+    END_PASS_NEW_SCORE,
     TIP_BALANCE,
     TIP_SLOPE,
     side_balance,
@@ -294,6 +295,32 @@ def test_paint_at_the_organs_end_gets_a_second_pass_that_must_match_the_outline(
     assert not reverted.bootstrapped and reverted.support_slices == (z,)
     np.testing.assert_array_equal(reverted.labels(None), first)
     np.testing.assert_array_equal(reverted.probabilities(0.5), off.probabilities(0.5))
+
+
+def test_an_end_pass_adding_what_the_first_pass_scored_as_the_organ_is_refused(monkeypatch):
+    """END_PASS_NEW_SCORE: the pass is kept for voxels the tip's prototypes scored low (the
+    phantom liver's body); one whose added voxels the first pass scored higher on average
+    than the gate is refused, and the first result comes back exactly."""
+    ph = make_phantom(shape=SHAPE, seed=4)
+    paint = _liver_at(ph, 0.15)
+    off = _session(ph, end_second_pass=False)
+    for _ in off.segment(paint):
+        pass
+    first, scored = off.labels(None), off.probabilities(None)
+    on = _session(ph)
+    for _ in on.segment(paint):
+        pass
+    assert on.bootstrapped
+    added = (on.labels(None) == 1) & (first != 1)
+    assert added.any()
+    assert float(scored[added].mean()) < END_PASS_NEW_SCORE  # what the first pass missed
+
+    monkeypatch.setattr(session_contrast, "END_PASS_NEW_SCORE", 0.5 * float(scored[added].mean()))
+    refused = _session(ph)
+    for _ in refused.segment(paint):
+        pass
+    assert not refused.bootstrapped
+    np.testing.assert_array_equal(refused.labels(None), first)
 
 
 def test_the_prototype_selector_after_an_end_pass_refits_without_running_it_again(monkeypatch):
