@@ -172,7 +172,7 @@ class ContrastSearch:
         first = dict(vars(self))
         before = self.labels(None)
         # what the first pass scored everywhere: the pass replaces the arrays it is read from
-        scored = self.probabilities(None).astype(np.float16)
+        scored = self.probabilities(None)
         yield from self._bootstrap(job.k, job.background_label, before)
         if not self.bootstrapped:
             return  # no pseudo-paint: the first result stays
