@@ -323,6 +323,35 @@ def test_an_end_pass_adding_what_the_first_pass_scored_as_the_organ_is_refused(m
     np.testing.assert_array_equal(refused.labels(None), first)
 
 
+def test_after_an_end_pass_the_auto_labels_are_the_ones_it_took(monkeypatch):
+    """The end pass labels the volume to judge itself, kept or refused; the caller's
+    labels(None) afterwards reuses that labelling (with the user's outline on its slice)
+    instead of labelling the volume again, and it is what a fresh labelling gives."""
+    from napari_tpm import _session_output
+
+    ph = make_phantom(shape=SHAPE, seed=4)
+    paint = _liver_at(ph, 0.15)
+    z = int(np.flatnonzero(paint.any(axis=(1, 2)))[0])
+    calls: list[int] = []
+    write = _session_output.write_labels
+    monkeypatch.setattr(
+        _session_output, "write_labels", lambda *a, **k: calls.append(1) or write(*a, **k)
+    )
+    for gate, kept in ((END_PASS_AGREEMENT, True), (1.01, False)):
+        monkeypatch.setattr(session_contrast, "END_PASS_AGREEMENT", gate)
+        session = _session(ph)
+        for _ in session.segment(paint):
+            pass
+        assert session.bootstrapped == kept
+        done = len(calls)
+        auto = session.labels(None)
+        assert len(calls) == done  # no labelling of its own
+        np.testing.assert_array_equal(auto[z] == 1, paint[z] == 1)
+        session._tip_labels = None  # forget it: label the volume afresh
+        np.testing.assert_array_equal(session.labels(None), auto)
+        assert len(calls) == done + 1
+
+
 def test_the_prototype_selector_after_an_end_pass_refits_without_running_it_again(monkeypatch):
     """set_prototypes after paint at the organ's end refits the support the result came
     from (the second pass's pseudo-paint when kept, the user's paint when refused) instead
