@@ -52,15 +52,9 @@ __all__ = [
 #: kidneys, a liver and a spleen painted on a convex section lost up to 0.01 on the tuning
 #: volumes; from 0.93 only kidneys outlined with their sinus are filled.
 MIN_SOLIDITY = 0.93
-#: the widest painted section must reach this fraction of the result's widest section. A
-#: result often bulges on one slice beyond the paint: CHAOS kidneys outlined on their middle
-#: slice reach 0.81-0.85 of it, and at 0.85 those, and their sections at 15 / 85 %, were left
-#: C-shaped. On the tuning volumes (middle slice, 1-2 slices off it, 15 / 85 %): 0.85 -> 0.75
-#: CHAOS at 15 / 85 % 0.851 -> 0.857, BTCV's 0.852 -> 0.851 (two left kidneys at 85 %, whose
-#: outlines leave the sinus out, 0.94 -> 0.89 / 0.92); 0.8 gave BTCV the same losses and
-#: CHAOS less; 0.65 lost as much on BTCV as CHAOS gained (benchmarks/RESULTS-accuracy.md,
-#: "The concavity fill's width test").
-MIN_WIDTH = 0.75
+#: the widest painted section must reach this fraction of the result's widest section (on the
+#: tuning volumes 0.7 still filled BTCV kidneys painted near a pole; 0.85 none of them)
+MIN_WIDTH = 0.85
 #: a pocket of the hull outside a piece is filled only when it reaches this fraction of the
 #: piece's equivalent radius into the hull: a kidney's sinus does, the shallow dents that
 #: neighbours press into a convex liver do not (the 512-pixel phantom's liver, painted on a
