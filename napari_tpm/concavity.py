@@ -53,7 +53,11 @@ __all__ = [
 #: volumes; from 0.93 only kidneys outlined with their sinus are filled.
 MIN_SOLIDITY = 0.93
 #: the widest painted section must reach this fraction of the result's widest section (on the
-#: tuning volumes 0.7 still filled BTCV kidneys painted near a pole; 0.85 none of them)
+#: tuning volumes 0.7 still filled BTCV kidneys painted near a pole; 0.85 none of them). 0.75
+#: measured better (CHAOS kidneys, whose results bulge on one slice past the paint) but was
+#: reverted: the fill, taken at each prior, is not monotone in the result, and the prior slider
+#: then shrank a phantom's liver (benchmarks/RESULTS-accuracy.md, "The concavity fill's width
+#: test").
 MIN_WIDTH = 0.85
 #: a pocket of the hull outside a piece is filled only when it reaches this fraction of the
 #: piece's equivalent radius into the hull: a kidney's sinus does, the shallow dents that
