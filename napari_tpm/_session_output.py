@@ -46,7 +46,9 @@ class SessionOutputs(AutoPrior):
     _normalised: np.ndarray | None
     _paint_footprints: dict[int, Footprint]
     _body_boxes: dict[int, dict[int, tuple[float, float, float, float]]]
-    _tip_labels: tuple[float, np.ndarray] | None  # (prior, labels) that measurement made
+    # (prior, labels): a whole labelling at the auto prior that a step inside segment() made
+    # (the tip measurement, the walk, the end pass), which the caller's labels(None) reuses
+    _tip_labels: tuple[float, np.ndarray] | None
     _class_tips: np.ndarray | None  # per class: the tip shifts of several classes on one slice
     _choosing: bool  # another volume's paint is being placed: intermediate results only
     _tracked: list[tuple[int, np.ndarray, torch.Tensor]] | None  # track_ends' walks
