@@ -173,6 +173,7 @@ class ContrastSearch:
         first = dict(vars(self))
         prior = self.auto_prior()
         before = self.labels(prior)
+        fill_memo = self._fill_memo  # what the fill added to it, for every other prior
         # what the first pass scored everywhere: the pass replaces the arrays it is read from
         scored = self.probabilities(None)
         yield from self._bootstrap(job.k, job.background_label, before)
@@ -198,6 +199,7 @@ class ContrastSearch:
         vars(self).update(first)
         self.encoder_calls = calls
         self._tip_labels = (self.auto_prior(), before)  # the first result, labelled once
+        self._fill_memo = fill_memo
         assert self._score is not None
         n = self._score.shape[0]
         yield Progress(n, n, "segment", (0, n))

@@ -110,6 +110,8 @@ def clean_3d(
     pick: Callable[[np.ndarray], np.ndarray] | None = None,
     own_paint: bool = True,
     score: np.ndarray | None = None,
+    fill_added: dict[int, np.ndarray] | None = None,
+    fill_record: dict[int, np.ndarray] | None = None,
 ) -> None:
     """The 3D steps of ``labels()``, in place on the whole volume ``view`` (slice axis first).
 
@@ -128,6 +130,9 @@ def clean_3d(
     drift (:data:`napari_tpm.continuity.DRIFT_MM`) and do the outrunning parts go (from
     another patient's paint, every ordered CHAOS tuning pair moved both ways, mean
     0.755 -> 0.755, and the search ran three times as long).
+    ``fill_added``: per structure, the pixels the concavity fill added on an earlier labelling
+    ((3, n) coordinates in ``view``'s whole-volume frame), added again instead of filling
+    anew; ``fill_record``: where to write what this labelling's fill adds (:func:`_fill_concave`).
     """
     s = support
     opts = options
@@ -186,7 +191,8 @@ def clean_3d(
     if opts.outrunning_parts and s.same_volume and own_paint:
         _drop_outrunning(view, seeds, s.label_values, spacing_first)
     if opts.fill_concave and s.same_volume and own_paint:
-        _fill_concave(view, seeds, s, strokes)
+        offset = np.array([b.start for b in box])
+        _fill_concave(view, seeds, s, strokes, offset, fill_added, fill_record)
 
 
 def keep_outline(
@@ -286,21 +292,64 @@ def _keep_continuous(
 
 
 def _fill_concave(
-    view: np.ndarray, seeds: np.ndarray, support: _Support, strokes: np.ndarray | None
+    view: np.ndarray,
+    seeds: np.ndarray,
+    support: _Support,
+    strokes: np.ndarray | None,
+    offset: np.ndarray | None = None,
+    added: dict[int, np.ndarray] | None = None,
+    record: dict[int, np.ndarray] | None = None,
 ) -> None:
     """Each structure whose paint outlines its concavities, in place: its result's
     concavities filled like the paint's (:mod:`napari_tpm.concavity`), never over another
-    structure or a background stroke."""
+    structure or a background stroke.
+
+    ``offset``: where ``view`` starts in the whole volume (None: at its origin). ``added`` (per structure, (3, n)
+    whole-volume coordinates): put those pixels back, on the slices that still hold the
+    structure, instead of filling anew; the fill fills each section up to the paint's
+    solidity of that section's own hull, so taken anew at each prior it is not monotone in the
+    result, and a higher prior could end with fewer voxels. ``record``: write what this fill
+    adds there (an empty array where the structure is not filled).
+    """
     free = view == 0 if strokes is None else (view == 0) & ~strokes
+    offset = np.zeros(3, dtype=np.int64) if offset is None else offset
     for value in support.label_values:
+        if added is not None:
+            _put_back(view, free, value, added.get(value), offset)
+            continue
         mask = view == value
         target = fill_target(support.masks_native.values(), value, mask)
         if target is None:
+            if record is not None:
+                record[value] = np.zeros((3, 0), dtype=np.int64)
             continue
         painted = np.flatnonzero((seeds == value).any(axis=(1, 2)))
-        added = fill_like_paint(mask, target, skip=painted, free=free) & ~mask
-        view[added] = value
-        free &= ~added  # taken: the next structure's fill stays off it
+        new = fill_like_paint(mask, target, skip=painted, free=free) & ~mask
+        view[new] = value
+        free &= ~new  # taken: the next structure's fill stays off it
+        if record is not None:
+            record[value] = np.array(np.nonzero(new)) + offset[:, None]
+
+
+def _put_back(
+    view: np.ndarray,
+    free: np.ndarray,
+    value: int,
+    coords: np.ndarray | None,
+    offset: np.ndarray,
+) -> None:
+    """Write ``value`` at the recorded fill pixels ``coords`` (whole-volume) that lie in
+    ``view`` (starting at ``offset``), are ``free`` and sit on a slice that holds ``value``;
+    in place, ``free`` too."""
+    if coords is None or coords.size == 0:
+        return
+    local = coords - offset[:, None]
+    inside = np.all((local >= 0) & (local < np.array(view.shape)[:, None]), axis=0)
+    z, y, x = local[:, inside]
+    holds = (view == value).any(axis=(1, 2))
+    ok = free[z, y, x] & holds[z]
+    view[z[ok], y[ok], x[ok]] = value
+    free[z[ok], y[ok], x[ok]] = False
 
 
 def _drop_outrunning(

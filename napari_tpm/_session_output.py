@@ -50,6 +50,11 @@ class SessionOutputs(AutoPrior):
     # (the tip measurement, the walk, the end pass), which the caller's labels(None) reuses
     _tip_labels: tuple[float, np.ndarray] | None
     _class_tips: np.ndarray | None  # per class: the tip shifts of several classes on one slice
+    # per class, what the concavity fill added on the labelling at the auto prior ((3, n)
+    # coordinates, slice axis first); every other prior puts those pixels back
+    _fill_memo: dict[int, np.ndarray] | None
+    _fill_pending: dict[int, np.ndarray] | None  # the tip measurement's, until it is the auto
+    _measuring_tips: bool  # a tip measurement's labelling is running: the auto prior is unknown
     _choosing: bool  # another volume's paint is being placed: intermediate results only
     _tracked: list[tuple[int, np.ndarray, torch.Tensor]] | None  # track_ends' walks
     bootstrapped: bool
@@ -168,6 +173,7 @@ class SessionOutputs(AutoPrior):
             connected = False
         if connected is None:
             connected = self.options.connected
+        fill = self._fill_mode(p, plain) if connected and slices is None else None
         write_labels(
             full,
             slice(lo_s, hi_s + 1),
@@ -179,7 +185,7 @@ class SessionOutputs(AutoPrior):
             keep_paint=keep_paint and not self.bootstrapped,
             z_range=z_range,
             runner_up=self._runner_up if slices is None else None,
-            clean_3d=self._clean_3d if connected else None,
+            clean_3d=partial(self._clean_3d, fill=fill) if connected else None,
         )
         if keep_paint and self.bootstrapped and self._user_outline is not None:
             keep_outline(full, (lo_s, hi_s), z_range, self._user_outline)
@@ -211,7 +217,40 @@ class SessionOutputs(AutoPrior):
             for z, passed in zip(reached[keep], up, strict=True):
                 full[z][passed & (full[z] == 0)] = value
 
-    def _clean_3d(self, view: np.ndarray) -> None:
+    def _fill_mode(self, p: float, plain: bool) -> tuple[dict | None, dict | None] | None:
+        """How this whole labelling at ``p`` fills concavities: (pixels to put back, dict to
+        record into), or None to fill as measured here (another volume's or a second pass's
+        paint, which the fill leaves alone, or a tip measurement in progress, whose record
+        waits in ``_fill_pending`` until it proves to be the auto labelling).
+
+        The fill is taken once, on the labelling at the auto prior, and put back at every
+        other prior, so that labelling is the one the fill always gave and the slider, moving
+        up, only adds voxels wherever the other 3D steps do."""
+        s = self._require_support()
+        if not (
+            self.options.fill_concave
+            and s.same_volume
+            and not self._choosing
+            and not self.bootstrapped
+        ):
+            return None
+        if self._fill_memo is not None:
+            return self._fill_memo, None
+        if self._measuring_tips:
+            self._fill_pending = {}
+            return None, self._fill_pending
+        auto = self.auto_prior()
+        if self._fill_memo is not None:  # auto_prior() measured the tip just now
+            return self._fill_memo, None
+        if plain and p == auto:
+            self._fill_memo = {}
+            return None, self._fill_memo
+        self.labels(auto)  # the auto labelling records what the fill adds
+        return (self._fill_memo, None) if self._fill_memo is not None else None
+
+    def _clean_3d(
+        self, view: np.ndarray, fill: tuple[dict | None, dict | None] | None = None
+    ) -> None:
         """The 3D steps of :meth:`labels`, in place on the whole volume ``view`` (axis first).
 
         Connected components, neck cut and outline snap: see
@@ -255,6 +294,8 @@ class SessionOutputs(AutoPrior):
             pick,
             own_paint=not (self._choosing or self.bootstrapped),
             score=self._score,
+            fill_added=None if fill is None else fill[0],
+            fill_record=None if fill is None else fill[1],
         )
 
     def probabilities(self, prior: float | None = None) -> np.ndarray:

@@ -39,6 +39,9 @@ class AutoPrior:
     _tip_cache: float | None  # the tip shift of the current scores (None: not measured yet)
     _tip_labels: tuple[float, np.ndarray] | None  # (prior, labels) that measurement made
     _class_tips: np.ndarray | None  # per class: the tip shifts of several classes on one slice
+    _fill_memo: dict[int, np.ndarray] | None  # the concavity fill's pixels at the auto prior
+    _fill_pending: dict[int, np.ndarray] | None  # ... a tip measurement's, until known auto
+    _measuring_tips: bool
     _floor_cache: tuple[float, float] | None  # (calibrated, floored) prior of the scores
     bootstrapped: bool
 
@@ -101,6 +104,22 @@ class AutoPrior:
             and self._low is not None
         )
 
+    def _measuring_labels(self, calibrated: float) -> np.ndarray:
+        """``labels(calibrated)`` for a tip measurement: the auto prior is not known while it
+        runs, so what its concavity fill adds waits in ``_fill_pending``."""
+        self._measuring_tips = True
+        try:
+            return self.labels(calibrated)
+        finally:
+            self._measuring_tips = False
+
+    def _keep_pending_fill(self, auto: bool) -> None:
+        """The measurement's fill record becomes the auto labelling's when ``auto`` (no
+        shift: its labels are the auto labels)."""
+        if auto and self._fill_pending is not None:
+            self._fill_memo = self._fill_pending
+        self._fill_pending = None
+
     def _tip_shift(self, calibrated: float) -> float:
         """The outward shift for one slice painted near the organ's end (0: none applies,
         :meth:`_tips_apply`)."""
@@ -108,12 +127,13 @@ class AutoPrior:
         if not self._tips_apply(several=False):
             return 0.0
         if self._tip_cache is None:
-            labelled = self.labels(calibrated)
+            labelled = self._measuring_labels(calibrated)
             balance = side_balance(np.moveaxis(labelled, s.axis, 0), s.indices)
             self._tip_cache = tip_logit_shift(balance, self.options.tip_shift)
             # no shift (paint mid-organ, the usual case): the auto labels are these ones, so
             # the caller's labels(None) reuses them instead of labelling the volume twice
             self._tip_labels = (calibrated, labelled) if self._tip_cache == 0.0 else None
+            self._keep_pending_fill(self._tip_cache == 0.0)
         return self._tip_cache
 
     def _class_tip_shifts(self) -> np.ndarray | None:
@@ -126,7 +146,7 @@ class AutoPrior:
         if self._class_tips is None:
             calibrated = self._calibrated_prior()
             self._class_tips = np.zeros(len(s.label_values), dtype=np.float32)  # measure unshifted
-            labelled = self.labels(calibrated)
+            labelled = self._measuring_labels(calibrated)
             moved = np.moveaxis(labelled, s.axis, 0)
             self._class_tips = np.array(
                 [
@@ -137,6 +157,7 @@ class AutoPrior:
             )
             # no shift (every class painted mid-organ): the caller's labels(None) reuses these
             self._tip_labels = None if self._class_tips.any() else (calibrated, labelled)
+            self._keep_pending_fill(not self._class_tips.any())
         return self._class_tips
 
     def _calibrated_prior(self) -> float:

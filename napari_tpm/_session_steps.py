@@ -60,6 +60,8 @@ class ScoringSteps:
     _tip_cache: float | None
     _tip_labels: tuple[float, np.ndarray] | None
     _class_tips: np.ndarray | None
+    _fill_memo: dict[int, np.ndarray] | None
+    _fill_pending: dict[int, np.ndarray] | None
     _floor_cache: tuple[float, float] | None
     _best: np.ndarray | None
     _runner_up: tuple[np.ndarray, np.ndarray] | None
@@ -243,6 +245,8 @@ class ScoringSteps:
         self._floor_cache = None
         self._tip_labels = None
         self._class_tips = None
+        self._fill_memo = None  # the fill is taken again on the new scores
+        self._fill_pending = None
         up = query.grid.from_working(low)  # (b, K, H, W)
         if self._class_offsets is not None and self.options.class_boundaries == "relax":
             chooser = up - self._class_offsets[None, :, None, None]

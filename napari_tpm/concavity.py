@@ -58,7 +58,7 @@ MIN_SOLIDITY = 0.93
 #: reverted: the fill, taken at each prior, is not monotone in the result, and the prior slider
 #: then shrank a phantom's liver (benchmarks/RESULTS-accuracy.md, "The concavity fill's width
 #: test").
-MIN_WIDTH = 0.85
+MIN_WIDTH = 0.75
 #: a pocket of the hull outside a piece is filled only when it reaches this fraction of the
 #: piece's equivalent radius into the hull: a kidney's sinus does, the shallow dents that
 #: neighbours press into a convex liver do not (the 512-pixel phantom's liver, painted on a

@@ -230,6 +230,9 @@ class SegmentationSession(
         self._floor_cache = None
         self._tip_labels = None
         self._class_tips = None
+        self._fill_memo = None
+        self._fill_pending = None
+        self._measuring_tips = False
         self._user_outline = None  # (slice, value, paint) kept after an end pass
         self.label_values = ()
 

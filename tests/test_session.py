@@ -338,7 +338,7 @@ def test_labels_into_a_buffer_reuse_the_auto_priors_measurement(liver_session, m
     fresh = np.zeros(shape, np.int32)
     session.labels(0.5, out=fresh, z_range=(0, n - 1), connected=True)  # labelled in full
     assert session.auto_prior() == 0.5  # calibrated, mid-organ paint: no tip shift
-    monkeypatch.setattr(session, "_clean_3d", lambda view: pytest.fail("labelled twice"))
+    monkeypatch.setattr(session, "_clean_3d", lambda view, **_: pytest.fail("labelled twice"))
     out = np.zeros(shape, np.int32)
     assert session.labels(0.5, out=out, z_range=(0, n - 1), connected=True) is out
     np.testing.assert_array_equal(out, fresh)
