@@ -304,9 +304,10 @@ def _fill_concave(
     concavities filled like the paint's (:mod:`napari_tpm.concavity`), never over another
     structure or a background stroke.
 
-    ``offset``: where ``view`` starts in the whole volume (None: at its origin). ``added`` (per structure, (3, n)
-    whole-volume coordinates): put those pixels back, on the slices that still hold the
-    structure, instead of filling anew; the fill fills each section up to the paint's
+    ``offset``: where ``view`` starts in the whole volume (None: at its origin). ``added``
+    (per structure, (3, n) whole-volume coordinates): put those pixels back, on the slices
+    that still hold the structure, instead of filling anew; the fill fills each section up to
+    the paint's
     solidity of that section's own hull, so taken anew at each prior it is not monotone in the
     result, and a higher prior could end with fewer voxels. ``record``: write what this fill
     adds there (an empty array where the structure is not filled).

@@ -53,11 +53,12 @@ __all__ = [
 #: volumes; from 0.93 only kidneys outlined with their sinus are filled.
 MIN_SOLIDITY = 0.93
 #: the widest painted section must reach this fraction of the result's widest section (on the
-#: tuning volumes 0.7 still filled BTCV kidneys painted near a pole; 0.85 none of them). 0.75
-#: measured better (CHAOS kidneys, whose results bulge on one slice past the paint) but was
-#: reverted: the fill, taken at each prior, is not monotone in the result, and the prior slider
-#: then shrank a phantom's liver (benchmarks/RESULTS-accuracy.md, "The concavity fill's width
-#: test").
+#: tuning volumes 0.7 still filled BTCV kidneys painted near a pole; 0.85 none of them). A
+#: result often bulges on one slice past the paint (CHAOS kidneys on their middle slice: 0.81
+#: of it). On the tuning volumes (middle slice, 1-2 off, 15 / 85 %), 0.85 -> 0.75: CHAOS at
+#: 15 / 85 % 0.851 -> 0.857, BTCV 0.852 -> 0.851; 0.8 gave BTCV the same losses and CHAOS
+#: less, 0.65 lost on BTCV what CHAOS gained (benchmarks/RESULTS-accuracy.md, "The concavity
+#: fill's width test"). The session takes this test once, at the auto prior.
 MIN_WIDTH = 0.75
 #: a pocket of the hull outside a piece is filled only when it reaches this fraction of the
 #: piece's equivalent radius into the hull: a kidney's sinus does, the shallow dents that
