@@ -307,10 +307,9 @@ def _fill_concave(
     ``offset``: where ``view`` starts in the whole volume (None: at its origin). ``added``
     (per structure, (3, n) whole-volume coordinates): put those pixels back, on the slices
     that still hold the structure, instead of filling anew; the fill fills each section up to
-    the paint's
-    solidity of that section's own hull, so taken anew at each prior it is not monotone in the
-    result, and a higher prior could end with fewer voxels. ``record``: write what this fill
-    adds there (an empty array where the structure is not filled).
+    the paint's solidity of that section's own hull, so taken anew at each prior it is not
+    monotone in the result, and a higher prior could end with fewer voxels. ``record``: write
+    what this fill adds there (an empty array where the structure is not filled).
     """
     free = view == 0 if strokes is None else (view == 0) & ~strokes
     offset = np.zeros(3, dtype=np.int64) if offset is None else offset
