@@ -19,6 +19,7 @@ import torch
 from napari_tpm._session_data import _check_prior, _outward_batches, _Support, _Volume
 from napari_tpm._session_labels import clean_3d, keep_outline, write_labels
 from napari_tpm._session_prior import AutoPrior
+from napari_tpm.concavity import MIN_SOLIDITY, paint_solidity
 from napari_tpm.footprint import Footprint, keep_fitting_component, pixel_area
 from napari_tpm.options import SegmentOptions
 from napari_tpm.preprocess import WorkingGrid
@@ -234,6 +235,8 @@ class SessionOutputs(AutoPrior):
             and not self.bootstrapped
         ):
             return None
+        if self._fill_memo is None and not _may_fill(s):
+            self._fill_memo = {}  # no paint asks for the fill: nothing to take or put back
         if self._fill_memo is not None:
             return self._fill_memo, None
         if self._measuring_tips:
@@ -379,3 +382,10 @@ def _covers(z_range: tuple[int, int], n: int) -> bool:
     """Whether the inclusive slice range keeps every one of ``n`` slices."""
     lo, hi = sorted(int(z) for z in z_range)
     return lo <= 0 and hi >= n - 1
+
+
+def _may_fill(support: _Support) -> bool:
+    """Whether any structure's paint is solid enough to ask for the concavity fill
+    (:data:`napari_tpm.concavity.MIN_SOLIDITY`); if none is, no prior fills anything."""
+    planes = list(support.masks_native.values())
+    return any(paint_solidity(planes, v) >= MIN_SOLIDITY for v in support.label_values)
