@@ -37,7 +37,7 @@ class AutoPrior:
     _score: np.ndarray | None
     _paint_footprints: dict[int, Footprint]
     _tip_cache: float | None  # the tip shift of the current scores (None: not measured yet)
-    _tip_labels: tuple[float, np.ndarray] | None  # (prior, labels) that measurement made
+    _tip_labels: tuple[float, np.ndarray] | None  # (prior, labels) at the auto prior, reused
     _class_tips: np.ndarray | None  # per class: the tip shifts of several classes on one slice
     _fill_memo: dict[int, np.ndarray] | None  # the concavity fill's pixels at the auto prior
     _fill_pending: dict[int, np.ndarray] | None  # ... a tip measurement's, until known auto
