@@ -8,7 +8,10 @@ from skimage.draw import disk, line
 
 from napari_tpm.phantom import make_phantom
 from napari_tpm.scribble import (
+    FAR_RATIO,
+    FAR_RING_SIMILAR_SHARE,
     PARTIAL_RATIO,
+    RING_SIMILAR_SHARE,
     complete_section,
     drawn_as_strokes,
     grow_scribbles,
@@ -114,6 +117,41 @@ def test_a_dab_is_completed_to_the_organ_a_filled_section_is_not():
     assert complete_section(image, scores, organ) is None  # already the outline
     # nothing scored low enough to mark background: no completion rather than the whole slice
     assert complete_section(image, np.full_like(scores, 3.0), dab) is None
+
+
+def test_a_stroke_beside_a_vessel_is_completed_a_dab_there_is_not():
+    """A vessel runs along the paint (about a third of the ring around it is darker than the
+    paint): that fails the strict ring test, which a stroke far smaller than its region is
+    spared; a dab is not, since a small round paint is also how a vessel is outlined."""
+    from scipy import ndimage
+
+    def paint_beside_a_vessel(shape: str) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
+        rng = np.random.default_rng(0)
+        organ = np.zeros((96, 96), bool)
+        organ[disk((48, 48), 20)] = True
+        image = np.where(organ, 1.0, 0.2) + rng.normal(0, 0.03, organ.shape)
+        paint = np.zeros_like(organ)
+        vessel = np.zeros_like(organ)
+        if shape == "stroke":
+            paint[47:50, 36:60] = True
+            vessel[50:52, 38:50] = True
+        else:
+            paint[disk((48, 49), 4)] = True
+            vessel[:, 52:55] = True
+        image[vessel & organ & ~paint] = 0.6
+        ring = ndimage.binary_dilation(paint, iterations=2) & ~paint
+        lo, hi = np.percentile(image[paint], [5, 95])
+        share = ((image[ring] >= lo) & (image[ring] <= hi)).mean()
+        assert FAR_RING_SIMILAR_SHARE <= share < RING_SIMILAR_SHARE
+        scores = ndimage.gaussian_filter(np.where(organ, 5.0, -5.0), 4).astype(np.float32)
+        return complete_section(image.astype(np.float32), scores, paint), paint, organ
+
+    region, stroke, organ = paint_beside_a_vessel("stroke")
+    assert region is not None and region.sum() >= FAR_RATIO * stroke.sum()
+    assert dice(region, organ) > 0.95
+    region, dab, organ = paint_beside_a_vessel("dab")
+    assert organ.sum() >= FAR_RATIO * dab.sum()
+    assert region is None
 
 
 def test_completion_never_takes_blocked_pixels():
