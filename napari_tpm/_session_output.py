@@ -19,7 +19,7 @@ import torch
 from napari_tpm._session_data import _check_prior, _outward_batches, _Support, _Volume
 from napari_tpm._session_labels import clean_3d, keep_outline, write_labels
 from napari_tpm._session_prior import AutoPrior
-from napari_tpm.concavity import MIN_SOLIDITY, paint_solidity
+from napari_tpm.concavity import asks_for_fill
 from napari_tpm.footprint import Footprint, keep_fitting_component, pixel_area
 from napari_tpm.options import SegmentOptions
 from napari_tpm.preprocess import WorkingGrid
@@ -386,6 +386,6 @@ def _covers(z_range: tuple[int, int], n: int) -> bool:
 
 def _may_fill(support: _Support) -> bool:
     """Whether any structure's paint is solid enough to ask for the concavity fill
-    (:data:`napari_tpm.concavity.MIN_SOLIDITY`); if none is, no prior fills anything."""
+    (:func:`napari_tpm.concavity.asks_for_fill`); if none is, no prior fills anything."""
     planes = list(support.masks_native.values())
-    return any(paint_solidity(planes, v) >= MIN_SOLIDITY for v in support.label_values)
+    return any(asks_for_fill(planes, v) is not None for v in support.label_values)

@@ -41,6 +41,7 @@ __all__ = [
     "MIN_SOLIDITY",
     "MIN_WIDTH",
     "POCKET_DEPTH",
+    "asks_for_fill",
     "convex_hull",
     "fill_like_paint",
     "fill_target",
@@ -91,6 +92,14 @@ def paint_solidity(planes: Iterable[np.ndarray], value: int) -> float:
     return min(solidity(m) for m in sections)
 
 
+def asks_for_fill(planes: Iterable[np.ndarray], value: int) -> float | None:
+    """The paint's solidity (:func:`paint_solidity`) when it is at least :data:`MIN_SOLIDITY`,
+    else None: whether ``value``'s paint asks for the fill at all, whatever its result is. The
+    session asks it before labelling anything (no paint asks: no prior fills)."""
+    target = paint_solidity(planes, value)
+    return target if target >= MIN_SOLIDITY else None
+
+
 def fill_target(planes: Iterable[np.ndarray], value: int, mask: np.ndarray) -> float | None:
     """The solidity to fill ``value``'s result ``mask`` (3D, slice axis first) to, or None.
 
@@ -99,8 +108,8 @@ def fill_target(planes: Iterable[np.ndarray], value: int, mask: np.ndarray) -> f
     :data:`MIN_WIDTH` of the result's widest section.
     """
     planes = [np.asarray(plane) for plane in planes]
-    target = paint_solidity(planes, value)
-    if target < MIN_SOLIDITY or not mask.any():
+    target = asks_for_fill(planes, value)
+    if target is None or not mask.any():
         return None
     widest = max(int((plane == value).sum()) for plane in planes)
     if widest < MIN_WIDTH * int(mask.sum(axis=(1, 2)).max()):

@@ -8,6 +8,7 @@ from skimage.morphology import convex_hull_image
 
 from napari_tpm.concavity import (
     MIN_SOLIDITY,
+    asks_for_fill,
     convex_hull,
     fill_like_paint,
     fill_target,
@@ -103,6 +104,13 @@ def test_the_paint_solidity_is_its_least_solid_section_and_a_stroke_gives_none()
     stroke = np.zeros((64, 64), int)
     stroke[32, 5:60] = 2  # a thin line is convex, but it outlines nothing
     assert paint_solidity([round_, stroke], 2) == 0.0
+    # the fill is asked for by solid paint only, whatever the result
+    assert asks_for_fill([round_], 2) == pytest.approx(paint_solidity([round_], 2))
+    notched_solidity = solidity(notched > 0)
+    want = notched_solidity if notched_solidity >= MIN_SOLIDITY else None
+    assert asks_for_fill([round_, notched], 2) == (pytest.approx(want) if want else None)
+    assert asks_for_fill([round_, stroke], 2) is None
+    assert asks_for_fill([round_], 1) is None
 
 
 def test_only_a_section_about_as_wide_as_the_result_sets_the_convention():
