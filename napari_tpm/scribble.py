@@ -116,10 +116,11 @@ def is_scribble(mask: np.ndarray) -> bool:
     return stroke_shaped(float(ndimage.distance_transform_edt(mask).max()), area)
 
 
-def stroke_shaped(radius: float, area: float) -> bool:
+def stroke_shaped(radius: float, area: float, max_radius: float = MAX_RADIUS) -> bool:
     """Whether a painted region of this inscribed ``radius`` and ``area`` (working pixels, and
-    their square) is a stroke: thin (:data:`MAX_RADIUS`) and long (:data:`MIN_ELONGATION`)."""
-    return radius <= MAX_RADIUS and area >= MIN_ELONGATION * np.pi * radius**2
+    their square, unless ``max_radius`` is in other units) is a stroke: thin (``max_radius``)
+    and long (:data:`MIN_ELONGATION`)."""
+    return radius <= max_radius and area >= MIN_ELONGATION * np.pi * radius**2
 
 
 def drawn_as_strokes(masks: torch.Tensor) -> set[int]:
@@ -187,7 +188,7 @@ def _stroke_mm(paint: np.ndarray, spacing: tuple[float, float]) -> bool:
     slice's own pixels, where the completion runs."""
     radius = float(ndimage.distance_transform_edt(np.pad(paint, 1), sampling=spacing).max())
     area = float(paint.sum()) * float(spacing[0]) * float(spacing[1])
-    return radius <= FAR_STROKE_MM and area >= MIN_ELONGATION * np.pi * radius**2
+    return stroke_shaped(radius, area, FAR_STROKE_MM)
 
 
 def complete_section(
